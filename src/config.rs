@@ -1,0 +1,436 @@
+//! Configuration: serde types mirroring the TOML, their defaults, and validation that names key paths.
+
+pub mod secret;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use secret::{Secret, SecretError, SecretSource};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: SocketAddr,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+    /// A client that has not sent its whole header block by then is disconnected (slowloris).
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
+    /// More request headers than this, or more header bytes than `max_header_bytes`, get 431.
+    #[serde(default = "default_max_header_count")]
+    pub max_header_count: usize,
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_pool_idle_timeout_secs")]
+    pub pool_idle_timeout_secs: u64,
+    #[serde(default = "default_pool_max_idle_per_host")]
+    pub pool_max_idle_per_host: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub name: String,
+    /// A private app access token or service key: a static bearer.
+    #[serde(default)]
+    pub token: Option<SecretSource>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+fn default_max_body_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_shutdown_grace_secs() -> u64 {
+    25
+}
+fn default_header_read_timeout_secs() -> u64 {
+    30
+}
+fn default_max_header_count() -> usize {
+    100
+}
+fn default_max_header_bytes() -> usize {
+    32 * 1024
+}
+fn default_base_url() -> String {
+    "https://api.hubapi.com".to_string()
+}
+fn default_connect_timeout_ms() -> u64 {
+    3000
+}
+fn default_timeout_secs() -> u64 {
+    60
+}
+fn default_pool_idle_timeout_secs() -> u64 {
+    90
+}
+fn default_pool_max_idle_per_host() -> usize {
+    256
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            admin_listen: default_admin_listen(),
+            max_body_bytes: default_max_body_bytes(),
+            shutdown_grace_secs: default_shutdown_grace_secs(),
+            header_read_timeout_secs: default_header_read_timeout_secs(),
+            max_header_count: default_max_header_count(),
+            max_header_bytes: default_max_header_bytes(),
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            base_url: default_base_url(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            timeout_secs: default_timeout_secs(),
+            ca_file: None,
+            pool_idle_timeout_secs: default_pool_idle_timeout_secs(),
+            pool_max_idle_per_host: default_pool_max_idle_per_host(),
+        }
+    }
+}
+
+/// One thing wrong with the config, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the config file: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{path}:{line}: {key}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    #[error("{path}: {} problem(s): {}", problems.len(), join(problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn join(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ConfigError {
+    /// One readable line per problem, each naming the file and the key.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid { path, problems } => problems
+                .iter()
+                .map(|p| format!("{}: {p}", path.display()))
+                .collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let config = Config::parse(&text).map_err(|e| e.in_file(path))?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    /// Parses TOML text; the error names the key path (`accounts[0].token`) and line.
+    pub fn parse(text: &str) -> Result<Config, ParseError> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = match e.path().to_string() {
+                p if p == "." => "(top level)".to_string(),
+                p => p,
+            };
+            let inner = e.into_inner();
+            let line = inner
+                .span()
+                .map(|s| 1 + text[..s.start.min(text.len())].matches('\n').count())
+                .unwrap_or(0);
+            ParseError {
+                key,
+                line,
+                message: inner.message().to_string(),
+            }
+        })
+    }
+
+    /// Every problem at once, not just the first.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        self.validate_server(&mut problems);
+        self.validate_upstream(&mut problems);
+        self.validate_accounts(&mut problems);
+        problems
+    }
+
+    fn validate_server(&self, out: &mut Vec<Problem>) {
+        let s = &self.server;
+        if s.listen == s.admin_listen && s.listen.port() != 0 {
+            out.push(problem(
+                "server.admin_listen",
+                "must differ from server.listen",
+            ));
+        }
+        if s.max_body_bytes == 0 {
+            out.push(problem("server.max_body_bytes", "must be greater than 0"));
+        }
+        if s.header_read_timeout_secs == 0 {
+            out.push(problem(
+                "server.header_read_timeout_secs",
+                "must be greater than 0",
+            ));
+        }
+        if s.max_header_count == 0 || s.max_header_bytes < 1024 {
+            out.push(problem(
+                "server.max_header_count",
+                "max_header_count must be > 0 and max_header_bytes >= 1024",
+            ));
+        }
+    }
+
+    fn validate_upstream(&self, out: &mut Vec<Problem>) {
+        let u = &self.upstream;
+        if let Err(message) = parse_base_url(&u.base_url) {
+            out.push(problem("upstream.base_url", message));
+        }
+        if u.connect_timeout_ms == 0 {
+            out.push(problem(
+                "upstream.connect_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if u.timeout_secs == 0 {
+            out.push(problem("upstream.timeout_secs", "must be greater than 0"));
+        }
+    }
+
+    fn validate_accounts(&self, out: &mut Vec<Problem>) {
+        if self.accounts.is_empty() {
+            out.push(problem(
+                "accounts",
+                "at least one [[accounts]] entry is required",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, account) in self.accounts.iter().enumerate() {
+            let key = format!("accounts[{i}]");
+            if !valid_account_name(&account.name) {
+                out.push(problem(
+                    format!("{key}.name"),
+                    format!(
+                        "{:?} is not a valid name: use letters, digits, '-', '_' or '.', starting with a letter or digit",
+                        account.name
+                    ),
+                ));
+            } else if !seen.insert(account.name.as_str()) {
+                out.push(problem(
+                    format!("{key}.name"),
+                    format!("duplicate account name {:?}", account.name),
+                ));
+            }
+            if account.token.is_none() {
+                out.push(problem(
+                    format!("{key}.token"),
+                    "a credential is required: token = { file = \"...\" } or { env = \"...\" }",
+                ));
+            }
+        }
+    }
+}
+
+/// A parse error before the file name is known.
+#[derive(Debug)]
+pub struct ParseError {
+    pub key: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl ParseError {
+    fn in_file(self, path: &Path) -> ConfigError {
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: self.line,
+            key: self.key,
+            message: self.message,
+        }
+    }
+}
+
+/// Account names become metric labels and header values, so they stay a small, safe alphabet.
+pub fn valid_account_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `base_url` must be `http(s)://host[:port]` with no path: the request's own path is appended.
+pub fn parse_base_url(raw: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = raw
+        .parse()
+        .map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("{raw:?} must start with https:// or http://")),
+    }
+    if uri.authority().is_none() {
+        return Err(format!("{raw:?} has no host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "{raw:?} must not have a path or query: the request's own path is appended"
+        ));
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[accounts]]
+name = "main"
+token = { env = "HUBSPOT_TOKEN" }
+"#;
+
+    #[test]
+    fn defaults_fill_in() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert!(c.validate().is_empty());
+        assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.server.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.upstream.base_url, "https://api.hubapi.com");
+        assert_eq!(
+            c.accounts[0].token,
+            Some(SecretSource::Env("HUBSPOT_TOKEN".into()))
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let e = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n").unwrap_err();
+        assert_eq!(e.key, "server.listne");
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("unknown field"), "{}", e.message);
+
+        let e = Config::parse("[[accounts]]\nname = \"a\"\ntoken = { enc = \"X\" }\n").unwrap_err();
+        assert_eq!(e.key, "accounts[0].token");
+        assert!(e.message.contains("unknown variant"), "{}", e.message);
+    }
+
+    #[test]
+    fn validation_reports_every_problem() {
+        let text = r#"
+[upstream]
+base_url = "ftp://example.com/x"
+timeout_secs = 0
+[[accounts]]
+name = "a b"
+[[accounts]]
+name = "dup"
+token = { env = "X" }
+[[accounts]]
+name = "dup"
+token = { env = "X" }
+"#;
+        let problems = Config::parse(text).unwrap().validate();
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "upstream.base_url",
+                "upstream.timeout_secs",
+                "accounts[0].name",
+                "accounts[0].token",
+                "accounts[2].name"
+            ]
+        );
+    }
+
+    #[test]
+    fn base_url_rules() {
+        assert!(parse_base_url("https://api.hubapi.com").is_ok());
+        assert!(parse_base_url("http://127.0.0.1:9999/").is_ok());
+        assert!(parse_base_url("https://api.hubapi.com/crm").is_err());
+        assert!(parse_base_url("api.hubapi.com").is_err());
+    }
+}

@@ -1,0 +1,108 @@
+//! Static bearers (private app tokens, service keys): read once, and for file sources re-read on change or SIGHUP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use crate::account::Account;
+use crate::config::{Secret, SecretError, SecretSource};
+
+/// Kubernetes swaps secret volumes by renaming a symlinked directory, which inotify reports
+/// poorly; re-reading a small file once a second is simpler and meets the 2-second promise.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StaticTokenError {
+    #[error(transparent)]
+    Source(#[from] SecretError),
+    #[error("{0} holds characters that cannot go in an HTTP header")]
+    NotHeaderSafe(String),
+}
+
+/// Loads the token for the first time; startup fails if this does.
+pub fn load_initial(
+    account: &Account,
+    source: &SecretSource,
+) -> Result<Secret<String>, StaticTokenError> {
+    let secret = source.load_header_safe().map_err(|e| match e {
+        SecretError::NotHeaderSafe(what) => StaticTokenError::NotHeaderSafe(what),
+        other => StaticTokenError::Source(other),
+    })?;
+    account
+        .token
+        .store(&secret, None)
+        .map_err(|_| StaticTokenError::NotHeaderSafe(source.describe()))?;
+    Ok(secret)
+}
+
+/// Watches a `{ file = ... }` token until `stop` turns true. A failed read keeps the old token.
+pub fn spawn_watcher(
+    account: Arc<Account>,
+    source: SecretSource,
+    current: Secret<String>,
+    reload: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    source.file()?;
+    Some(tokio::spawn(async move {
+        let mut watcher = Watcher {
+            account,
+            source,
+            current,
+            failing: false,
+        };
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = reload.notified() => {}
+                _ = stop.changed() => return,
+            }
+            watcher.check();
+        }
+    }))
+}
+
+struct Watcher {
+    account: Arc<Account>,
+    source: SecretSource,
+    current: Secret<String>,
+    /// Set while reads fail, so a broken file logs one error, not one a second.
+    failing: bool,
+}
+
+impl Watcher {
+    fn check(&mut self) {
+        match self.source.load_header_safe() {
+            Ok(secret) if secret == self.current => self.failing = false,
+            Ok(secret) => self.swap(secret),
+            Err(e) => self.fail(&e.to_string()),
+        }
+    }
+
+    fn swap(&mut self, secret: Secret<String>) {
+        match self.account.token.store(&secret, None) {
+            Ok(generation) => {
+                self.current = secret;
+                self.failing = false;
+                self.account.metrics.token_reloaded(true);
+                tracing::info!(account = %self.account.name, generation, "token reloaded");
+            }
+            Err(e) => self.fail(&e.to_string()),
+        }
+    }
+
+    fn fail(&mut self, reason: &str) {
+        if !self.failing {
+            self.failing = true;
+            self.account.metrics.token_reloaded(false);
+            tracing::error!(
+                account = %self.account.name,
+                source = %self.source.describe(),
+                "token reload failed, keeping the previous token: {reason}"
+            );
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Errors the proxy answers itself, each mapped in one place to a HubSpot-shaped JSON response.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::proxy::body::ProxyBody;
+
+/// Why an upstream exchange produced no response. `as usize` indexes the metric handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect = 0,
+    Timeout = 1,
+    Tls = 2,
+    Protocol = 3,
+}
+
+impl UpstreamErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Tls => "tls",
+            UpstreamErrorKind::Protocol => "protocol",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("The request body is larger than this proxy's limit of {limit} bytes.")]
+    BodyTooLarge { limit: u64 },
+    #[error("The request headers are too large: at most {max_count} fields and {max_bytes} bytes are accepted.")]
+    HeadersTooLarge { max_count: usize, max_bytes: usize },
+    #[error("CONNECT is not supported: this proxy only forwards requests to the HubSpot API.")]
+    ConnectNotAllowed,
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("No usable HubSpot token for account '{account}' yet; try again shortly.")]
+    NoToken { account: Arc<str> },
+    #[error("Could not reach the HubSpot API ({}).", kind.as_str())]
+    UpstreamUnreachable { kind: UpstreamErrorKind },
+    #[error("The HubSpot API did not answer within {secs} seconds.")]
+    UpstreamTimeout { secs: u64 },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// HubSpot clients surface `category`; ours are prefixed so nobody mistakes them for HubSpot's.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ProxyError::BodyTooLarge { .. } => "PROXY_BODY_TOO_LARGE",
+            ProxyError::HeadersTooLarge { .. } => "PROXY_HEADERS_TOO_LARGE",
+            ProxyError::ConnectNotAllowed => "PROXY_METHOD_NOT_ALLOWED",
+            ProxyError::BadRequest(_) => "PROXY_BAD_REQUEST",
+            ProxyError::NoToken { .. } => "PROXY_NO_TOKEN",
+            ProxyError::UpstreamUnreachable { .. } => "PROXY_UPSTREAM_UNREACHABLE",
+            ProxyError::UpstreamTimeout { .. } => "PROXY_UPSTREAM_TIMEOUT",
+        }
+    }
+
+    pub fn to_response(&self) -> Response<ProxyBody> {
+        let mut response = json_error(self.status(), self.category(), &self.to_string());
+        let headers = response.headers_mut();
+        match self {
+            ProxyError::ConnectNotAllowed => {
+                headers.insert(
+                    header::ALLOW,
+                    HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+                );
+            }
+            ProxyError::NoToken { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+pub const ERROR_HEADER: &str = "x-auth-proxy-error";
+
+/// `{"status":"error","message":…,"category":…,"correlationId":…}` plus `X-Auth-Proxy-Error`.
+pub fn json_error(
+    status: StatusCode,
+    category: &'static str,
+    message: &str,
+) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "status": "error",
+        "message": message,
+        "category": category,
+        "correlationId": uuid::Uuid::new_v4().to_string(),
+    });
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    headers.insert(ERROR_HEADER, HeaderValue::from_static(category));
+    response
+}

@@ -1,0 +1,195 @@
+//! hubspot-auth-proxy: an authenticating reverse proxy for the HubSpot API.
+//!
+//! `start` builds everything from a validated [`config::Config`] and returns a [`Running`]
+//! proxy; the binary and the integration tests both enter here.
+#![forbid(unsafe_code)]
+
+pub mod account;
+pub mod admin;
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod lifecycle;
+pub mod metrics;
+pub mod proxy;
+pub mod sandbox;
+pub mod server;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use account::{Account, AccountKind, Accounts};
+use config::Config;
+use credentials::static_token;
+use lifecycle::Lifecycle;
+use metrics::Metrics;
+use proxy::{Proxy, RequestLimits};
+use server::ConnectionLimits;
+use upstream::Upstream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("accounts[{index}].token ({source_desc}): {error}")]
+    Credential {
+        index: usize,
+        source_desc: String,
+        error: static_token::StaticTokenError,
+    },
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamBuildError),
+    #[error(transparent)]
+    Bind(#[from] server::BindError),
+}
+
+/// A started proxy: its bound addresses, and the handles to reload and stop it.
+pub struct Running {
+    proxy_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    lifecycle: Arc<Lifecycle>,
+    reload: Arc<Notify>,
+    stop_proxy: watch::Sender<bool>,
+    stop_background: watch::Sender<bool>,
+    proxy_task: JoinHandle<()>,
+    admin_task: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let reload = Arc::new(Notify::new());
+    let (stop_background, background_rx) = watch::channel(false);
+    let (accounts, background) = build_accounts(&config, &metrics, &reload, &background_rx)?;
+    let accounts = Arc::new(accounts);
+    let upstream = Upstream::new(&config.upstream)?;
+    let lifecycle = Arc::new(Lifecycle::default());
+
+    let proxy_listener = server::bind(config.server.listen, "server.listen").await?;
+    let admin_listener = server::bind(config.server.admin_listen, "server.admin_listen").await?;
+    let proxy_addr = proxy_listener.local_addr().expect("bound socket");
+    let admin_addr = admin_listener.local_addr().expect("bound socket");
+
+    let limits = ConnectionLimits {
+        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+        max_header_count: config.server.max_header_count,
+        max_header_bytes: config.server.max_header_bytes,
+    };
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let proxy = Arc::new(Proxy::new(
+        upstream,
+        accounts.clone(),
+        metrics.clone(),
+        RequestLimits::from_config(&config.server),
+    ));
+    let (stop_proxy, proxy_rx) = watch::channel(false);
+    let proxy_task = tokio::spawn(server::serve(
+        proxy_listener,
+        move |request, _peer| {
+            let proxy = proxy.clone();
+            async move { proxy.handle(request).await }
+        },
+        limits,
+        proxy_rx,
+        grace,
+    ));
+    let admin = Arc::new(admin::Admin::new(accounts, metrics, lifecycle.clone()));
+    let admin_task = tokio::spawn(server::serve(
+        admin_listener,
+        move |request, _peer| {
+            let response = admin.handle(&request);
+            async move { response }
+        },
+        limits,
+        background_rx,
+        Duration::from_secs(1),
+    ));
+    tracing::info!(addr = %proxy_addr, "proxy listening");
+    tracing::info!(addr = %admin_addr, "admin listening");
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        lifecycle,
+        reload,
+        stop_proxy,
+        stop_background,
+        proxy_task,
+        admin_task,
+        background,
+    })
+}
+
+type Background = Vec<JoinHandle<()>>;
+
+fn build_accounts(
+    config: &Config,
+    metrics: &Metrics,
+    reload: &Arc<Notify>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(Accounts, Background), StartError> {
+    let mut list = Vec::with_capacity(config.accounts.len());
+    let mut background = Vec::new();
+    for (index, cfg) in config.accounts.iter().enumerate() {
+        let account = Arc::new(Account {
+            name: Arc::from(cfg.name.as_str()),
+            kind: AccountKind::Static,
+            token: Default::default(),
+            metrics: metrics.for_account(&cfg.name),
+        });
+        let source = cfg
+            .token
+            .clone()
+            .expect("validated: static accounts have a token");
+        let current = static_token::load_initial(&account, &source).map_err(|error| {
+            StartError::Credential {
+                index,
+                source_desc: source.describe(),
+                error,
+            }
+        })?;
+        if let Some(watcher) = static_token::spawn_watcher(
+            account.clone(),
+            source,
+            current,
+            reload.clone(),
+            stop.clone(),
+        ) {
+            background.push(watcher);
+        }
+        list.push(account);
+    }
+    Ok((Accounts::new(list), background))
+}
+
+impl Running {
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Re-reads file credentials now (what SIGHUP does).
+    pub fn reload(&self) {
+        self.reload.notify_waiters();
+    }
+
+    /// Readiness turns 503 at once; the listener stops accepting; in-flight requests finish
+    /// within the grace period; then the admin listener and background tasks stop.
+    pub async fn shutdown(self) {
+        self.lifecycle.begin_draining();
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = self.stop_proxy.send(true);
+        let _ = self.proxy_task.await;
+        let _ = self.stop_background.send(true);
+        let _ = self.admin_task.await;
+        for task in self.background {
+            let _ = task.await;
+        }
+        tracing::info!("shutdown complete");
+    }
+}

@@ -1,0 +1,172 @@
+//! The `hubspot-auth-proxy` command line: parse arguments, then call into the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hubspot_auth_proxy::config::{Config, SecretSource};
+
+const EXAMPLES: &str = "\
+Examples:
+  hubspot-auth-proxy serve --config /etc/hubspot-auth-proxy/config.toml
+  HUBSPOT_TOKEN=pat-na1-... hubspot-auth-proxy serve --config config/minimal.toml
+  hubspot-auth-proxy check --config config/example.toml
+  hubspot-auth-proxy --log-format json serve";
+
+#[derive(Parser)]
+#[command(name = "hubspot-auth-proxy", version, about, after_help = EXAMPLES)]
+struct Cli {
+    /// Log format: human-readable lines, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    /// Log filter (tracing's env-filter syntax), e.g. "info" or "debug".
+    #[arg(
+        long,
+        global = true,
+        env = "HUBSPOT_AUTH_PROXY_LOG",
+        default_value = "info"
+    )]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve(ConfigArg),
+    /// Validate the config and every credential source, then exit (0 = fine, 2 = problems).
+    Check(ConfigArg),
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Path of the TOML config.
+    #[arg(
+        long,
+        env = "HUBSPOT_AUTH_PROXY_CONFIG",
+        default_value = "./config/hubspot-auth-proxy.toml"
+    )]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match cli.command {
+        Command::Serve(args) => serve(&args.config),
+        Command::Check(args) => check(&args.config),
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        for line in e.lines() {
+            eprintln!("error: {line}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn warn_inline_secrets(config: &Config) {
+    for (i, account) in config.accounts.iter().enumerate() {
+        if matches!(account.token, Some(SecretSource::Value(_))) {
+            tracing::warn!(
+                "accounts[{i}].token: an inline value keeps the token in the config file; prefer {{ file = ... }} or {{ env = ... }}"
+            );
+        }
+    }
+}
+
+fn serve(path: &Path) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    warn_inline_secrets(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let running = match hubspot_auth_proxy::start(config).await {
+            Ok(running) => running,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        wait_for_signals(&running).await;
+        running.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Returns on SIGTERM or SIGINT; SIGHUP re-reads file credentials and keeps going.
+async fn wait_for_signals(running: &hubspot_auth_proxy::Running) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); return; }
+            _ = int.recv() => { tracing::info!("SIGINT received"); return; }
+            _ = hup.recv() => { tracing::info!("SIGHUP received: reloading credentials"); running.reload(); }
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let mut problems = Vec::new();
+    if let Err(e) = hubspot_auth_proxy::upstream::Upstream::new(&config.upstream) {
+        problems.push(format!("{}: {e}", path.display()));
+    }
+    for (i, account) in config.accounts.iter().enumerate() {
+        let Some(source) = &account.token else {
+            continue;
+        };
+        match source.load_header_safe() {
+            Ok(_) => println!(
+                "account {}: static token from {} (ok)",
+                account.name,
+                source.describe()
+            ),
+            Err(e) => problems.push(format!("{}: accounts[{i}].token: {e}", path.display())),
+        }
+    }
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+        ExitCode::SUCCESS
+    } else {
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        ExitCode::from(2)
+    }
+}

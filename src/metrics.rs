@@ -1,0 +1,242 @@
+//! Metrics: the Prometheus registry and typed per-account handles; label sets are bounded by construction.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::error::UpstreamErrorKind;
+
+/// Sub-millisecond (the proxy's own overhead) up to the 60 s upstream timeout.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0,
+];
+
+/// Methods get a fixed label set so a client inventing methods cannot grow the series count.
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "OTHER",
+];
+const STATUS_CODES: usize = 500; // 100..=599
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    inflight: IntGauge,
+    token_reloads: IntCounterVec,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(vec.clone()))
+        .expect("unique metric");
+    vec
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = counter_vec(
+            &registry,
+            "hubspot_proxy_requests_total",
+            "Requests answered, by account, method and status code.",
+            &["account", "method", "status"],
+        );
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "hubspot_proxy_request_duration_seconds",
+                "Time from request received to response headers sent.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["account"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("unique");
+        let upstream_errors = counter_vec(
+            &registry,
+            "hubspot_proxy_upstream_errors_total",
+            "Upstream exchanges that failed without a response, by kind.",
+            &["account", "kind"],
+        );
+        let inflight = IntGauge::new(
+            "hubspot_proxy_inflight_requests",
+            "Requests being handled now.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(inflight.clone()))
+            .expect("unique");
+        let token_reloads = counter_vec(
+            &registry,
+            "hubspot_proxy_token_reloads_total",
+            "Static token reloads from their source, by result.",
+            &["account", "result"],
+        );
+        register_build_info(&registry);
+        register_process_collector(&registry);
+        Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            inflight,
+            token_reloads,
+        }
+    }
+
+    /// Handles for one account, resolved once at startup so requests do no label hashing.
+    pub fn for_account(&self, account: &str) -> AccountMetrics {
+        let errors = |kind: UpstreamErrorKind| {
+            self.upstream_errors
+                .with_label_values(&[account, kind.as_str()])
+        };
+        AccountMetrics {
+            account: account.to_string(),
+            requests_vec: self.requests.clone(),
+            requests: (0..METHODS.len() * STATUS_CODES)
+                .map(|_| OnceLock::new())
+                .collect(),
+            duration: self.duration.with_label_values(&[account]),
+            upstream_errors: [
+                errors(UpstreamErrorKind::Connect),
+                errors(UpstreamErrorKind::Timeout),
+                errors(UpstreamErrorKind::Tls),
+                errors(UpstreamErrorKind::Protocol),
+            ],
+            reload_ok: self.token_reloads.with_label_values(&[account, "success"]),
+            reload_failed: self.token_reloads.with_label_values(&[account, "failure"]),
+        }
+    }
+
+    pub fn inflight(&self) -> InflightGuard {
+        self.inflight.inc();
+        InflightGuard(self.inflight.clone())
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into a Vec cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn register_build_info(registry: &Registry) {
+    let info = IntGaugeVec::new(
+        Opts::new("hubspot_proxy_build_info", "Build information; always 1."),
+        &["version"],
+    )
+    .expect("valid metric");
+    info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    registry.register(Box::new(info)).expect("unique");
+}
+
+#[cfg(target_os = "linux")]
+fn register_process_collector(registry: &Registry) {
+    let collector = prometheus::process_collector::ProcessCollector::for_self();
+    registry.register(Box::new(collector)).expect("unique");
+}
+
+#[cfg(not(target_os = "linux"))]
+fn register_process_collector(_registry: &Registry) {}
+
+/// Decrements the in-flight gauge when the request's handler finishes, however it finishes.
+pub struct InflightGuard(IntGauge);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+pub struct AccountMetrics {
+    account: String,
+    requests_vec: IntCounterVec,
+    /// One slot per (method, status), filled on first use: series appear only once seen.
+    requests: Box<[OnceLock<IntCounter>]>,
+    duration: Histogram,
+    upstream_errors: [IntCounter; 4],
+    reload_ok: IntCounter,
+    reload_failed: IntCounter,
+}
+
+impl AccountMetrics {
+    pub fn observe(&self, method: &Method, status: StatusCode, elapsed: Duration) {
+        let m = method_index(method);
+        let s = usize::from(status.as_u16()).clamp(100, 599) - 100;
+        self.requests[m * STATUS_CODES + s]
+            .get_or_init(|| {
+                self.requests_vec
+                    .with_label_values(&[&self.account, METHODS[m], status.as_str()])
+            })
+            .inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        self.upstream_errors[kind as usize].inc();
+    }
+
+    pub fn token_reloaded(&self, ok: bool) {
+        if ok {
+            self.reload_ok.inc()
+        } else {
+            self.reload_failed.inc()
+        }
+    }
+}
+
+fn method_index(method: &Method) -> usize {
+    match *method {
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::PATCH => 3,
+        Method::DELETE => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_with_bounded_labels() {
+        let metrics = Metrics::new();
+        let a = metrics.for_account("main");
+        a.observe(&Method::GET, StatusCode::OK, Duration::from_millis(2));
+        a.observe(&Method::GET, StatusCode::OK, Duration::from_millis(2));
+        a.observe(
+            &Method::from_bytes(b"BREW").unwrap(),
+            StatusCode::IM_A_TEAPOT,
+            Duration::ZERO,
+        );
+        let text = String::from_utf8(metrics.render()).unwrap();
+        assert!(text.contains(
+            r#"hubspot_proxy_requests_total{account="main",method="GET",status="200"} 2"#
+        ));
+        assert!(text.contains(r#"method="OTHER",status="418"} 1"#));
+        assert!(!text.contains("BREW"));
+        assert!(text.contains(r#"hubspot_proxy_build_info{version=""#));
+    }
+}

@@ -1,0 +1,106 @@
+//! Header rules both ways: hop-by-hop headers dropped, Host and Authorization set for HubSpot.
+
+use http::header::{
+    AUTHORIZATION, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// RFC 9110 §7.6.1 connection-specific fields, plus the non-standard ones still seen in the
+/// wild. Built once: `from_static` is const, so matching costs no allocation per request.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
+
+/// Removes the hop-by-hop fields, including every field the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        // Names are collected first because the map cannot be read and changed at once;
+        // most clients send no Connection header, so the common path never allocates.
+        let named: Vec<HeaderValue> = headers.get_all(CONNECTION).iter().cloned().collect();
+        for value in &named {
+            let Ok(list) = value.to_str() else { continue };
+            for name in list.split(',') {
+                let name = name.trim();
+                if !name.is_empty() {
+                    headers.remove(name.to_ascii_lowercase().as_str());
+                }
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Prepares a client's headers for HubSpot: the client never chooses the credential or the host.
+pub fn to_upstream(headers: &mut HeaderMap, host: &HeaderValue, bearer: HeaderValue) {
+    strip_hop_by_hop(headers);
+    headers.insert(HOST, host.clone());
+    headers.insert(AUTHORIZATION, bearer);
+}
+
+pub fn from_upstream(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_fields_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Custom-Hop"),
+            ("connection", "x-second"),
+            ("x-custom-hop", "1"),
+            ("x-second", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic abc"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("x-hubspot-thing", "stays"),
+            ("accept-encoding", "gzip"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["accept-encoding", "x-hubspot-thing"]);
+    }
+
+    #[test]
+    fn authorization_and_host_are_replaced() {
+        let mut h = map(&[
+            ("authorization", "Bearer client-supplied"),
+            ("authorization", "Basic second"),
+            ("host", "proxy.local"),
+        ]);
+        to_upstream(
+            &mut h,
+            &HeaderValue::from_static("api.hubapi.com"),
+            HeaderValue::from_static("Bearer ours"),
+        );
+        assert_eq!(h.get_all(AUTHORIZATION).iter().count(), 1);
+        assert_eq!(h[AUTHORIZATION], "Bearer ours");
+        assert_eq!(h[HOST], "api.hubapi.com");
+    }
+}

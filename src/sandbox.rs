@@ -1,0 +1,180 @@
+//! A stand-in for the HubSpot API on loopback, shared by `demo` and the integration tests,
+//! so the two never drift apart. It records every request exactly as it arrived.
+
+mod api;
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::proxy::body::ProxyBody;
+use crate::server::{self, ConnectionLimits};
+
+/// The stand-in keeps this many recent requests; older ones are forgotten so a long demo stays small.
+const RECORD_LIMIT: usize = 10_000;
+/// Bodies up to this size are kept whole for assertions; larger ones only by hash and length.
+const KEEP_BODY_BYTES: usize = 1024 * 1024;
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// One request as the stand-in received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    /// Path and query, byte for byte as sent.
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub body_len: usize,
+    pub body_sha256: String,
+}
+
+impl Recorded {
+    pub fn bearer(&self) -> Option<&str> {
+        self.headers
+            .get(http::header::AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")
+    }
+}
+
+#[derive(Default)]
+pub struct State {
+    tokens: Mutex<HashSet<String>>,
+    recorded: Mutex<VecDeque<Recorded>>,
+    pub(crate) contacts: Mutex<Vec<serde_json::Value>>,
+}
+
+impl State {
+    pub fn accept_token(&self, token: &str) {
+        self.tokens.lock().unwrap().insert(token.to_string());
+    }
+
+    pub fn revoke_token(&self, token: &str) {
+        self.tokens.lock().unwrap().remove(token);
+    }
+
+    pub(crate) fn token_valid(&self, token: &str) -> bool {
+        self.tokens.lock().unwrap().contains(token)
+    }
+
+    fn record(&self, request: Recorded) {
+        let mut recorded = self.recorded.lock().unwrap();
+        if recorded.len() == RECORD_LIMIT {
+            recorded.pop_front();
+        }
+        recorded.push_back(request);
+    }
+}
+
+/// A running stand-in on 127.0.0.1.
+pub struct Sandbox {
+    addr: SocketAddr,
+    state: Arc<State>,
+    stop: watch::Sender<bool>,
+}
+
+impl Sandbox {
+    pub async fn start() -> std::io::Result<Sandbox> {
+        Sandbox::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Sandbox> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State::default());
+        api::seed_contacts(&state);
+        let (stop, stop_rx) = watch::channel(false);
+        let handler_state = state.clone();
+        let limits = ConnectionLimits {
+            header_read_timeout: std::time::Duration::from_secs(30),
+            max_header_count: 200,
+            max_header_bytes: 64 * 1024,
+        };
+        tokio::spawn(server::serve(
+            listener,
+            move |request, _peer| handle(handler_state.clone(), request),
+            limits,
+            stop_rx,
+            std::time::Duration::from_secs(1),
+        ));
+        Ok(Sandbox { addr, state, stop })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    pub fn accept_token(&self, token: &str) {
+        self.state.accept_token(token);
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state
+            .recorded
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.state.recorded.lock().unwrap().len()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<ProxyBody> {
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return api::error(
+                400,
+                "INVALID_REQUEST",
+                "The request body could not be read.",
+            )
+        }
+    };
+    let recorded = Recorded {
+        method: parts.method.clone(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string(),
+        headers: parts.headers.clone(),
+        body_len: body.len(),
+        body_sha256: hex::encode(Sha256::digest(&body)),
+        body: if body.len() <= KEEP_BODY_BYTES {
+            body.clone()
+        } else {
+            Bytes::new()
+        },
+    };
+    state.record(recorded.clone());
+    api::respond(&state, &recorded, body).await
+}

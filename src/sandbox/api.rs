@@ -1,0 +1,254 @@
+//! The stand-in's HubSpot API surface: auth checks, CRM v3 contacts, the legacy v1 contact list,
+//! and `/__sandbox/*` routes the tests use to provoke statuses, delays and large bodies.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::{Recorded, State};
+use crate::proxy::body::ProxyBody;
+
+pub(super) fn seed_contacts(state: &State) {
+    let mut contacts = state.contacts.lock().unwrap();
+    for (id, first, last, email) in [
+        ("101", "Ada", "Lovelace", "ada@example.com"),
+        ("102", "Grace", "Hopper", "grace@example.com"),
+        ("103", "Alan", "Turing", "alan@example.com"),
+    ] {
+        contacts.push(contact(id, first, last, email));
+    }
+}
+
+fn contact(id: &str, first: &str, last: &str, email: &str) -> Value {
+    json!({
+        "id": id,
+        "properties": {
+            "createdate": "2026-01-05T10:00:00.000Z",
+            "email": email,
+            "firstname": first,
+            "hs_object_id": id,
+            "lastmodifieddate": "2026-11-01T09:30:00.000Z",
+            "lastname": last,
+        },
+        "createdAt": "2026-01-05T10:00:00.000Z",
+        "updatedAt": "2026-11-01T09:30:00.000Z",
+        "archived": false,
+    })
+}
+
+/// HubSpot's error shape: `{"status":"error","message":…,"correlationId":…,"category":…}`.
+pub fn error(status: u16, category: &str, message: &str) -> Response<ProxyBody> {
+    json_response(
+        status,
+        json!({
+            "status": "error",
+            "message": message,
+            "correlationId": uuid::Uuid::new_v4().to_string(),
+            "category": category,
+        }),
+    )
+}
+
+fn json_response(status: u16, body: Value) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(body.to_string()));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    headers.insert(
+        "x-hubspot-correlation-id",
+        HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("uuid is ASCII"),
+    );
+    response
+}
+
+fn query_param<'a>(target: &'a str, key: &str) -> Option<&'a str> {
+    let query = target.split_once('?')?.1;
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// Answers one request the way HubSpot would.
+pub(super) async fn respond(state: &State, request: &Recorded, body: Bytes) -> Response<ProxyBody> {
+    if let Some(denied) = authenticate(state, request) {
+        return denied;
+    }
+    let path = request.target.split('?').next().unwrap_or("/");
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (&request.method, segments.as_slice()) {
+        (_, ["__sandbox", rest @ ..]) => test_route(request, rest).await,
+        (&Method::GET, ["crm", "v3", "objects", "contacts"]) => list_contacts(state),
+        (&Method::POST, ["crm", "v3", "objects", "contacts"]) => create_contact(state, &body),
+        (&Method::GET, ["crm", "v3", "objects", "contacts", id]) => get_contact(state, id),
+        (&Method::GET, ["contacts", "v1", "lists", "all", "contacts", "all"]) => {
+            legacy_contact_list(state, request)
+        }
+        _ => error(
+            404,
+            "OBJECT_NOT_FOUND",
+            &format!("No route for {} {path}", request.method),
+        ),
+    }
+}
+
+fn authenticate(state: &State, request: &Recorded) -> Option<Response<ProxyBody>> {
+    match request.bearer() {
+        Some(token) if state.token_valid(token) => None,
+        Some(_) => Some(error(
+            401,
+            "INVALID_AUTHENTICATION",
+            "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+        )),
+        None if query_param(&request.target, "hapikey").is_some() => Some(error(
+            401,
+            "INVALID_AUTHENTICATION",
+            "The API key provided is invalid. View or manage your API key here: https://app.hubspot.com/l/api-key/",
+        )),
+        None => Some(error(
+            401,
+            "INVALID_AUTHENTICATION",
+            "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+        )),
+    }
+}
+
+fn list_contacts(state: &State) -> Response<ProxyBody> {
+    let contacts = state.contacts.lock().unwrap().clone();
+    json_response(200, json!({ "results": contacts }))
+}
+
+fn get_contact(state: &State, id: &str) -> Response<ProxyBody> {
+    let contacts = state.contacts.lock().unwrap();
+    match contacts.iter().find(|c| c["id"] == id) {
+        Some(c) => json_response(200, c.clone()),
+        None => error(
+            404,
+            "OBJECT_NOT_FOUND",
+            &format!(
+                "Object not found.  objectId are usually numeric. Contact {id} does not exist"
+            ),
+        ),
+    }
+}
+
+fn create_contact(state: &State, body: &[u8]) -> Response<ProxyBody> {
+    let Ok(input) = serde_json::from_slice::<Value>(body) else {
+        return error(400, "VALIDATION_ERROR", "Invalid input JSON on line 1");
+    };
+    let props = &input["properties"];
+    let mut contacts = state.contacts.lock().unwrap();
+    let id = (101 + contacts.len()).to_string();
+    let text = |k: &str| props[k].as_str().unwrap_or("").to_string();
+    let created = contact(&id, &text("firstname"), &text("lastname"), &text("email"));
+    contacts.push(created.clone());
+    json_response(201, created)
+}
+
+/// `/contacts/v1/lists/all/contacts/all` in the v1 shape scripts from before 2022 expect.
+fn legacy_contact_list(state: &State, request: &Recorded) -> Response<ProxyBody> {
+    let count: usize = query_param(&request.target, "count")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(20);
+    let contacts = state.contacts.lock().unwrap();
+    let page: Vec<Value> = contacts
+        .iter()
+        .take(count)
+        .map(|c| {
+            let p = &c["properties"];
+            json!({
+                "vid": c["id"].as_str().and_then(|id| id.parse::<u64>().ok()),
+                "canonical-vid": c["id"].as_str().and_then(|id| id.parse::<u64>().ok()),
+                "portal-id": 62515,
+                "is-contact": true,
+                "properties": {
+                    "firstname": { "value": p["firstname"] },
+                    "lastname": { "value": p["lastname"] },
+                    "lastmodifieddate": { "value": "1793525400000" },
+                },
+                "identity-profiles": [{ "identities": [{ "type": "EMAIL", "value": p["email"] }] }],
+            })
+        })
+        .collect();
+    json_response(
+        200,
+        json!({ "contacts": page, "has-more": contacts.len() > count, "vid-offset": count }),
+    )
+}
+
+/// Routes that exist only in the stand-in, to provoke what tests need.
+async fn test_route(request: &Recorded, rest: &[&str]) -> Response<ProxyBody> {
+    match rest {
+        ["echo"] => json_response(
+            200,
+            json!({
+                "method": request.method.as_str(),
+                "target": request.target,
+                "body_len": request.body_len,
+                "body_sha256": request.body_sha256,
+            }),
+        ),
+        ["status", code] => status_route(request, code.parse().unwrap_or(500)),
+        ["slow", ms] => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(1000))).await;
+            json_response(200, json!({ "slept_ms": ms }))
+        }
+        ["bytes", n] => {
+            let n: usize = n.parse().unwrap_or(0).min(64 * 1024 * 1024);
+            Response::new(ProxyBody::full(vec![b'x'; n]))
+        }
+        ["hop"] => {
+            let mut response = json_response(200, json!({}));
+            let h = response.headers_mut();
+            h.insert(
+                header::CONNECTION,
+                HeaderValue::from_static("x-sandbox-hop"),
+            );
+            h.insert("x-sandbox-hop", HeaderValue::from_static("1"));
+            h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+            h.insert(
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic"),
+            );
+            h.insert("x-hubspot-kept", HeaderValue::from_static("yes"));
+            response
+        }
+        _ => error(404, "OBJECT_NOT_FOUND", "unknown sandbox route"),
+    }
+}
+
+fn status_route(request: &Recorded, code: u16) -> Response<ProxyBody> {
+    let mut response = match code {
+        429 => json_response(
+            429,
+            json!({
+                "status": "error",
+                "message": "You have reached your ten_secondly_rolling limit.",
+                "errorType": "RATE_LIMIT",
+                "correlationId": uuid::Uuid::new_v4().to_string(),
+                "policyName": query_param(&request.target, "policy").unwrap_or("TEN_SECONDLY_ROLLING"),
+            }),
+        ),
+        200..=299 => json_response(code, json!({ "id": "555", "status": code })),
+        _ => error(
+            code,
+            "SANDBOX_STATUS",
+            &format!("sandbox answered {code} on request"),
+        ),
+    };
+    response
+        .headers_mut()
+        .insert("x-sandbox-status", HeaderValue::from(code));
+    if code == 429 {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}

@@ -1,0 +1,176 @@
+//! The upstream client: pooled hyper-util client over rustls (webpki roots plus an optional CA file).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tokio::time::Instant;
+
+use crate::config::{parse_base_url, UpstreamConfig};
+use crate::error::{ProxyError, UpstreamErrorKind};
+use crate::proxy::body::{BodyTooLarge, LimitedBody};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamBuildError {
+    #[error("upstream.base_url: {0}")]
+    BaseUrl(String),
+    #[error("upstream.ca_file: cannot load {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("upstream TLS setup failed: {0}")]
+    Tls(String),
+}
+
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, LimitedBody>,
+    scheme: Scheme,
+    authority: Authority,
+    host: HeaderValue,
+    timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig) -> Result<Upstream, UpstreamBuildError> {
+        let base = parse_base_url(&config.base_url).map_err(UpstreamBuildError::BaseUrl)?;
+        let tls = tls_config(config.ca_file.as_deref())?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(config.pool_idle_timeout_secs))
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .build(connector);
+        let authority = base.authority().cloned().expect("validated: has a host");
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| UpstreamBuildError::BaseUrl(e.to_string()))?;
+        Ok(Upstream {
+            client,
+            scheme: base.scheme().cloned().expect("validated: has a scheme"),
+            authority,
+            host,
+            timeout: Duration::from_secs(config.timeout_secs),
+        })
+    }
+
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// HubSpot's URL for a client's request: only the path and query are kept, byte for byte.
+    /// Whatever authority an absolute-form request names is dropped, so the proxy can never
+    /// be used to reach another host.
+    pub fn target(&self, uri: Uri) -> Result<Uri, ProxyError> {
+        let path_and_query = match uri.into_parts().path_and_query {
+            Some(pq) if pq.as_str().starts_with('/') => pq,
+            Some(_) => return Err(ProxyError::BadRequest("The request target must be a path.")),
+            None => PathAndQuery::from_static("/"),
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("The request target is invalid."))
+    }
+
+    pub async fn send(
+        &self,
+        request: Request<LimitedBody>,
+        deadline: Instant,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(ProxyError::UpstreamTimeout {
+                secs: self.timeout.as_secs(),
+            }),
+        }
+    }
+}
+
+/// Sorts a failed exchange into what the client is told and what the metrics count.
+fn classify(error: &hyper_util::client::legacy::Error) -> ProxyError {
+    let mut timed_out = false;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(too_large) = e.downcast_ref::<BodyTooLarge>() {
+            return ProxyError::BodyTooLarge {
+                limit: too_large.limit,
+            };
+        }
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return unreachable(UpstreamErrorKind::Tls);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        source = e.source();
+    }
+    match (error.is_connect(), timed_out) {
+        (_, true) => ProxyError::UpstreamUnreachable {
+            kind: UpstreamErrorKind::Timeout,
+        },
+        (true, false) => unreachable(UpstreamErrorKind::Connect),
+        (false, false) => unreachable(UpstreamErrorKind::Protocol),
+    }
+}
+
+fn unreachable(kind: UpstreamErrorKind) -> ProxyError {
+    ProxyError::UpstreamUnreachable { kind }
+}
+
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, UpstreamBuildError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        for cert in load_pem_certs(path)? {
+            roots.add(cert).map_err(|e| ca_error(path, e.to_string()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UpstreamBuildError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+pub fn load_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, UpstreamBuildError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| ca_error(path, e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ca_error(path, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(ca_error(path, "no PEM certificates in the file".into()));
+    }
+    Ok(certs)
+}
+
+fn ca_error(path: &Path, reason: String) -> UpstreamBuildError {
+    UpstreamBuildError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    }
+}

@@ -1,0 +1,123 @@
+//! The command line: `check`, config errors naming keys, `--help` and `--version`.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("HUBSPOT_AUTH_PROXY_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_summarises_accounts_without_secrets() {
+    let scratch = Scratch::new();
+    let token = scratch.write("token", TOKEN_A);
+    let config = scratch.write(
+        "c.toml",
+        &static_config("https://api.hubapi.com", &token, ""),
+    );
+    let (code, out, err) = run(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("account main: static token from file"),
+        "{out}"
+    );
+    assert!(!out.contains(TOKEN_A) && !err.contains(TOKEN_A));
+}
+
+#[test]
+fn check_reports_every_problem_with_its_key_and_exits_2() {
+    let scratch = Scratch::new();
+    let config = scratch.write(
+        "bad.toml",
+        r#"
+[upstream]
+base_url = "https://api.hubapi.com/v3"
+[[accounts]]
+name = "main"
+[[accounts]]
+name = "main"
+token = { env = "X" }
+"#,
+    );
+    let (code, _, err) = run(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 2);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(lines[0].contains("bad.toml: upstream.base_url:"), "{err}");
+    assert!(lines[1].contains("accounts[0].token:"), "{err}");
+    assert!(lines[2].contains("accounts[1].name: duplicate"), "{err}");
+}
+
+#[test]
+fn unknown_keys_and_missing_credentials_are_named() {
+    let scratch = Scratch::new();
+    let config = scratch.write(
+        "typo.toml",
+        "[server]\nlisten = \"127.0.0.1:1\"\nmax_body = 5\n",
+    );
+    let (code, _, err) = run(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("typo.toml:3: server.max_body: unknown field `max_body`"),
+        "{err}"
+    );
+
+    let config = scratch.write(
+        "env.toml",
+        "[[accounts]]\nname = \"main\"\ntoken = { env = \"HSAP_TEST_UNSET_VAR\" }\n",
+    );
+    let (code, _, err) = run(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("accounts[0].token: environment variable HSAP_TEST_UNSET_VAR is not set"),
+        "{err}"
+    );
+    // `serve` refuses the same config with the same line, instead of starting without a token.
+    let (code, _, err) = run(&["serve", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("HSAP_TEST_UNSET_VAR is not set"), "{err}");
+}
+
+#[test]
+fn config_path_comes_from_the_environment() {
+    let scratch = Scratch::new();
+    let config = scratch.write(
+        "env.toml",
+        "[[accounts]]\nname = \"main\"\ntoken = { env = \"HSAP_T\" }\n",
+    );
+    let (code, out, _) = run(
+        &["check"],
+        &[
+            ("HUBSPOT_AUTH_PROXY_CONFIG", config.to_str().unwrap()),
+            ("HSAP_T", TOKEN_A),
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("account main: static token from env HSAP_T (ok)"));
+    let (code, _, err) = run(&["check"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("config/hubspot-auth-proxy.toml"), "{err}");
+}
+
+#[test]
+fn help_and_version() {
+    let (code, out, _) = run(&["--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Examples:") && out.contains("serve"));
+    let (code, out, _) = run(&["--version"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("hubspot-auth-proxy 0.1.0"));
+}

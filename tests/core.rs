@@ -1,0 +1,588 @@
+//! The proxy core through the real binary: forwarding, headers, bodies, limits, errors, lifecycle.
+
+mod support;
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use support::*;
+
+struct World {
+    sandbox: Sandbox,
+    scratch: Scratch,
+    proxy: ProxyProcess,
+}
+
+async fn world_with(extra_server: &str) -> World {
+    let sandbox = Sandbox::start().await.unwrap();
+    sandbox.accept_token(TOKEN_A);
+    let scratch = Scratch::new();
+    let token = scratch.write("token", &format!("{TOKEN_A}\n"));
+    let proxy = ProxyProcess::start(&static_config(&sandbox.url(), &token, extra_server)).await;
+    World {
+        sandbox,
+        scratch,
+        proxy,
+    }
+}
+
+async fn world() -> World {
+    world_with("").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_is_injected_and_client_authorization_replaced() {
+    let w = world().await;
+    let response = client()
+        .get(w.proxy.url("/crm/v3/objects/contacts?limit=2"))
+        .header("authorization", "Bearer client-supplied-should-vanish")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("x-hubspot-correlation-id"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["results"][0]["properties"]["firstname"], "Ada");
+
+    let seen = w.sandbox.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, "/crm/v3/objects/contacts?limit=2");
+    assert_eq!(seen[0].bearer(), Some(TOKEN_A));
+    assert_eq!(seen[0].headers.get_all("authorization").iter().count(), 1);
+    assert_eq!(seen[0].headers["host"], w.sandbox.addr().to_string());
+    w.proxy
+        .assert_log_free_of(&[TOKEN_A, "client-supplied-should-vanish"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_bytes_arrive_unchanged() {
+    let w = world().await;
+    let targets = [
+        "/__sandbox/echo?a=1&a=2&b=%20&c=%2B&d=&flag&e=x+y&f=%zz;g=h",
+        "/__sandbox/echo?",
+        "/__sandbox/echo?q=%E2%9C%93&&x==y",
+        "/__sandbox/echo/../echo?%68apikey=literal",
+    ];
+    for target in targets {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n");
+        let response = raw_exchange(w.proxy.proxy, request.as_bytes());
+        // The last target's path is not normalized by us; the stand-in answers 404 for it.
+        assert!(matches!(raw_status(&response), 200 | 404), "{response}");
+    }
+    let seen: Vec<String> = w.sandbox.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(seen, targets);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_post_body_streams_intact() {
+    let w = world().await;
+    let body: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    let expected = hex::encode(Sha256::digest(&body));
+    let response = client()
+        .post(w.proxy.url("/__sandbox/echo"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = &w.sandbox.requests()[0];
+    assert_eq!(seen.body_len, 3 * 1024 * 1024);
+    assert_eq!(seen.body_sha256, expected);
+
+    // A large download streams back whole too.
+    let download = client()
+        .get(w.proxy.url("/__sandbox/bytes/5000000"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(download.len(), 5_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_are_dropped_both_ways() {
+    let w = world().await;
+    let request = "GET /__sandbox/hop HTTP/1.1\r\nHost: proxy\r\nConnection: close, X-Named-Hop\r\n\
+X-Named-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic c2VjcmV0\r\nProxy-Connection: keep-alive\r\n\
+TE: trailers\r\nX-HubSpot-Client: kept\r\nAccept-Encoding: gzip\r\n\r\n";
+    let response = raw_exchange(w.proxy.proxy, request.as_bytes()).to_ascii_lowercase();
+    assert_eq!(raw_status(&response), 200, "{response}");
+    for gone in ["x-sandbox-hop", "keep-alive:", "proxy-authenticate"] {
+        assert!(
+            !response.contains(gone),
+            "{gone} reached the client:\n{response}"
+        );
+    }
+    assert!(response.contains("x-hubspot-kept: yes"));
+
+    let seen = &w.sandbox.requests()[0];
+    for gone in [
+        "x-named-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "connection",
+    ] {
+        assert!(
+            !seen.headers.contains_key(gone),
+            "{gone} reached upstream: {:?}",
+            seen.headers
+        );
+    }
+    assert_eq!(seen.headers["x-hubspot-client"], "kept");
+    assert_eq!(seen.headers["accept-encoding"], "gzip");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_statuses_pass_through_with_body_and_headers() {
+    let w = world().await;
+    for code in [201u16, 401, 403, 429, 500, 503] {
+        let response = client()
+            .post(w.proxy.url(&format!("/__sandbox/status/{code}")))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), code);
+        assert_eq!(
+            response.headers()["x-sandbox-status"],
+            code.to_string().as_str()
+        );
+        assert!(response.headers().contains_key("x-hubspot-correlation-id"));
+        assert!(!response.headers().contains_key("x-auth-proxy-error"));
+        let body: serde_json::Value = response.json().await.unwrap();
+        if code == 429 {
+            assert_eq!(body["policyName"], "TEN_SECONDLY_ROLLING");
+        } else if code >= 400 {
+            assert_eq!(body["category"], "SANDBOX_STATUS");
+        } else {
+            assert_eq!(body["status"], 201);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_file_rotation_under_load_fails_nothing() {
+    let w = world().await;
+    w.sandbox.accept_token(TOKEN_B); // HubSpot keeps a rotated token valid for a while.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let url = w.proxy.url("/crm/v3/objects/contacts");
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let c = client();
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                statuses.push(
+                    c.get(&url)
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0),
+                );
+            }
+            statuses
+        }));
+    }
+    let saw = |token: &'static str| {
+        let sandbox = &w.sandbox;
+        move || {
+            (sandbox
+                .requests()
+                .last()
+                .and_then(|r| r.bearer().map(str::to_owned))
+                .as_deref()
+                == Some(token))
+            .then_some(())
+        }
+    };
+    w.scratch.replace_atomically("token", TOKEN_B);
+    eventually(
+        Duration::from_secs(3),
+        "token B in use after atomic rename",
+        saw(TOKEN_B),
+    )
+    .await;
+    std::fs::write(w.scratch.path("token"), format!("{TOKEN_A}\n")).unwrap();
+    eventually(
+        Duration::from_secs(3),
+        "token A in use after in-place write",
+        saw(TOKEN_A),
+    )
+    .await;
+    // An empty file is a failed reload: the old token stays in use.
+    std::fs::write(w.scratch.path("token"), "").unwrap();
+    eventually(Duration::from_secs(3), "one reload error logged", || {
+        w.proxy.log().contains("token reload failed").then_some(())
+    })
+    .await;
+    let before = w.sandbox.request_count();
+    eventually(Duration::from_secs(3), "more traffic", || {
+        (w.sandbox.request_count() > before + 20).then_some(())
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for worker in workers {
+        let statuses = worker.await.unwrap();
+        total += statuses.len();
+        assert!(
+            statuses.iter().all(|s| *s == 200),
+            "a request failed during rotation: {statuses:?}"
+        );
+    }
+    assert!(total > 50, "load ran: {total}");
+    let tail = w.sandbox.requests();
+    assert_eq!(tail.last().unwrap().bearer(), Some(TOKEN_A));
+    assert_eq!(w.proxy.log().matches("token reload failed").count(), 1);
+    let metrics = client()
+        .get(w.proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"hubspot_proxy_token_reloads_total{account="main",result="success"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"hubspot_proxy_token_reloads_total{account="main",result="failure"}"#
+        ),
+        Some(1.0)
+    );
+    w.proxy.assert_log_free_of(&[TOKEN_A, TOKEN_B]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_token_file_at_once() {
+    let w = world().await;
+    w.sandbox.accept_token(TOKEN_B);
+    std::fs::write(w.scratch.path("token"), TOKEN_B).unwrap();
+    w.proxy.signal("HUP");
+    eventually(Duration::from_secs(2), "reload after SIGHUP", || {
+        w.proxy.log().contains("token reloaded").then_some(())
+    })
+    .await;
+    client()
+        .get(w.proxy.url("/crm/v3/objects/contacts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(w.sandbox.requests().last().unwrap().bearer(), Some(TOKEN_B));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_body_gets_413_and_never_reaches_upstream() {
+    let w = world_with("max_body_bytes = 1024").await;
+    // Declared by Content-Length: refused before any upstream call.
+    let response = client()
+        .post(w.proxy.url("/__sandbox/echo"))
+        .body(vec![b'a'; 2048])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        response.headers()["x-auth-proxy-error"],
+        "PROXY_BODY_TOO_LARGE"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["category"], "PROXY_BODY_TOO_LARGE");
+    assert!(body["correlationId"].as_str().unwrap().len() == 36);
+    assert_eq!(w.sandbox.request_count(), 0);
+
+    // Chunked, with no length: cut off while streaming, so HubSpot never gets a whole request.
+    let chunk = "400\r\n".to_string() + &"b".repeat(1024) + "\r\n";
+    let request = format!(
+        "POST /__sandbox/echo HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunk}{chunk}0\r\n\r\n"
+    );
+    let response = raw_exchange(w.proxy.proxy, request.as_bytes());
+    assert_eq!(raw_status(&response), 413, "{response}");
+    assert_eq!(w.sandbox.request_count(), 0);
+
+    // Exactly at the limit is fine.
+    let ok = client()
+        .post(w.proxy.url("/__sandbox/echo"))
+        .body(vec![b'c'; 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_never_reaches_another_host() {
+    let w = world().await;
+    let elsewhere = Sandbox::start().await.unwrap();
+    elsewhere.accept_token(TOKEN_A);
+    let request = format!(
+        "GET http://{}/__sandbox/echo?x=1 HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        elsewhere.addr(),
+        elsewhere.addr()
+    );
+    let response = raw_exchange(w.proxy.proxy, request.as_bytes());
+    assert!(matches!(raw_status(&response), 200 | 400), "{response}");
+    assert_eq!(
+        elsewhere.request_count(),
+        0,
+        "the proxy reached another host"
+    );
+    // It went to HubSpot (the configured upstream) instead, with HubSpot's Host.
+    let seen = w.sandbox.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, "/__sandbox/echo?x=1");
+    assert_eq!(seen[0].headers["host"], w.sandbox.addr().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_refused() {
+    let w = world().await;
+    let request = format!(
+        "CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n",
+        w.sandbox.addr()
+    );
+    let response = raw_exchange(w.proxy.proxy, request.as_bytes());
+    assert_eq!(raw_status(&response), 405, "{response}");
+    assert!(response.contains("PROXY_METHOD_NOT_ALLOWED"));
+    assert_eq!(w.sandbox.request_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_is_502_json() {
+    let scratch = Scratch::new();
+    let token = scratch.write("token", TOKEN_A);
+    let upstream = format!("http://127.0.0.1:{}", closed_port());
+    let proxy = ProxyProcess::start(&static_config(&upstream, &token, "")).await;
+    let response = client()
+        .get(proxy.url("/crm/v3/objects/contacts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(
+        response.headers()["x-auth-proxy-error"],
+        "PROXY_UPSTREAM_UNREACHABLE"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["category"], "PROXY_UPSTREAM_UNREACHABLE");
+    assert_eq!(body["status"], "error");
+    let metrics = client()
+        .get(proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"hubspot_proxy_upstream_errors_total{account="main",kind="connect"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"hubspot_proxy_requests_total{account="main",method="GET",status="502"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_slow_is_504_json() {
+    let sandbox = Sandbox::start().await.unwrap();
+    sandbox.accept_token(TOKEN_A);
+    let scratch = Scratch::new();
+    let token = scratch.write("token", TOKEN_A);
+    let config =
+        static_config(&sandbox.url(), &token, "").replace("timeout_secs = 5", "timeout_secs = 1");
+    let proxy = ProxyProcess::start(&config).await;
+    let response = client()
+        .get(proxy.url("/__sandbox/slow/3000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["category"], "PROXY_UPSTREAM_TIMEOUT");
+    let metrics = client()
+        .get(proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"hubspot_proxy_upstream_errors_total{account="main",kind="timeout"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let mut w = world().await;
+    let mut in_flight = Vec::new();
+    for _ in 0..5 {
+        let url = w.proxy.url("/__sandbox/slow/1500");
+        in_flight.push(tokio::spawn(async move {
+            client().get(url).send().await.map(|r| r.status().as_u16())
+        }));
+    }
+    eventually(Duration::from_secs(5), "requests reach upstream", || {
+        (w.sandbox.request_count() == 5).then_some(())
+    })
+    .await;
+    let ready = client()
+        .get(w.proxy.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    w.proxy.signal("TERM");
+    let admin = w.proxy.admin_url("/readyz");
+    let mut not_ready = false;
+    for _ in 0..50 {
+        if let Ok(r) = client().get(&admin).send().await {
+            if r.status() == 503 {
+                not_ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(not_ready, "/readyz did not turn 503 while draining");
+    for request in in_flight {
+        assert_eq!(request.await.unwrap().unwrap(), 200);
+    }
+    let status = w.proxy.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_and_metrics_report_real_state() {
+    let w = world().await;
+    let ready = client()
+        .get(w.proxy.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        client()
+            .get(w.proxy.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    for _ in 0..3 {
+        client()
+            .get(w.proxy.url("/crm/v3/objects/contacts"))
+            .send()
+            .await
+            .unwrap();
+    }
+    client()
+        .post(w.proxy.url("/__sandbox/status/429"))
+        .send()
+        .await
+        .unwrap();
+    let text = client()
+        .get(w.proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            r#"hubspot_proxy_requests_total{account="main",method="GET",status="200"}"#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"hubspot_proxy_requests_total{account="main",method="POST",status="429"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"hubspot_proxy_request_duration_seconds_count{account="main"}"#
+        ),
+        Some(4.0)
+    );
+    assert_eq!(metric(&text, "hubspot_proxy_inflight_requests"), Some(0.0));
+    assert_eq!(
+        metric(&text, r#"hubspot_proxy_build_info{version="0.1.0"}"#),
+        Some(1.0)
+    );
+    assert!(text.contains("process_resident_memory_bytes"));
+    assert!(!text.contains("/crm/"), "a path leaked into metric labels");
+    assert!(!text.contains(TOKEN_A));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_headers_get_431_and_slow_headers_are_cut() {
+    let w = world_with("header_read_timeout_secs = 1").await;
+    let mut request =
+        "GET /__sandbox/echo HTTP/1.1\r\nHost: p\r\nConnection: close\r\n".to_string();
+    for i in 0..150 {
+        request.push_str(&format!("X-Filler-{i}: v\r\n"));
+    }
+    request.push_str("\r\n");
+    let response = raw_exchange(w.proxy.proxy, request.as_bytes());
+    assert_eq!(raw_status(&response), 431, "{response}");
+    assert!(response.contains("PROXY_HEADERS_TOO_LARGE"));
+    assert_eq!(w.sandbox.request_count(), 0);
+
+    // A client that never finishes its headers is disconnected by the header read timeout.
+    let started = std::time::Instant::now();
+    let response = raw_exchange(w.proxy.proxy, b"GET / HTTP/1.1\r\nHost: p\r\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "slow client held the connection"
+    );
+    assert!(!response.contains("200 OK"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_clients_are_served() {
+    let w = world().await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2
+        .get(w.proxy.url("/crm/v3/objects/contacts/102"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    assert_eq!(w.sandbox.requests()[0].bearer(), Some(TOKEN_A));
+}

@@ -1,0 +1,245 @@
+//! Test harness: the real binary started against the in-crate HubSpot stand-in on loopback.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+pub use hubspot_auth_proxy::sandbox::Sandbox;
+
+pub const TOKEN_A: &str = "pat-na1-11111111-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
+pub const TOKEN_B: &str = "pat-na1-22222222-bbbb-4bbb-8bbb-bbbbbbbbbbbb";
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hubspot-auth-proxy");
+
+/// Polls `f` until it returns Some, or panics with `what` after `limit`.
+pub async fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A scratch directory with a token file, removed on drop.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// Replaces a file the way Kubernetes secret volumes do: write aside, then rename over.
+    pub fn replace_atomically(&self, name: &str, contents: &str) {
+        let tmp = self.path(&format!(".{name}.tmp"));
+        std::fs::write(&tmp, contents).unwrap();
+        std::fs::rename(&tmp, self.path(name)).unwrap();
+    }
+}
+
+/// The smallest config for one static account against `upstream`, with ports chosen by the OS.
+pub fn static_config(upstream: &str, token_file: &Path, extra_server: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+shutdown_grace_secs = 10
+{extra_server}
+
+[upstream]
+base_url = "{upstream}"
+timeout_secs = 5
+connect_timeout_ms = 1000
+
+[[accounts]]
+name = "main"
+token = {{ file = "{}" }}
+"#,
+        token_file.display()
+    )
+}
+
+/// The proxy binary running as a child process; killed on drop.
+pub struct ProxyProcess {
+    child: Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    log: Arc<Mutex<String>>,
+    _config: tempfile::NamedTempFile,
+}
+
+impl ProxyProcess {
+    pub async fn start(config: &str) -> ProxyProcess {
+        ProxyProcess::start_with(config, &[], &["--log-level", "debug"]).await
+    }
+
+    pub async fn start_with(config: &str, env: &[(&str, &str)], flags: &[&str]) -> ProxyProcess {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(config.as_bytes()).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(flags)
+            .arg("serve")
+            .arg("--config")
+            .arg(file.path())
+            .env_remove("HUBSPOT_AUTH_PROXY_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn proxy binary");
+        let log = Arc::new(Mutex::new(String::new()));
+        capture(child.stderr.take().unwrap(), log.clone());
+        let find = |needle: &str| {
+            let log = log.lock().unwrap();
+            let at = log.find(needle)? + needle.len();
+            let end = log[at..].find(char::is_whitespace)? + at;
+            log[at..end].parse::<SocketAddr>().ok()
+        };
+        let proxy = eventually(Duration::from_secs(10), "proxy listening line", || {
+            find("proxy listening addr=")
+        })
+        .await;
+        let admin = eventually(Duration::from_secs(10), "admin listening line", || {
+            find("admin listening addr=")
+        })
+        .await;
+        ProxyProcess {
+            child,
+            proxy,
+            admin,
+            log,
+            _config: file,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        eventually(limit, "proxy process to exit", || child.try_wait().unwrap()).await
+    }
+
+    /// Asserts that none of `secrets` appears anywhere in the captured log.
+    pub fn assert_log_free_of(&self, secrets: &[&str]) {
+        let log = self.log();
+        assert!(!log.is_empty(), "the log should have been captured");
+        for secret in secrets {
+            assert!(
+                !log.contains(secret),
+                "secret {secret:?} leaked into the log:\n{log}"
+            );
+        }
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn capture(stderr: impl Read + Send + 'static, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if std::env::var_os("SHOW_PROXY_LOG").is_some() {
+                eprintln!("[proxy] {line}");
+            }
+            let mut log = log.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+}
+
+/// A reqwest client that never uses an environment proxy.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Sends raw bytes and returns everything the server wrote until it closed (or 10 s passed).
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(request);
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of a raw HTTP/1.1 response.
+pub fn raw_status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Reads one sample from Prometheus text, by its full series name with labels.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
