@@ -19,6 +19,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
+    #[serde(default)]
+    pub legacy: LegacyConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +68,73 @@ pub struct AccountConfig {
     /// A private app access token or service key: a static bearer.
     #[serde(default)]
     pub token: Option<SecretSource>,
+    /// Marks the account used when a request names none; otherwise the first account is.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// What to do with `?hapikey=` account API keys, which HubSpot stopped accepting on 2022-11-30.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyConfig {
+    #[serde(default)]
+    pub hapikey: HapikeyMode,
+    /// Keys scripts still send, as SHA-256 hex, each mapped to an account.
+    #[serde(default)]
+    pub keys: Vec<LegacyKey>,
+    /// Paths where `hapikey` is a developer API key that HubSpot still accepts: left untouched.
+    #[serde(default = "default_developer_key_paths")]
+    pub developer_key_paths: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HapikeyMode {
+    /// Strip the key and send the account's bearer instead.
+    #[default]
+    Translate,
+    /// Answer 401 locally, explaining that API keys are retired.
+    Reject,
+    /// Pass the request through untouched, for HubSpot's own answer.
+    Forward,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyKey {
+    pub sha256: String,
+    pub account: String,
+}
+
+impl Default for LegacyConfig {
+    fn default() -> Self {
+        LegacyConfig {
+            hapikey: HapikeyMode::default(),
+            keys: Vec::new(),
+            developer_key_paths: default_developer_key_paths(),
+        }
+    }
+}
+
+/// HubSpot's app-settings APIs, where `hapikey` is a developer key and still the credential.
+pub fn default_developer_key_paths() -> Vec<String> {
+    [
+        "/webhooks/v3/*/**",
+        "/app-webhooks/**",
+        "/integrators/timeline/v3/*/event-templates/**",
+        "/crm/v3/extensions/cards-dev/**",
+        "/crm/v3/extensions/calling/*/settings/**",
+        "/crm/v3/extensions/videoconferencing/settings/*",
+        "/crm/extensions/**",
+        "/marketing/v3/marketing-events/*/settings",
+        "/marketing/marketing-events/*/*/settings",
+        "/automation/v4/actions/*/**",
+        "/automation/actions/**",
+        "/media-bridge/**",
+        "/conversations/custom-channels/**",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn default_listen() -> SocketAddr {
@@ -237,6 +306,7 @@ impl Config {
         self.validate_server(&mut problems);
         self.validate_upstream(&mut problems);
         self.validate_accounts(&mut problems);
+        self.validate_legacy(&mut problems);
         problems
     }
 
@@ -313,6 +383,63 @@ impl Config {
             }
         }
     }
+}
+
+impl Config {
+    fn validate_legacy(&self, out: &mut Vec<Problem>) {
+        let defaults = self.accounts.iter().filter(|a| a.default).count();
+        if defaults > 1 {
+            out.push(problem(
+                "accounts",
+                format!("{defaults} accounts say default = true; at most one may"),
+            ));
+        }
+        let mut hashes = std::collections::HashSet::new();
+        for (i, key) in self.legacy.keys.iter().enumerate() {
+            let at = format!("legacy.keys[{i}]");
+            if parse_sha256(&key.sha256).is_none() {
+                out.push(problem(
+                    format!("{at}.sha256"),
+                    "must be 64 hex digits (make one with `hubspot-auth-proxy hash-key`)",
+                ));
+            } else if !hashes.insert(key.sha256.to_ascii_lowercase()) {
+                out.push(problem(format!("{at}.sha256"), "listed twice"));
+            }
+            if !self.accounts.iter().any(|a| a.name == key.account) {
+                out.push(problem(
+                    format!("{at}.account"),
+                    format!("no account is named {:?}", key.account),
+                ));
+            }
+        }
+        for (i, glob) in self.legacy.developer_key_paths.iter().enumerate() {
+            if let Err(message) = developer_path_glob(glob) {
+                out.push(problem(format!("legacy.developer_key_paths[{i}]"), message));
+            }
+        }
+    }
+
+    /// Index of the default account: the one marked `default = true`, else the first.
+    pub fn default_account_index(&self) -> usize {
+        self.accounts.iter().position(|a| a.default).unwrap_or(0)
+    }
+}
+
+/// `*` matches one path segment and `**` the rest, as in the config docs.
+pub fn developer_path_glob(glob: &str) -> Result<globset::Glob, String> {
+    if !glob.starts_with('/') {
+        return Err(format!("{glob:?} must start with '/'"));
+    }
+    globset::GlobBuilder::new(glob)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("{glob:?} is not a valid glob: {e}"))
+}
+
+pub fn parse_sha256(hex_digest: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_digest, &mut out).ok()?;
+    Some(out)
 }
 
 /// A parse error before the file name is known.
@@ -424,6 +551,36 @@ token = { env = "X" }
                 "accounts[2].name"
             ]
         );
+    }
+
+    #[test]
+    fn legacy_section_is_checked() {
+        let text = r#"
+[legacy]
+hapikey = "reject"
+keys = [
+  { sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", account = "main" },
+  { sha256 = "xyz", account = "nobody" },
+]
+developer_key_paths = ["webhooks/**"]
+[[accounts]]
+name = "main"
+token = { env = "X" }
+default = true
+"#;
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.legacy.hapikey, HapikeyMode::Reject);
+        let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "legacy.keys[1].sha256",
+                "legacy.keys[1].account",
+                "legacy.developer_key_paths[0]"
+            ]
+        );
+        let e = Config::parse("[legacy]\nhapikey = \"drop\"\n").unwrap_err();
+        assert_eq!(e.key, "legacy.hapikey");
     }
 
     #[test]

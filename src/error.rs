@@ -37,6 +37,12 @@ pub enum ProxyError {
     ConnectNotAllowed,
     #[error("{0}")]
     BadRequest(&'static str),
+    #[error("X-Auth-Proxy-Account names no account configured on this proxy.")]
+    UnknownAccount,
+    #[error("This API key is not mapped to an account on this proxy. HubSpot retired account API keys on 2022-11-30; ask the proxy's operator to map it, or drop ?hapikey= and use the proxy's default account.")]
+    UnknownApiKey,
+    #[error("HubSpot retired account API keys on 2022-11-30, and this proxy rejects them. Remove ?hapikey= from the URL: the proxy adds the account's credentials itself.")]
+    ApiKeyRejected,
     #[error("No usable HubSpot token for account '{account}' yet; try again shortly.")]
     NoToken { account: Arc<str> },
     #[error("Could not reach the HubSpot API ({}).", kind.as_str())]
@@ -53,6 +59,8 @@ impl ProxyError {
             ProxyError::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UnknownAccount => StatusCode::BAD_REQUEST,
+            ProxyError::UnknownApiKey | ProxyError::ApiKeyRejected => StatusCode::UNAUTHORIZED,
             ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -66,6 +74,9 @@ impl ProxyError {
             ProxyError::ConnectNotAllowed => "PROXY_METHOD_NOT_ALLOWED",
             ProxyError::BadRequest(_) => "PROXY_BAD_REQUEST",
             ProxyError::NoToken { .. } => "PROXY_NO_TOKEN",
+            ProxyError::UnknownAccount => "PROXY_UNKNOWN_ACCOUNT",
+            ProxyError::UnknownApiKey => "PROXY_UNKNOWN_API_KEY",
+            ProxyError::ApiKeyRejected => "PROXY_API_KEY_REJECTED",
             ProxyError::UpstreamUnreachable { .. } => "PROXY_UPSTREAM_UNREACHABLE",
             ProxyError::UpstreamTimeout { .. } => "PROXY_UPSTREAM_TIMEOUT",
         }

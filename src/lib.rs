@@ -28,6 +28,7 @@ use config::Config;
 use credentials::static_token;
 use lifecycle::Lifecycle;
 use metrics::Metrics;
+use proxy::route::Router;
 use proxy::{Proxy, RequestLimits};
 use server::ConnectionLimits;
 use upstream::Upstream;
@@ -81,7 +82,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let proxy = Arc::new(Proxy::new(
         upstream,
-        accounts.clone(),
+        Router::new(accounts.clone(), &config.legacy),
         metrics.clone(),
         RequestLimits::from_config(&config.server),
     ));
@@ -161,7 +162,10 @@ fn build_accounts(
         }
         list.push(account);
     }
-    Ok((Accounts::new(list), background))
+    Ok((
+        Accounts::new(list, config.default_account_index()),
+        background,
+    ))
 }
 
 impl Running {

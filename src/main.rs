@@ -11,6 +11,7 @@ Examples:
   hubspot-auth-proxy serve --config /etc/hubspot-auth-proxy/config.toml
   HUBSPOT_TOKEN=pat-na1-... hubspot-auth-proxy serve --config config/minimal.toml
   hubspot-auth-proxy check --config config/example.toml
+  printf %s \"$OLD_API_KEY\" | hubspot-auth-proxy hash-key
   hubspot-auth-proxy --log-format json serve";
 
 #[derive(Parser)]
@@ -43,6 +44,8 @@ enum Command {
     Serve(ConfigArg),
     /// Validate the config and every credential source, then exit (0 = fine, 2 = problems).
     Check(ConfigArg),
+    /// Read a legacy API key on stdin and print its SHA-256 hex, for `[legacy] keys`.
+    HashKey,
 }
 
 #[derive(clap::Args)]
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(&args.config),
         Command::Check(args) => check(&args.config),
+        Command::HashKey => hash_key(),
     }
 }
 
@@ -169,4 +173,22 @@ fn check(path: &Path) -> ExitCode {
         }
         ExitCode::from(2)
     }
+}
+
+/// The key never touches argv (and so never shows in `ps` or shell history).
+fn hash_key() -> ExitCode {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("error: cannot read the key from stdin: {e}");
+        return ExitCode::from(2);
+    }
+    let key = input.trim();
+    if key.is_empty() {
+        eprintln!("error: no key on stdin; try: printf %s \"$KEY\" | hubspot-auth-proxy hash-key");
+        return ExitCode::from(2);
+    }
+    println!("{}", hex::encode(sha2::Sha256::digest(key.as_bytes())));
+    ExitCode::SUCCESS
 }

@@ -30,6 +30,37 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     inflight: IntGauge,
     token_reloads: IntCounterVec,
+    hapikey: IntCounterVec,
+}
+
+/// What became of a request that carried `?hapikey=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HapikeyAction {
+    Translated = 0,
+    Rejected = 1,
+    UnknownKey = 2,
+    DeveloperPassthrough = 3,
+    Forwarded = 4,
+}
+
+impl HapikeyAction {
+    const ALL: [HapikeyAction; 5] = [
+        HapikeyAction::Translated,
+        HapikeyAction::Rejected,
+        HapikeyAction::UnknownKey,
+        HapikeyAction::DeveloperPassthrough,
+        HapikeyAction::Forwarded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HapikeyAction::Translated => "translated",
+            HapikeyAction::Rejected => "rejected",
+            HapikeyAction::UnknownKey => "unknown_key",
+            HapikeyAction::DeveloperPassthrough => "developer_passthrough",
+            HapikeyAction::Forwarded => "forwarded",
+        }
+    }
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -81,6 +112,12 @@ impl Metrics {
             "Static token reloads from their source, by result.",
             &["account", "result"],
         );
+        let hapikey = counter_vec(
+            &registry,
+            "hubspot_proxy_hapikey_requests_total",
+            "Requests that carried ?hapikey=, by what the proxy did with them.",
+            &["account", "action"],
+        );
         register_build_info(&registry);
         register_process_collector(&registry);
         Metrics {
@@ -90,6 +127,7 @@ impl Metrics {
             upstream_errors,
             inflight,
             token_reloads,
+            hapikey,
         }
     }
 
@@ -114,6 +152,8 @@ impl Metrics {
             ],
             reload_ok: self.token_reloads.with_label_values(&[account, "success"]),
             reload_failed: self.token_reloads.with_label_values(&[account, "failure"]),
+            hapikey: HapikeyAction::ALL
+                .map(|action| self.hapikey.with_label_values(&[account, action.as_str()])),
         }
     }
 
@@ -175,6 +215,7 @@ pub struct AccountMetrics {
     upstream_errors: [IntCounter; 4],
     reload_ok: IntCounter,
     reload_failed: IntCounter,
+    hapikey: [IntCounter; 5],
 }
 
 impl AccountMetrics {
@@ -192,6 +233,10 @@ impl AccountMetrics {
 
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {
         self.upstream_errors[kind as usize].inc();
+    }
+
+    pub fn hapikey(&self, action: HapikeyAction) {
+        self.hapikey[action as usize].inc();
     }
 
     pub fn token_reloaded(&self, ok: bool) {

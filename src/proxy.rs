@@ -1,7 +1,9 @@
 //! The data plane: one client request, checked, given its account's bearer, sent to HubSpot and streamed back.
 
 pub mod body;
+pub mod hapikey;
 pub mod headers;
+pub mod route;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,12 +11,13 @@ use std::time::Instant;
 use http::{header, HeaderMap, Method, Request, Response, Version};
 use hyper::body::Incoming;
 
-use crate::account::{Account, Accounts};
+use crate::account::Account;
 use crate::config::ServerConfig;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 use body::{LimitedBody, ProxyBody};
+use route::{Credential, Refused, Router};
 
 /// Limits checked before anything is sent upstream.
 #[derive(Debug, Clone, Copy)]
@@ -76,7 +79,7 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 
 pub struct Proxy {
     upstream: Upstream,
-    accounts: Arc<Accounts>,
+    router: Router,
     metrics: Arc<Metrics>,
     limits: RequestLimits,
 }
@@ -84,13 +87,13 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(
         upstream: Upstream,
-        accounts: Arc<Accounts>,
+        router: Router,
         metrics: Arc<Metrics>,
         limits: RequestLimits,
     ) -> Self {
         Proxy {
             upstream,
-            accounts,
+            router,
             metrics,
             limits,
         }
@@ -100,24 +103,22 @@ impl Proxy {
         let started = Instant::now();
         let _inflight = self.metrics.inflight();
         let method = request.method().clone();
-        // Only the path is ever logged: the query may hold a legacy API key.
-        let path =
-            tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().path().to_owned());
-        let account = self.accounts.default_account();
-        let response = match self.forward(request, account, started).await {
-            Ok(response) => response,
-            Err(error) => {
+        let target =
+            tracing::enabled!(tracing::Level::DEBUG).then(|| loggable_target(request.uri()));
+        let (account, response) = match self.forward(request, started).await {
+            Ok((account, response)) => (account, response),
+            Err(Refused { account, error }) => {
                 tracing::warn!(account = %account.name, %method, category = error.category(), "{error}");
-                error.to_response()
+                (account, error.to_response())
             }
         };
         let elapsed = started.elapsed();
         account.metrics.observe(&method, response.status(), elapsed);
-        if let Some(path) = path {
+        if let Some(target) = target {
             tracing::debug!(
                 account = %account.name,
                 %method,
-                path,
+                target,
                 status = response.status().as_u16(),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 "request"
@@ -129,37 +130,57 @@ impl Proxy {
     async fn forward(
         &self,
         request: Request<Incoming>,
-        account: &Account,
         started: Instant,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        self.limits.check(&request)?;
-        let bearer = account
-            .token
-            .bearer(started)
-            .ok_or_else(|| ProxyError::NoToken {
-                account: account.name.clone(),
-            })?;
+    ) -> Result<(&Arc<Account>, Response<ProxyBody>), Refused<'_>> {
+        let refuse = |account, error| Refused { account, error };
+        let default = self.router.default_account();
+        self.limits
+            .check(&request)
+            .map_err(|e| refuse(default, e))?;
         let (mut parts, body) = request.into_parts();
-        parts.uri = self.upstream.target(parts.uri)?;
+        let routed = self.router.route(&mut parts)?;
+        let account = routed.account;
+        parts.uri = self
+            .upstream
+            .target(parts.uri)
+            .map_err(|e| refuse(account, e))?;
         // The pooled client picks HTTP/1.1 or h2 per connection by ALPN.
         parts.version = Version::HTTP_11;
+        let bearer = match routed.credential {
+            Credential::ClientOwn => None,
+            Credential::Bearer => Some(account.token.bearer(started).ok_or_else(|| {
+                refuse(
+                    account,
+                    ProxyError::NoToken {
+                        account: account.name.clone(),
+                    },
+                )
+            })?),
+        };
         headers::to_upstream(&mut parts.headers, self.upstream.host_header(), bearer);
         let outbound =
             Request::from_parts(parts, LimitedBody::new(body, self.limits.max_body_bytes));
 
         let deadline = tokio::time::Instant::from_std(started) + self.upstream.timeout();
-        let response = self
-            .upstream
-            .send(outbound, deadline)
-            .await
-            .inspect_err(|e| count_upstream_error(account, e))?;
+        let response = self.upstream.send(outbound, deadline).await.map_err(|e| {
+            count_upstream_error(account, &e);
+            refuse(account, e)
+        })?;
         let (mut parts, body) = response.into_parts();
         headers::from_upstream(&mut parts.headers);
         parts.version = Version::HTTP_11;
-        Ok(Response::from_parts(
-            parts,
-            ProxyBody::upstream(body, deadline),
+        Ok((
+            account,
+            Response::from_parts(parts, ProxyBody::upstream(body, deadline)),
         ))
+    }
+}
+
+/// Path and query for logs, with any hapikey value replaced by `REDACTED`.
+fn loggable_target(uri: &http::Uri) -> String {
+    match uri.query() {
+        Some(query) => format!("{}?{}", uri.path(), hapikey::redact(query)),
+        None => uri.path().to_string(),
     }
 }
 

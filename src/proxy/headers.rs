@@ -42,10 +42,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Prepares a client's headers for HubSpot: the client never chooses the credential or the host.
-pub fn to_upstream(headers: &mut HeaderMap, host: &HeaderValue, bearer: HeaderValue) {
+/// Without a bearer (a developer key on an app-settings path) the client's own credential stays.
+pub fn to_upstream(headers: &mut HeaderMap, host: &HeaderValue, bearer: Option<HeaderValue>) {
     strip_hop_by_hop(headers);
     headers.insert(HOST, host.clone());
-    headers.insert(AUTHORIZATION, bearer);
+    if let Some(bearer) = bearer {
+        headers.insert(AUTHORIZATION, bearer);
+    }
 }
 
 pub fn from_upstream(headers: &mut HeaderMap) {
@@ -97,7 +100,7 @@ mod tests {
         to_upstream(
             &mut h,
             &HeaderValue::from_static("api.hubapi.com"),
-            HeaderValue::from_static("Bearer ours"),
+            Some(HeaderValue::from_static("Bearer ours")),
         );
         assert_eq!(h.get_all(AUTHORIZATION).iter().count(), 1);
         assert_eq!(h[AUTHORIZATION], "Bearer ours");

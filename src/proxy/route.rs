@@ -1,0 +1,163 @@
+//! Account selection: legacy key mapping, then `X-Auth-Proxy-Account`, then the default;
+//! and what a `?hapikey=` request becomes (translated, rejected, passed through).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use globset::{GlobSet, GlobSetBuilder};
+use http::request::Parts;
+use http::{HeaderName, Uri};
+use sha2::{Digest, Sha256};
+
+use super::hapikey;
+use crate::account::{Account, Accounts};
+use crate::config::{developer_path_glob, parse_sha256, HapikeyMode, LegacyConfig};
+use crate::error::ProxyError;
+use crate::metrics::HapikeyAction;
+
+pub static ACCOUNT_HEADER: HeaderName = HeaderName::from_static("x-auth-proxy-account");
+
+/// Whether the proxy puts its bearer on the request, or the request carries its own credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    Bearer,
+    /// Developer API keys on app-settings paths, and `forward` mode: the client's own key.
+    ClientOwn,
+}
+
+pub struct Routed<'a> {
+    pub account: &'a Arc<Account>,
+    pub credential: Credential,
+}
+
+/// A refused request, with the account its metrics count under.
+pub struct Refused<'a> {
+    pub account: &'a Arc<Account>,
+    pub error: ProxyError,
+}
+
+pub struct Router {
+    accounts: Arc<Accounts>,
+    mode: HapikeyMode,
+    /// SHA-256 of a legacy key → account index. Only hashes are held, never the keys.
+    keys: HashMap<[u8; 32], usize>,
+    developer_paths: GlobSet,
+}
+
+impl Router {
+    /// Built from a validated config; an invalid glob or key here is a validation bug.
+    pub fn new(accounts: Arc<Accounts>, legacy: &LegacyConfig) -> Router {
+        let mut globs = GlobSetBuilder::new();
+        for glob in &legacy.developer_key_paths {
+            globs.add(developer_path_glob(glob).expect("validated glob"));
+        }
+        let keys = legacy
+            .keys
+            .iter()
+            .map(|k| {
+                let hash = parse_sha256(&k.sha256).expect("validated hash");
+                (
+                    hash,
+                    accounts.index_of(&k.account).expect("validated account"),
+                )
+            })
+            .collect();
+        Router {
+            accounts,
+            mode: legacy.hapikey,
+            keys,
+            developer_paths: globs.build().expect("validated globs"),
+        }
+    }
+
+    pub fn default_account(&self) -> &Arc<Account> {
+        self.accounts.default_account()
+    }
+
+    /// Picks the account and credential, rewriting the target when a hapikey is stripped.
+    pub fn route(&self, parts: &mut Parts) -> Result<Routed<'_>, Refused<'_>> {
+        let named = parts.headers.remove(&ACCOUNT_HEADER);
+        let chosen = match named {
+            None => self.accounts.default_account(),
+            Some(name) => match name.to_str().ok().and_then(|n| self.accounts.by_name(n)) {
+                Some(account) => account,
+                None => return Err(self.refuse(self.default_account(), ProxyError::UnknownAccount)),
+            },
+        };
+        match parts.uri.query() {
+            Some(query) if hapikey::present(query) => self.route_hapikey(parts, chosen),
+            _ => Ok(Routed {
+                account: chosen,
+                credential: Credential::Bearer,
+            }),
+        }
+    }
+
+    fn route_hapikey<'a>(
+        &'a self,
+        parts: &mut Parts,
+        chosen: &'a Arc<Account>,
+    ) -> Result<Routed<'a>, Refused<'a>> {
+        let passthrough = |account: &'a Arc<Account>, action| {
+            account.metrics.hapikey(action);
+            Ok(Routed {
+                account,
+                credential: Credential::ClientOwn,
+            })
+        };
+        if self.developer_paths.is_match(parts.uri.path()) {
+            return passthrough(chosen, HapikeyAction::DeveloperPassthrough);
+        }
+        match self.mode {
+            HapikeyMode::Forward => passthrough(chosen, HapikeyAction::Forwarded),
+            HapikeyMode::Reject => {
+                chosen.metrics.hapikey(HapikeyAction::Rejected);
+                Err(self.refuse(chosen, ProxyError::ApiKeyRejected))
+            }
+            HapikeyMode::Translate => self.translate(parts, chosen),
+        }
+    }
+
+    fn translate<'a>(
+        &'a self,
+        parts: &mut Parts,
+        chosen: &'a Arc<Account>,
+    ) -> Result<Routed<'a>, Refused<'a>> {
+        let query = parts.uri.query().unwrap_or_default();
+        let account = if self.keys.is_empty() {
+            chosen
+        } else {
+            let value = hapikey::first_value(query).unwrap_or_default();
+            let hash: [u8; 32] = Sha256::digest(&value).into();
+            match self.keys.get(&hash) {
+                Some(&index) => self.accounts.get(index),
+                None => {
+                    chosen.metrics.hapikey(HapikeyAction::UnknownKey);
+                    return Err(self.refuse(chosen, ProxyError::UnknownApiKey));
+                }
+            }
+        };
+        parts.uri = without_hapikey(&parts.uri);
+        account.metrics.hapikey(HapikeyAction::Translated);
+        Ok(Routed {
+            account,
+            credential: Credential::Bearer,
+        })
+    }
+
+    fn refuse<'a>(&self, account: &'a Arc<Account>, error: ProxyError) -> Refused<'a> {
+        Refused { account, error }
+    }
+}
+
+/// The origin-form target with the hapikey pairs gone; an emptied query loses its `?`.
+fn without_hapikey(uri: &Uri) -> Uri {
+    let query = hapikey::strip(uri.query().unwrap_or_default());
+    let target = if query.is_empty() {
+        uri.path().to_string()
+    } else {
+        format!("{}?{query}", uri.path())
+    };
+    // Removing whole pairs from a valid target leaves a valid target.
+    target.parse().expect("a valid target stays valid")
+}
