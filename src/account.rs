@@ -1,19 +1,24 @@
 //! Accounts: one HubSpot credential each, with its token cell and pre-resolved metric handles.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
-use crate::credentials::TokenCell;
+use http::HeaderValue;
+
+use crate::credentials::{RefreshControl, TokenCell};
 use crate::metrics::AccountMetrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountKind {
     Static,
+    OAuth,
 }
 
 impl AccountKind {
     pub fn as_str(self) -> &'static str {
         match self {
             AccountKind::Static => "static",
+            AccountKind::OAuth => "oauth",
         }
     }
 }
@@ -22,7 +27,75 @@ pub struct Account {
     pub name: Arc<str>,
     pub kind: AccountKind,
     pub token: TokenCell,
+    /// Present for OAuth accounts: how requests reach the refresher.
+    pub refresh: Option<Arc<RefreshControl>>,
     pub metrics: AccountMetrics,
+    pub status: AccountStatus,
+}
+
+impl Account {
+    pub fn new(name: &str, kind: AccountKind, metrics: AccountMetrics) -> Account {
+        Account {
+            name: Arc::from(name),
+            kind,
+            token: TokenCell::default(),
+            refresh: (kind == AccountKind::OAuth).then(Default::default),
+            metrics,
+            status: AccountStatus::default(),
+        }
+    }
+
+    /// The bearer for a request and its generation. Without a usable token, an OAuth account
+    /// waits for its refresher (never refreshing by itself) until `deadline`.
+    pub async fn bearer(
+        &self,
+        now: Instant,
+        deadline: tokio::time::Instant,
+    ) -> Option<(HeaderValue, u64)> {
+        if let Some(usable) = self.token.usable(now) {
+            return Some(usable);
+        }
+        self.refresh
+            .as_ref()?
+            .wait_for_token(&self.token, deadline)
+            .await
+    }
+}
+
+/// What `/status` and `/readyz` report about an account's credential. Written by the control
+/// plane a few times an hour, read by the admin listener: a mutex is fine here.
+#[derive(Default)]
+pub struct AccountStatus {
+    inner: Mutex<StatusSnapshot>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StatusSnapshot {
+    pub last_refresh: Option<SystemTime>,
+    pub last_refresh_ok: Option<bool>,
+    pub consecutive_failures: u32,
+    pub last_error: Option<&'static str>,
+}
+
+impl AccountStatus {
+    pub fn record_success(&self) {
+        let mut s = self.inner.lock().expect("status lock");
+        s.last_refresh = Some(SystemTime::now());
+        s.last_refresh_ok = Some(true);
+        s.consecutive_failures = 0;
+    }
+
+    pub fn record_failure(&self, category: &'static str) {
+        let mut s = self.inner.lock().expect("status lock");
+        s.last_refresh = Some(SystemTime::now());
+        s.last_refresh_ok = Some(false);
+        s.consecutive_failures += 1;
+        s.last_error = Some(category);
+    }
+
+    pub fn snapshot(&self) -> StatusSnapshot {
+        self.inner.lock().expect("status lock").clone()
+    }
 }
 
 /// All accounts, in config order, and which one is the default.

@@ -71,6 +71,49 @@ pub struct AccountConfig {
     /// Marks the account used when a request names none; otherwise the first account is.
     #[serde(default)]
     pub default: bool,
+    /// An OAuth app installation: the proxy refreshes its access token itself.
+    #[serde(default)]
+    pub oauth: Option<OAuthConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// Not secret: it appears in the authorize URL.
+    pub client_id: String,
+    pub client_secret: SecretSource,
+    /// A `{ file = ... }` source gets rotated refresh tokens written back to it.
+    pub refresh_token: SecretSource,
+    /// Defaults to `upstream.base_url` + `/oauth/2026-03/token`; v1 and v3 work too.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    #[serde(default = "default_refresh_margin_secs")]
+    pub refresh_margin_secs: u64,
+    /// One token endpoint call may take this long.
+    #[serde(default = "default_token_timeout_secs")]
+    pub token_timeout_secs: u64,
+}
+
+fn default_refresh_margin_secs() -> u64 {
+    300
+}
+fn default_token_timeout_secs() -> u64 {
+    10
+}
+
+/// HubSpot's date-versioned token endpoint; `/oauth/v1/token` is deprecated on 2027-02-16.
+pub const DEFAULT_TOKEN_PATH: &str = "/oauth/2026-03/token";
+
+impl OAuthConfig {
+    pub fn token_url(&self, upstream: &UpstreamConfig) -> String {
+        match &self.token_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "{}{DEFAULT_TOKEN_PATH}",
+                upstream.base_url.trim_end_matches('/')
+            ),
+        }
+    }
 }
 
 /// What to do with `?hapikey=` account API keys, which HubSpot stopped accepting on 2022-11-30.
@@ -375,11 +418,17 @@ impl Config {
                     format!("duplicate account name {:?}", account.name),
                 ));
             }
-            if account.token.is_none() {
-                out.push(problem(
+            match (&account.token, &account.oauth) {
+                (None, None) => out.push(problem(
                     format!("{key}.token"),
-                    "a credential is required: token = { file = \"...\" } or { env = \"...\" }",
-                ));
+                    "a credential is required: token = { file = \"...\" } or { env = \"...\" }, or an [accounts.oauth] table",
+                )),
+                (Some(_), Some(_)) => out.push(problem(
+                    format!("{key}.oauth"),
+                    "give either token or oauth, not both",
+                )),
+                (None, Some(oauth)) => validate_oauth(&key, oauth, out),
+                (Some(_), None) => {}
             }
         }
     }
@@ -458,6 +507,32 @@ impl ParseError {
             key: self.key,
             message: self.message,
         }
+    }
+}
+
+fn validate_oauth(key: &str, oauth: &OAuthConfig, out: &mut Vec<Problem>) {
+    if oauth.client_id.trim().is_empty() {
+        out.push(problem(
+            format!("{key}.oauth.client_id"),
+            "must not be empty",
+        ));
+    }
+    if let Some(url) = &oauth.token_url {
+        let ok = url.parse::<http::Uri>().ok().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+        });
+        if !ok {
+            out.push(problem(
+                format!("{key}.oauth.token_url"),
+                format!("{url:?} must be an http(s) URL"),
+            ));
+        }
+    }
+    if oauth.token_timeout_secs == 0 {
+        out.push(problem(
+            format!("{key}.oauth.token_timeout_secs"),
+            "must be greater than 0",
+        ));
     }
 }
 
@@ -581,6 +656,38 @@ default = true
         );
         let e = Config::parse("[legacy]\nhapikey = \"drop\"\n").unwrap_err();
         assert_eq!(e.key, "legacy.hapikey");
+    }
+
+    #[test]
+    fn oauth_accounts_parse_and_default_their_endpoint() {
+        let text = r#"
+[[accounts]]
+name = "marketing"
+[accounts.oauth]
+client_id = "1c0a"
+client_secret = { env = "HUBSPOT_CLIENT_SECRET" }
+refresh_token = { file = "/var/lib/hsap/marketing.refresh" }
+"#;
+        let c = Config::parse(text).unwrap();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let oauth = c.accounts[0].oauth.as_ref().unwrap();
+        assert_eq!(oauth.refresh_margin_secs, 300);
+        assert_eq!(
+            oauth.token_url(&c.upstream),
+            "https://api.hubapi.com/oauth/2026-03/token"
+        );
+        let both = format!("{text}\ntoken = {{ env = \"X\" }}\n").replace(
+            "[accounts.oauth]\n",
+            "token = { env = \"X\" }\n[accounts.oauth]\n",
+        );
+        let both = both.trim_end_matches("token = { env = \"X\" }\n");
+        let keys: Vec<_> = Config::parse(both)
+            .unwrap()
+            .validate()
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(keys, ["accounts[0].oauth"]);
     }
 
     #[test]

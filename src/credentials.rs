@@ -1,15 +1,126 @@
 //! Credentials: the `TokenCell` where the control plane stores bearer tokens and the data plane loads them.
 
+pub mod oauth;
+pub mod persist;
 pub mod static_token;
+pub mod token_endpoint;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
+use tokio::sync::{watch, Notify};
 
-use crate::config::Secret;
+use crate::account::{Account, AccountKind};
+use crate::config::{AccountConfig, Config, OAuthConfig, Secret, SecretSource};
+use crate::metrics::Metrics;
+
+/// A credential that could not be loaded at startup, with the config key it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{key} ({source_desc}): {reason}")]
+pub struct CredentialError {
+    pub key: String,
+    pub source_desc: String,
+    pub reason: String,
+}
+
+fn credential_error(key: String, source: &SecretSource, reason: impl ToString) -> CredentialError {
+    CredentialError {
+        key,
+        source_desc: source.describe(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Builds account `index` and starts the control-plane task that keeps its token fresh.
+pub fn activate(
+    config: &Config,
+    index: usize,
+    metrics: &Metrics,
+    reload: &Arc<Notify>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(Arc<Account>, Option<tokio::task::JoinHandle<()>>), CredentialError> {
+    let cfg = &config.accounts[index];
+    let key = format!("accounts[{index}]");
+    match &cfg.oauth {
+        Some(oauth) => activate_oauth(config, cfg, oauth, &key, metrics, stop),
+        None => activate_static(cfg, &key, metrics, reload, stop),
+    }
+}
+
+fn activate_static(
+    cfg: &AccountConfig,
+    key: &str,
+    metrics: &Metrics,
+    reload: &Arc<Notify>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(Arc<Account>, Option<tokio::task::JoinHandle<()>>), CredentialError> {
+    let account = Arc::new(Account::new(
+        &cfg.name,
+        AccountKind::Static,
+        metrics.for_account(&cfg.name),
+    ));
+    let source = cfg
+        .token
+        .clone()
+        .expect("validated: a static account has a token");
+    let current = static_token::load_initial(&account, &source)
+        .map_err(|e| credential_error(format!("{key}.token"), &source, e))?;
+    account.metrics.token_never_expires();
+    let watcher = static_token::spawn_watcher(
+        account.clone(),
+        source,
+        current,
+        reload.clone(),
+        stop.clone(),
+    );
+    Ok((account, watcher))
+}
+
+fn activate_oauth(
+    config: &Config,
+    cfg: &AccountConfig,
+    oauth: &OAuthConfig,
+    key: &str,
+    metrics: &Metrics,
+    stop: &watch::Receiver<bool>,
+) -> Result<(Arc<Account>, Option<tokio::task::JoinHandle<()>>), CredentialError> {
+    let load = |source: &SecretSource, field: &str| {
+        source
+            .load()
+            .map_err(|e| credential_error(format!("{key}.oauth.{field}"), source, e))
+    };
+    let client_secret = load(&oauth.client_secret, "client_secret")?;
+    let refresh_token = load(&oauth.refresh_token, "refresh_token")?;
+    let url = oauth.token_url(&config.upstream);
+    let endpoint = token_endpoint::TokenEndpoint::new(
+        url.clone(),
+        std::time::Duration::from_secs(oauth.token_timeout_secs),
+        config.upstream.ca_file.as_deref(),
+    )
+    .map_err(|e| CredentialError {
+        key: format!("{key}.oauth.token_url"),
+        source_desc: url,
+        reason: e,
+    })?;
+    let account = Arc::new(Account::new(
+        &cfg.name,
+        AccountKind::OAuth,
+        metrics.for_account(&cfg.name),
+    ));
+    let refresher = oauth::Refresher {
+        account: account.clone(),
+        endpoint,
+        client_id: oauth.client_id.clone(),
+        client_secret,
+        refresh_token,
+        refresh_source: oauth.refresh_token.clone(),
+        margin: std::time::Duration::from_secs(oauth.refresh_margin_secs),
+    };
+    Ok((account, Some(oauth::spawn(refresher, stop.clone()))))
+}
 
 /// A bearer token, ready to put on a request: building the header string happens once, here,
 /// so the hot path only clones a reference-counted `HeaderValue`.
@@ -63,9 +174,31 @@ impl TokenCell {
     /// The header for the next request, if the token is present and not expired.
     /// Requests already under way keep the value they cloned, whatever is stored later.
     pub fn bearer(&self, now: Instant) -> Option<HeaderValue> {
+        self.usable(now).map(|(header, _)| header)
+    }
+
+    /// The header and the generation it belongs to, so a rejection can name which token died.
+    pub fn usable(&self, now: Instant) -> Option<(HeaderValue, u64)> {
         let guard = self.current.load();
         let token = guard.as_ref()?;
-        token.is_usable(now).then(|| token.header.clone())
+        token
+            .is_usable(now)
+            .then(|| (token.header.clone(), token.generation))
+    }
+
+    /// HubSpot said this generation is dead: drop it, unless a newer token already replaced it.
+    /// Returns whether this call removed it.
+    pub fn invalidate(&self, generation: u64) -> bool {
+        let guard = self.current.load();
+        match guard.as_ref() {
+            Some(token) if token.generation == generation => {
+                let previous = self.current.compare_and_swap(&*guard, None);
+                previous
+                    .as_ref()
+                    .is_some_and(|t| t.generation == generation)
+            }
+            _ => false,
+        }
     }
 
     pub fn snapshot(&self) -> Option<Arc<Token>> {
@@ -98,6 +231,63 @@ impl TokenCell {
     }
 }
 
+/// How requests ask the account's one refresher for a token, and wait for its attempts.
+/// Only the refresher calls the token endpoint: this is what keeps refreshes single-flight.
+pub struct RefreshControl {
+    wake: Notify,
+    backing_off: AtomicBool,
+    /// Bumped after every attempt, success or failure, so waiters can re-check the cell.
+    attempts: watch::Sender<u64>,
+}
+
+impl Default for RefreshControl {
+    fn default() -> Self {
+        RefreshControl {
+            wake: Notify::new(),
+            backing_off: AtomicBool::new(false),
+            attempts: watch::Sender::new(0),
+        }
+    }
+}
+
+impl RefreshControl {
+    /// Waits for a usable token from the refresher, until `deadline`. Returns `None` at once
+    /// while the refresher is backing off after a failure: waiting would only hold the client.
+    pub async fn wait_for_token(
+        &self,
+        cell: &TokenCell,
+        deadline: tokio::time::Instant,
+    ) -> Option<(HeaderValue, u64)> {
+        let mut attempts = self.attempts.subscribe();
+        loop {
+            if let Some(usable) = cell.usable(Instant::now()) {
+                return Some(usable);
+            }
+            if self.backing_off.load(Ordering::SeqCst) {
+                return None;
+            }
+            self.wake.notify_one();
+            tokio::select! {
+                changed = attempts.changed() => changed.ok()?,
+                _ = tokio::time::sleep_until(deadline) => return None,
+            }
+        }
+    }
+
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    pub(crate) fn attempt_started(&self) {
+        self.backing_off.store(false, Ordering::SeqCst);
+    }
+
+    pub(crate) fn attempt_finished(&self, ok: bool) {
+        self.backing_off.store(!ok, Ordering::SeqCst);
+        self.attempts.send_modify(|n| *n += 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +312,21 @@ mod tests {
         assert_eq!(cell.bearer(now).unwrap(), "Bearer def");
         assert!(cell.bearer(now + Duration::from_secs(2)).is_none());
         assert!(!format!("{:?}", cell.snapshot().unwrap()).contains("def"));
+    }
+
+    #[test]
+    fn invalidate_only_removes_the_named_generation() {
+        let cell = TokenCell::default();
+        let now = Instant::now();
+        cell.store(&Secret::new("one".into()), None).unwrap();
+        let g2 = cell.store(&Secret::new("two".into()), None).unwrap();
+        assert!(
+            !cell.invalidate(g2 - 1),
+            "an older generation is already gone"
+        );
+        assert_eq!(cell.bearer(now).unwrap(), "Bearer two");
+        assert!(cell.invalidate(g2));
+        assert!(!cell.invalidate(g2), "only the first caller removes it");
+        assert!(cell.bearer(now).is_none());
     }
 }

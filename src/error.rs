@@ -37,6 +37,8 @@ pub enum ProxyError {
     ConnectNotAllowed,
     #[error("{0}")]
     BadRequest(&'static str),
+    #[error("The request body could not be read from the client.")]
+    ClientBody,
     #[error("X-Auth-Proxy-Account names no account configured on this proxy.")]
     UnknownAccount,
     #[error("This API key is not mapped to an account on this proxy. HubSpot retired account API keys on 2022-11-30; ask the proxy's operator to map it, or drop ?hapikey= and use the proxy's default account.")]
@@ -57,7 +59,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody => StatusCode::BAD_REQUEST,
             ProxyError::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UnknownAccount => StatusCode::BAD_REQUEST,
             ProxyError::UnknownApiKey | ProxyError::ApiKeyRejected => StatusCode::UNAUTHORIZED,
@@ -72,7 +74,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "PROXY_BODY_TOO_LARGE",
             ProxyError::HeadersTooLarge { .. } => "PROXY_HEADERS_TOO_LARGE",
             ProxyError::ConnectNotAllowed => "PROXY_METHOD_NOT_ALLOWED",
-            ProxyError::BadRequest(_) => "PROXY_BAD_REQUEST",
+            ProxyError::BadRequest(_) | ProxyError::ClientBody => "PROXY_BAD_REQUEST",
             ProxyError::NoToken { .. } => "PROXY_NO_TOKEN",
             ProxyError::UnknownAccount => "PROXY_UNKNOWN_ACCOUNT",
             ProxyError::UnknownApiKey => "PROXY_UNKNOWN_API_KEY",

@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod authorize;
 pub mod config;
 pub mod credentials;
 pub mod error;
@@ -23,9 +24,8 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use account::{Account, AccountKind, Accounts};
+use account::Accounts;
 use config::Config;
-use credentials::static_token;
 use lifecycle::Lifecycle;
 use metrics::Metrics;
 use proxy::route::Router;
@@ -35,12 +35,8 @@ use upstream::Upstream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("accounts[{index}].token ({source_desc}): {error}")]
-    Credential {
-        index: usize,
-        source_desc: String,
-        error: static_token::StaticTokenError,
-    },
+    #[error(transparent)]
+    Credential(#[from] credentials::CredentialError),
     #[error(transparent)]
     Upstream(#[from] upstream::UpstreamBuildError),
     #[error(transparent)]
@@ -133,34 +129,10 @@ fn build_accounts(
 ) -> Result<(Accounts, Background), StartError> {
     let mut list = Vec::with_capacity(config.accounts.len());
     let mut background = Vec::new();
-    for (index, cfg) in config.accounts.iter().enumerate() {
-        let account = Arc::new(Account {
-            name: Arc::from(cfg.name.as_str()),
-            kind: AccountKind::Static,
-            token: Default::default(),
-            metrics: metrics.for_account(&cfg.name),
-        });
-        let source = cfg
-            .token
-            .clone()
-            .expect("validated: static accounts have a token");
-        let current = static_token::load_initial(&account, &source).map_err(|error| {
-            StartError::Credential {
-                index,
-                source_desc: source.describe(),
-                error,
-            }
-        })?;
-        if let Some(watcher) = static_token::spawn_watcher(
-            account.clone(),
-            source,
-            current,
-            reload.clone(),
-            stop.clone(),
-        ) {
-            background.push(watcher);
-        }
+    for index in 0..config.accounts.len() {
+        let (account, task) = credentials::activate(config, index, metrics, reload, stop)?;
         list.push(account);
+        background.extend(task);
     }
     Ok((
         Accounts::new(list, config.default_account_index()),

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use hubspot_auth_proxy::authorize::AuthorizeArgs;
 use hubspot_auth_proxy::config::{Config, SecretSource};
 
 const EXAMPLES: &str = "\
@@ -46,6 +47,33 @@ enum Command {
     Check(ConfigArg),
     /// Read a legacy API key on stdin and print its SHA-256 hex, for `[legacy] keys`.
     HashKey,
+    /// OAuth helpers.
+    #[command(subcommand)]
+    Oauth(OauthCommand),
+}
+
+#[derive(Subcommand)]
+enum OauthCommand {
+    /// Get an account's first refresh token: open the printed URL, consent, and the proxy
+    /// catches the redirect on localhost and writes the token to the account's refresh_token file.
+    Authorize {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The [[accounts]] name.
+        #[arg(long)]
+        account: String,
+        /// Space-separated scopes, as set on the app.
+        #[arg(long)]
+        scopes: String,
+        /// Port for http://localhost:PORT/ (the app's redirect URL); 0 picks a free one.
+        #[arg(long, default_value_t = 8090)]
+        redirect_port: u16,
+        #[arg(long, default_value = "https://app.hubspot.com/oauth/authorize")]
+        authorize_url: String,
+        /// Give up (writing nothing) if no redirect arrives in this time.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -66,6 +94,23 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args.config),
         Command::Check(args) => check(&args.config),
         Command::HashKey => hash_key(),
+        Command::Oauth(OauthCommand::Authorize {
+            config,
+            account,
+            scopes,
+            redirect_port,
+            authorize_url,
+            timeout_secs,
+        }) => authorize(
+            &config.config,
+            AuthorizeArgs {
+                account,
+                scopes,
+                redirect_port,
+                authorize_url,
+                timeout: std::time::Duration::from_secs(timeout_secs),
+            },
+        ),
     }
 }
 
@@ -138,6 +183,49 @@ async fn wait_for_signals(running: &hubspot_auth_proxy::Running) {
             _ = term.recv() => { tracing::info!("SIGTERM received"); return; }
             _ = int.recv() => { tracing::info!("SIGINT received"); return; }
             _ = hup.recv() => { tracing::info!("SIGHUP received: reloading credentials"); running.reload(); }
+        }
+    }
+}
+
+fn authorize(path: &Path, args: AuthorizeArgs) -> ExitCode {
+    use std::io::Write;
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let print_url = |url: &str| {
+        println!("{url}");
+        let _ = std::io::stdout().flush();
+        eprintln!(
+            "Open the URL above in a browser and approve access; waiting for the redirect..."
+        );
+    };
+    match runtime.block_on(hubspot_auth_proxy::authorize::run(
+        &config, &args, print_url,
+    )) {
+        Ok(done) => {
+            let hub = done
+                .hub_id
+                .map_or(String::new(), |id| format!(" for hub {id}"));
+            let scopes = if done.scopes.is_empty() {
+                String::new()
+            } else {
+                format!(" with scopes: {}", done.scopes.join(" "))
+            };
+            println!(
+                "authorized account {}{hub}{scopes}; refresh token written to {}",
+                args.account,
+                done.file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::error::UpstreamErrorKind;
@@ -31,6 +31,11 @@ pub struct Metrics {
     inflight: IntGauge,
     token_reloads: IntCounterVec,
     hapikey: IntCounterVec,
+    refreshes: IntCounterVec,
+    expiry: GaugeVec,
+    refresh_duration: HistogramVec,
+    replays: IntCounterVec,
+    persist_failures: IntCounterVec,
 }
 
 /// What became of a request that carried `?hapikey=`.
@@ -61,6 +66,15 @@ impl HapikeyAction {
             HapikeyAction::Forwarded => "forwarded",
         }
     }
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    let vec = HistogramVec::new(opts, labels).expect("valid metric");
+    registry
+        .register(Box::new(vec.clone()))
+        .expect("unique metric");
+    vec
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -118,6 +132,39 @@ impl Metrics {
             "Requests that carried ?hapikey=, by what the proxy did with them.",
             &["account", "action"],
         );
+        let refreshes = counter_vec(
+            &registry,
+            "hubspot_proxy_token_refreshes_total",
+            "OAuth token endpoint calls, by result.",
+            &["account", "result"],
+        );
+        let expiry = GaugeVec::new(
+            Opts::new(
+                "hubspot_proxy_token_expiry_timestamp_seconds",
+                "Unix time the current access token expires; +Inf for static tokens.",
+            ),
+            &["account"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(expiry.clone())).expect("unique");
+        let refresh_duration = histogram_vec(
+            &registry,
+            "hubspot_proxy_token_refresh_duration_seconds",
+            "Time taken by OAuth token endpoint calls.",
+            &["account"],
+        );
+        let replays = counter_vec(
+            &registry,
+            "hubspot_proxy_replays_total",
+            "Requests sent again after HubSpot rejected them, by reason.",
+            &["account", "reason"],
+        );
+        let persist_failures = counter_vec(
+            &registry,
+            "hubspot_proxy_refresh_token_persist_failures_total",
+            "Rotated refresh tokens that could not be written back to their file.",
+            &["account"],
+        );
         register_build_info(&registry);
         register_process_collector(&registry);
         Metrics {
@@ -128,6 +175,11 @@ impl Metrics {
             inflight,
             token_reloads,
             hapikey,
+            refreshes,
+            expiry,
+            refresh_duration,
+            replays,
+            persist_failures,
         }
     }
 
@@ -154,6 +206,12 @@ impl Metrics {
             reload_failed: self.token_reloads.with_label_values(&[account, "failure"]),
             hapikey: HapikeyAction::ALL
                 .map(|action| self.hapikey.with_label_values(&[account, action.as_str()])),
+            refresh_ok: self.refreshes.with_label_values(&[account, "success"]),
+            refresh_failed: self.refreshes.with_label_values(&[account, "failure"]),
+            expiry: self.expiry.with_label_values(&[account]),
+            refresh_duration: self.refresh_duration.with_label_values(&[account]),
+            replay_expired: self.replays.with_label_values(&[account, "expired_token"]),
+            persist_failed: self.persist_failures.with_label_values(&[account]),
         }
     }
 
@@ -216,6 +274,12 @@ pub struct AccountMetrics {
     reload_ok: IntCounter,
     reload_failed: IntCounter,
     hapikey: [IntCounter; 5],
+    refresh_ok: IntCounter,
+    refresh_failed: IntCounter,
+    expiry: Gauge,
+    refresh_duration: Histogram,
+    replay_expired: IntCounter,
+    persist_failed: IntCounter,
 }
 
 impl AccountMetrics {
@@ -237,6 +301,34 @@ impl AccountMetrics {
 
     pub fn hapikey(&self, action: HapikeyAction) {
         self.hapikey[action as usize].inc();
+    }
+
+    /// Static tokens never expire on their own.
+    pub fn token_never_expires(&self) {
+        self.expiry.set(f64::INFINITY);
+    }
+
+    pub fn refreshed(&self, ok: bool, expires_at: Option<std::time::SystemTime>) {
+        if ok {
+            self.refresh_ok.inc();
+        } else {
+            self.refresh_failed.inc();
+        }
+        if let Some(at) = expires_at.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()) {
+            self.expiry.set(at.as_secs_f64());
+        }
+    }
+
+    pub fn refresh_took(&self, elapsed: Duration) {
+        self.refresh_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn replayed_expired(&self) {
+        self.replay_expired.inc();
+    }
+
+    pub fn refresh_token_persist_failed(&self) {
+        self.persist_failed.inc();
     }
 
     pub fn token_reloaded(&self, ok: bool) {

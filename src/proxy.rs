@@ -3,6 +3,7 @@
 pub mod body;
 pub mod hapikey;
 pub mod headers;
+pub mod replay;
 pub mod route;
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use crate::config::ServerConfig;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
-use body::{LimitedBody, ProxyBody};
+use body::{OutboundBody, ProxyBody};
 use route::{Credential, Refused, Router};
 
 /// Limits checked before anything is sent upstream.
@@ -132,47 +133,113 @@ impl Proxy {
         request: Request<Incoming>,
         started: Instant,
     ) -> Result<(&Arc<Account>, Response<ProxyBody>), Refused<'_>> {
-        let refuse = |account, error| Refused { account, error };
         let default = self.router.default_account();
+        let refuse = |account, error| Refused { account, error };
         self.limits
             .check(&request)
             .map_err(|e| refuse(default, e))?;
         let (mut parts, body) = request.into_parts();
         let routed = self.router.route(&mut parts)?;
         let account = routed.account;
+        let deadline = tokio::time::Instant::from_std(started) + self.upstream.timeout();
         parts.uri = self
             .upstream
             .target(parts.uri)
             .map_err(|e| refuse(account, e))?;
         // The pooled client picks HTTP/1.1 or h2 per connection by ALPN.
         parts.version = Version::HTTP_11;
-        let bearer = match routed.credential {
+        let token = match routed.credential {
             Credential::ClientOwn => None,
-            Credential::Bearer => Some(account.token.bearer(started).ok_or_else(|| {
-                refuse(
-                    account,
-                    ProxyError::NoToken {
-                        account: account.name.clone(),
-                    },
-                )
-            })?),
+            Credential::Bearer => Some(
+                account
+                    .bearer(started, deadline)
+                    .await
+                    .ok_or_else(|| refuse(account, no_token(account)))?,
+            ),
         };
-        headers::to_upstream(&mut parts.headers, self.upstream.host_header(), bearer);
-        let outbound =
-            Request::from_parts(parts, LimitedBody::new(body, self.limits.max_body_bytes));
+        headers::to_upstream(
+            &mut parts.headers,
+            self.upstream.host_header(),
+            token.as_ref().map(|(header, _)| header.clone()),
+        );
+        // Only an OAuth token can be refreshed and the request replayed with the new one.
+        let replayable = token.is_some() && account.refresh.is_some();
+        let (outbound, replay) = replay::outbound(
+            parts,
+            body,
+            self.limits.max_body_bytes,
+            replayable,
+            deadline,
+        )
+        .await
+        .map_err(|e| refuse(account, e))?;
+        let response = self
+            .send(account, outbound, deadline)
+            .await
+            .map_err(|e| refuse(account, e))?;
+        let response = match token {
+            Some((_, generation)) if replayable => self
+                .after_401(account, response, generation, replay, deadline)
+                .await
+                .map_err(|e| refuse(account, e))?,
+            _ => response,
+        };
+        Ok((account, response))
+    }
 
-        let deadline = tokio::time::Instant::from_std(started) + self.upstream.timeout();
-        let response = self.upstream.send(outbound, deadline).await.map_err(|e| {
-            count_upstream_error(account, &e);
-            refuse(account, e)
-        })?;
+    /// On 401 EXPIRED_AUTHENTICATION the token is dead whatever its expiry said: drop it so no
+    /// other request uses it, and send this one again once the refresher has a new token.
+    async fn after_401(
+        &self,
+        account: &Account,
+        response: Response<ProxyBody>,
+        generation: u64,
+        replay: Option<replay::Replay>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (response, expired) = replay::expired_authentication(response).await?;
+        if !expired {
+            return Ok(response);
+        }
+        if account.token.invalidate(generation) {
+            tracing::info!(account = %account.name, generation, "HubSpot reports the access token expired; refreshing");
+        }
+        let Some(replay) = replay else {
+            return Ok(response);
+        };
+        let (bearer, _) = account
+            .bearer(Instant::now(), deadline)
+            .await
+            .ok_or_else(|| no_token(account))?;
+        account.metrics.replayed_expired();
+        self.send(account, replay.into_request(bearer), deadline)
+            .await
+    }
+
+    async fn send(
+        &self,
+        account: &Account,
+        request: Request<OutboundBody>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let response = self
+            .upstream
+            .send(request, deadline)
+            .await
+            .inspect_err(|e| count_upstream_error(account, e))?;
         let (mut parts, body) = response.into_parts();
         headers::from_upstream(&mut parts.headers);
         parts.version = Version::HTTP_11;
-        Ok((
-            account,
-            Response::from_parts(parts, ProxyBody::upstream(body, deadline)),
+        Ok(Response::from_parts(
+            parts,
+            ProxyBody::upstream(body, deadline),
         ))
+    }
+}
+
+fn no_token(account: &Account) -> ProxyError {
+    ProxyError::NoToken {
+        account: account.name.clone(),
     }
 }
 

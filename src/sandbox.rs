@@ -2,6 +2,7 @@
 //! so the two never drift apart. It records every request exactly as it arrived.
 
 mod api;
+pub mod oauth;
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -48,6 +49,7 @@ impl Recorded {
 
 #[derive(Default)]
 pub struct State {
+    pub oauth: oauth::OAuthState,
     tokens: Mutex<HashSet<String>>,
     recorded: Mutex<VecDeque<Recorded>>,
     pub(crate) contacts: Mutex<Vec<serde_json::Value>>,
@@ -62,7 +64,7 @@ impl State {
         self.tokens.lock().unwrap().remove(token);
     }
 
-    pub(crate) fn token_valid(&self, token: &str) -> bool {
+    pub(crate) fn static_token_valid(&self, token: &str) -> bool {
         self.tokens.lock().unwrap().contains(token)
     }
 
@@ -123,6 +125,10 @@ impl Sandbox {
 
     pub fn accept_token(&self, token: &str) {
         self.state.accept_token(token);
+    }
+
+    pub fn oauth(&self) -> &oauth::OAuthState {
+        &self.state.oauth
     }
 
     /// Every request received so far, oldest first.

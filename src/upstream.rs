@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::config::{parse_base_url, UpstreamConfig};
 use crate::error::{ProxyError, UpstreamErrorKind};
-use crate::proxy::body::{BodyTooLarge, LimitedBody};
+use crate::proxy::body::{BodyTooLarge, OutboundBody};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamBuildError {
@@ -30,7 +30,7 @@ pub enum UpstreamBuildError {
 }
 
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, LimitedBody>,
+    client: Client<HttpsConnector<HttpConnector>, OutboundBody>,
     scheme: Scheme,
     authority: Authority,
     host: HeaderValue,
@@ -96,7 +96,7 @@ impl Upstream {
 
     pub async fn send(
         &self,
-        request: Request<LimitedBody>,
+        request: Request<OutboundBody>,
         deadline: Instant,
     ) -> Result<Response<Incoming>, ProxyError> {
         match tokio::time::timeout_at(deadline, self.client.request(request)).await {

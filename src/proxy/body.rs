@@ -80,6 +80,58 @@ impl Body for LimitedBody {
 }
 
 pin_project! {
+    /// What goes upstream: the client's body streamed, or kept whole so it can be sent again.
+    #[project = OutboundProj]
+    pub enum OutboundBody {
+        Streaming {
+            #[pin]
+            body: LimitedBody,
+        },
+        Kept {
+            #[pin]
+            body: Full<Bytes>,
+        },
+    }
+}
+
+impl OutboundBody {
+    pub fn kept(bytes: Bytes) -> Self {
+        OutboundBody::Kept {
+            body: Full::new(bytes),
+        }
+    }
+}
+
+impl Body for OutboundBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            OutboundProj::Streaming { body } => body.poll_frame(cx),
+            OutboundProj::Kept { body } => body.poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            OutboundBody::Streaming { body } => body.is_end_stream(),
+            OutboundBody::Kept { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            OutboundBody::Streaming { body } => body.size_hint(),
+            OutboundBody::Kept { body } => body.size_hint(),
+        }
+    }
+}
+
+pin_project! {
     /// What the proxy sends back: HubSpot's streamed body, or a small body of its own.
     #[project = ProxyBodyProj]
     pub enum ProxyBody {

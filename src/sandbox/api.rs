@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::oauth::{token_endpoint, AccessCheck};
 use super::{Recorded, State};
 use crate::proxy::body::ProxyBody;
 
@@ -51,7 +52,7 @@ pub fn error(status: u16, category: &str, message: &str) -> Response<ProxyBody> 
     )
 }
 
-fn json_response(status: u16, body: Value) -> Response<ProxyBody> {
+pub(super) fn json_response(status: u16, body: Value) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::full(body.to_string()));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let headers = response.headers_mut();
@@ -66,6 +67,25 @@ fn json_response(status: u16, body: Value) -> Response<ProxyBody> {
     response
 }
 
+/// Token endpoint errors carry RFC 6749 fields and HubSpot's own.
+pub(super) fn oauth_error(
+    status: u16,
+    error: &str,
+    hubspot_status: &str,
+    description: &str,
+) -> Response<ProxyBody> {
+    json_response(
+        status,
+        json!({
+            "status": hubspot_status,
+            "message": description,
+            "correlationId": uuid::Uuid::new_v4().to_string(),
+            "error": error,
+            "error_description": description,
+        }),
+    )
+}
+
 fn query_param<'a>(target: &'a str, key: &str) -> Option<&'a str> {
     let query = target.split_once('?')?.1;
     query
@@ -77,10 +97,18 @@ fn query_param<'a>(target: &'a str, key: &str) -> Option<&'a str> {
 
 /// Answers one request the way HubSpot would.
 pub(super) async fn respond(state: &State, request: &Recorded, body: Bytes) -> Response<ProxyBody> {
-    if let Some(denied) = authenticate(state, request) {
+    let path = request.target.split('?').next().unwrap_or("/");
+    if request.method == Method::POST
+        && matches!(
+            path,
+            "/oauth/v1/token" | "/oauth/v3/token" | "/oauth/2026-03/token"
+        )
+    {
+        return token_endpoint(&state.oauth, request, &body).await;
+    }
+    if let Some(denied) = authenticate(state, request).await {
         return denied;
     }
-    let path = request.target.split('?').next().unwrap_or("/");
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&request.method, segments.as_slice()) {
         (_, ["__sandbox", rest @ ..]) => test_route(request, rest).await,
@@ -98,25 +126,44 @@ pub(super) async fn respond(state: &State, request: &Recorded, body: Bytes) -> R
     }
 }
 
-fn authenticate(state: &State, request: &Recorded) -> Option<Response<ProxyBody>> {
-    match request.bearer() {
-        Some(token) if state.token_valid(token) => None,
-        Some(_) => Some(error(
-            401,
-            "INVALID_AUTHENTICATION",
-            "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
-        )),
-        None if query_param(&request.target, "hapikey").is_some() => Some(error(
-            401,
-            "INVALID_AUTHENTICATION",
-            "The API key provided is invalid. View or manage your API key here: https://app.hubspot.com/l/api-key/",
-        )),
-        None => Some(error(
+async fn authenticate(state: &State, request: &Recorded) -> Option<Response<ProxyBody>> {
+    let Some(token) = request.bearer() else {
+        return Some(missing_credentials(request));
+    };
+    if state.static_token_valid(token) {
+        return None;
+    }
+    match state.oauth.check_access(token) {
+        AccessCheck::Valid => None,
+        AccessCheck::Expired => {
+            tokio::time::sleep(state.oauth.expired_delay()).await;
+            Some(error(
+                401,
+                "EXPIRED_AUTHENTICATION",
+                "The OAuth token used to make this call expired 1 second(s) ago.",
+            ))
+        }
+        AccessCheck::Unknown => Some(error(
             401,
             "INVALID_AUTHENTICATION",
             "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
         )),
     }
+}
+
+fn missing_credentials(request: &Recorded) -> Response<ProxyBody> {
+    if query_param(&request.target, "hapikey").is_some() {
+        return error(
+            401,
+            "INVALID_AUTHENTICATION",
+            "The API key provided is invalid. View or manage your API key here: https://app.hubspot.com/l/api-key/",
+        );
+    }
+    error(
+        401,
+        "INVALID_AUTHENTICATION",
+        "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+    )
 }
 
 fn list_contacts(state: &State) -> Response<ProxyBody> {
