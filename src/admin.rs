@@ -1,12 +1,13 @@
-//! The admin listener: health, readiness and metrics. It reads state and never proxies.
+//! The admin listener: health, readiness, metrics, status and quit. It reads state and never proxies.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
 
-use crate::account::Accounts;
+use crate::account::{Account, Accounts};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::proxy::body::ProxyBody;
@@ -15,34 +16,42 @@ pub struct Admin {
     accounts: Arc<Accounts>,
     metrics: Arc<Metrics>,
     lifecycle: Arc<Lifecycle>,
+    enable_quit: bool,
 }
 
 impl Admin {
-    pub fn new(accounts: Arc<Accounts>, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) -> Self {
+    pub fn new(
+        accounts: Arc<Accounts>,
+        metrics: Arc<Metrics>,
+        lifecycle: Arc<Lifecycle>,
+        enable_quit: bool,
+    ) -> Self {
         Admin {
             accounts,
             metrics,
             lifecycle,
+            enable_quit,
         }
     }
 
     pub fn handle<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
-        if !matches!(*request.method(), Method::GET | Method::HEAD) {
-            return json(
-                StatusCode::METHOD_NOT_ALLOWED,
-                serde_json::json!({"status": "error", "message": "The admin endpoints answer GET only."}),
-            );
-        }
-        match request.uri().path() {
-            "/healthz" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
-            "/readyz" => self.readiness(),
-            "/metrics" => text(
+        let read = matches!(*request.method(), Method::GET | Method::HEAD);
+        match (request.uri().path(), read) {
+            ("/healthz", true) => json_response(StatusCode::OK, json!({"status": "ok"})),
+            ("/readyz", true) => self.readiness(),
+            ("/metrics", true) => text(
                 "text/plain; version=0.0.4; charset=utf-8",
                 self.metrics.render(),
             ),
-            _ => json(
+            ("/status", true) => json_response(StatusCode::OK, self.status()),
+            ("/quitquitquit", _) => self.quit(request.method()),
+            ("/healthz" | "/readyz" | "/metrics" | "/status", false) => json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"status": "error", "message": "This admin endpoint answers GET only."}),
+            ),
+            _ => json_response(
                 StatusCode::NOT_FOUND,
-                serde_json::json!({"status": "error", "message": "Unknown admin path; try /healthz, /readyz or /metrics."}),
+                json!({"status": "error", "message": "Unknown admin path; try /healthz, /readyz, /metrics or /status."}),
             ),
         }
     }
@@ -50,25 +59,82 @@ impl Admin {
     /// Ready once every account holds a usable token, and not while draining.
     fn readiness(&self) -> Response<ProxyBody> {
         let now = Instant::now();
-        let not_ready: Vec<&str> = self
+        let not_ready: Vec<Value> = self
             .accounts
             .iter()
             .filter(|a| !a.token.is_ready(now))
-            .map(|a| &*a.name)
+            .map(|a| json!({"account": &*a.name, "last_error": a.status.snapshot().last_error}))
             .collect();
         let draining = self.lifecycle.is_draining();
         if not_ready.is_empty() && !draining {
-            json(StatusCode::OK, serde_json::json!({"ready": true}))
+            json_response(StatusCode::OK, json!({"ready": true}))
         } else {
-            json(
+            json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({"ready": false, "draining": draining, "not_ready": not_ready}),
+                json!({"ready": false, "draining": draining, "not_ready": not_ready}),
             )
         }
     }
+
+    /// Per-account credential health and HubSpot's rate-limit budget. Never a secret.
+    pub fn status(&self) -> Value {
+        let now = Instant::now();
+        let accounts: Vec<Value> = self
+            .accounts
+            .iter()
+            .map(|a| account_status(a, now))
+            .collect();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "draining": self.lifecycle.is_draining(),
+            "accounts": accounts,
+        })
+    }
+
+    fn quit(&self, method: &Method) -> Response<ProxyBody> {
+        if !self.enable_quit {
+            return json_response(
+                StatusCode::FORBIDDEN,
+                json!({"status": "error", "message": "Shutdown over HTTP is off; set [server] enable_quit = true to allow POST /quitquitquit."}),
+            );
+        }
+        if *method != Method::POST {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"status": "error", "message": "Use POST /quitquitquit."}),
+            );
+        }
+        self.lifecycle.request_quit();
+        json_response(StatusCode::OK, json!({"status": "shutting down"}))
+    }
 }
 
-fn json(status: StatusCode, body: serde_json::Value) -> Response<ProxyBody> {
+fn account_status(account: &Account, now: Instant) -> Value {
+    let snapshot = account.status.snapshot();
+    let token = account.token.snapshot();
+    let expires_in = token
+        .as_ref()
+        .and_then(|t| t.expires_at())
+        .map(|at| at.saturating_duration_since(now).as_secs());
+    let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).ok();
+    let [ten_remaining, ten_max, daily_remaining, daily_max] = account.metrics.ratelimit_seen();
+    json!({
+        "name": &*account.name,
+        "kind": account.kind.as_str(),
+        "ready": account.token.is_ready(now),
+        "token_expires_in_secs": expires_in,
+        "last_refresh_unix": snapshot.last_refresh.and_then(unix),
+        "last_refresh_result": snapshot.last_refresh_ok.map(|ok| if ok { "success" } else { "failure" }),
+        "consecutive_failures": snapshot.consecutive_failures,
+        "last_error": snapshot.last_error,
+        "ratelimit": {
+            "ten_second": {"remaining": ten_remaining, "max": ten_max},
+            "daily": {"remaining": daily_remaining, "max": daily_max},
+        },
+    })
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response<ProxyBody> {
     let mut response = text("application/json", body.to_string().into_bytes());
     *response.status_mut() = status;
     response

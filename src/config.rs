@@ -34,6 +34,16 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     #[serde(default = "default_shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// After SIGTERM, keep serving this long with /readyz already 503, so load balancers and
+    /// Kubernetes endpoints stop sending traffic before the listener closes.
+    #[serde(default)]
+    pub shutdown_min_delay_secs: u64,
+    /// `POST /quitquitquit` on the admin listener starts a shutdown (for Kubernetes Jobs).
+    #[serde(default)]
+    pub enable_quit: bool,
+    /// One log line per request at info level (account, method, status, duration, correlation id).
+    #[serde(default)]
+    pub access_log: bool,
     /// A client that has not sent its whole header block by then is disconnected (slowloris).
     #[serde(default = "default_header_read_timeout_secs")]
     pub header_read_timeout_secs: u64,
@@ -224,6 +234,9 @@ impl Default for ServerConfig {
             admin_listen: default_admin_listen(),
             max_body_bytes: default_max_body_bytes(),
             shutdown_grace_secs: default_shutdown_grace_secs(),
+            shutdown_min_delay_secs: 0,
+            enable_quit: false,
+            access_log: false,
             header_read_timeout_secs: default_header_read_timeout_secs(),
             max_header_count: default_max_header_count(),
             max_header_bytes: default_max_header_bytes(),

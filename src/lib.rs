@@ -6,9 +6,11 @@
 
 pub mod account;
 pub mod admin;
+pub mod admin_client;
 pub mod authorize;
 pub mod config;
 pub mod credentials;
+pub mod demo;
 pub mod error;
 pub mod lifecycle;
 pub mod metrics;
@@ -45,11 +47,13 @@ pub enum StartError {
 
 /// A started proxy: its bound addresses, and the handles to reload and stop it.
 pub struct Running {
+    accounts: Arc<Accounts>,
     proxy_addr: SocketAddr,
     admin_addr: SocketAddr,
     lifecycle: Arc<Lifecycle>,
     reload: Arc<Notify>,
     stop_proxy: watch::Sender<bool>,
+    min_delay: Duration,
     stop_background: watch::Sender<bool>,
     proxy_task: JoinHandle<()>,
     admin_task: JoinHandle<()>,
@@ -81,6 +85,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Router::new(accounts.clone(), &config.legacy),
         metrics.clone(),
         RequestLimits::from_config(&config.server),
+        config.server.access_log,
     ));
     let (stop_proxy, proxy_rx) = watch::channel(false);
     let proxy_task = tokio::spawn(server::serve(
@@ -93,7 +98,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         proxy_rx,
         grace,
     ));
-    let admin = Arc::new(admin::Admin::new(accounts, metrics, lifecycle.clone()));
+    let admin = Arc::new(admin::Admin::new(
+        accounts.clone(),
+        metrics,
+        lifecycle.clone(),
+        config.server.enable_quit,
+    ));
     let admin_task = tokio::spawn(server::serve(
         admin_listener,
         move |request, _peer| {
@@ -107,6 +117,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tracing::info!(addr = %proxy_addr, "proxy listening");
     tracing::info!(addr = %admin_addr, "admin listening");
     Ok(Running {
+        min_delay: Duration::from_secs(config.server.shutdown_min_delay_secs),
+        accounts,
         proxy_addr,
         admin_addr,
         lifecycle,
@@ -149,15 +161,34 @@ impl Running {
         self.admin_addr
     }
 
+    /// Whether every account holds a usable token (what `/readyz` reports, draining aside).
+    pub fn accounts_ready(&self) -> bool {
+        let now = std::time::Instant::now();
+        self.accounts.iter().all(|a| a.token.is_ready(now))
+    }
+
     /// Re-reads file credentials now (what SIGHUP does).
     pub fn reload(&self) {
         self.reload.notify_waiters();
     }
 
-    /// Readiness turns 503 at once; the listener stops accepting; in-flight requests finish
-    /// within the grace period; then the admin listener and background tasks stop.
+    /// Resolves when `POST /quitquitquit` asks for a shutdown.
+    pub async fn quit_requested(&self) {
+        self.lifecycle.quit_requested().await
+    }
+
+    /// Readiness turns 503 at once; requests are still served for `shutdown_min_delay_secs`
+    /// so load balancers notice; then the listener stops accepting, in-flight requests finish
+    /// within the grace period, and the admin listener and background tasks stop.
     pub async fn shutdown(self) {
         self.lifecycle.begin_draining();
+        if !self.min_delay.is_zero() {
+            tracing::info!(
+                delay_secs = self.min_delay.as_secs(),
+                "shutting down: not ready, still serving"
+            );
+            tokio::time::sleep(self.min_delay).await;
+        }
         tracing::info!("shutting down: draining in-flight requests");
         let _ = self.stop_proxy.send(true);
         let _ = self.proxy_task.await;

@@ -1,10 +1,13 @@
-//! Lifecycle: the draining flag that readiness reads, set once shutdown begins.
+//! Lifecycle: the draining flag that readiness reads, and shutdown requests from the admin API.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
 pub struct Lifecycle {
     draining: AtomicBool,
+    quit: Notify,
 }
 
 impl Lifecycle {
@@ -14,5 +17,14 @@ impl Lifecycle {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// `POST /quitquitquit`: the same shutdown as SIGTERM.
+    pub fn request_quit(&self) {
+        self.quit.notify_one();
+    }
+
+    pub async fn quit_requested(&self) {
+        self.quit.notified().await
     }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use hubspot_auth_proxy::authorize::AuthorizeArgs;
 use hubspot_auth_proxy::config::{Config, SecretSource};
+use hubspot_auth_proxy::demo::Demo;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -43,8 +44,31 @@ enum LogFormat {
 enum Command {
     /// Run the proxy.
     Serve(ConfigArg),
+    /// Run the proxy in front of a built-in HubSpot stand-in, offline, and print curl lines to try.
+    Demo {
+        /// Proxy port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Admin port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 9090)]
+        admin_port: u16,
+    },
     /// Validate the config and every credential source, then exit (0 = fine, 2 = problems).
     Check(ConfigArg),
+    /// Print each account's credential health and rate-limit budget from a running proxy.
+    Status {
+        /// The proxy's admin listener.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 0 if URL answers 2xx (for container HEALTHCHECKs in images without curl).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9090/readyz")]
+        url: String,
+    },
     /// Read a legacy API key on stdin and print its SHA-256 hex, for `[legacy] keys`.
     HashKey,
     /// OAuth helpers.
@@ -92,8 +116,11 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, &cli.log_level);
     match cli.command {
         Command::Serve(args) => serve(&args.config),
+        Command::Demo { port, admin_port } => demo(port, admin_port),
         Command::Check(args) => check(&args.config),
         Command::HashKey => hash_key(),
+        Command::Status { admin, json } => status(&admin, json),
+        Command::Healthcheck { url } => healthcheck(&url),
         Command::Oauth(OauthCommand::Authorize {
             config,
             account,
@@ -172,6 +199,51 @@ fn serve(path: &Path) -> ExitCode {
     })
 }
 
+fn demo(port: u16, admin_port: u16) -> ExitCode {
+    use std::io::Write;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let args = hubspot_auth_proxy::demo::DemoArgs {
+            listen: ([127, 0, 0, 1], port).into(),
+            admin_listen: ([127, 0, 0, 1], admin_port).into(),
+        };
+        let demo = match hubspot_auth_proxy::demo::start(&args).await {
+            Ok(demo) => demo,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // The OAuth account's first token takes one call to the stand-in; wait for it (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !demo.proxy.accounts_ready() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        println!(
+            "hubspot-auth-proxy demo: the proxy on http://{} forwards to a HubSpot stand-in on {}.",
+            demo.proxy.proxy_addr(),
+            demo.sandbox.url()
+        );
+        println!("Try these in another terminal (Ctrl-C here ends the demo):\n");
+        for (what, line) in demo.curl_lines() {
+            println!("# {what}\n{line}\n");
+        }
+        let _ = std::io::stdout().flush();
+        wait_for_signals(&demo.proxy).await;
+        let Demo {
+            proxy,
+            sandbox,
+            state_dir,
+        } = demo;
+        proxy.shutdown().await;
+        drop((sandbox, state_dir));
+        ExitCode::SUCCESS
+    })
+}
+
 /// Returns on SIGTERM or SIGINT; SIGHUP re-reads file credentials and keeps going.
 async fn wait_for_signals(running: &hubspot_auth_proxy::Running) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -183,6 +255,7 @@ async fn wait_for_signals(running: &hubspot_auth_proxy::Running) {
             _ = term.recv() => { tracing::info!("SIGTERM received"); return; }
             _ = int.recv() => { tracing::info!("SIGINT received"); return; }
             _ = hup.recv() => { tracing::info!("SIGHUP received: reloading credentials"); running.reload(); }
+            _ = running.quit_requested() => { tracing::info!("shutdown requested on /quitquitquit"); return; }
         }
     }
 }
@@ -193,10 +266,7 @@ fn authorize(path: &Path, args: AuthorizeArgs) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = current_thread();
     let print_url = |url: &str| {
         println!("{url}");
         let _ = std::io::stdout().flush();
@@ -260,6 +330,41 @@ fn check(path: &Path) -> ExitCode {
             eprintln!("error: {p}");
         }
         ExitCode::from(2)
+    }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn status(admin: &str, raw: bool) -> ExitCode {
+    use hubspot_auth_proxy::admin_client;
+    match current_thread().block_on(admin_client::fetch_status(admin)) {
+        Ok(status) if raw => {
+            println!("{status:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            print!("{}", admin_client::render_table(&status));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(url: &str) -> ExitCode {
+    match current_thread().block_on(hubspot_auth_proxy::admin_client::healthcheck(url)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,9 +1,11 @@
 //! Metrics: the Prometheus registry and typed per-account handles; label sets are bounded by construction.
 
+pub mod api_family;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use http::{Method, StatusCode};
+use http::{HeaderMap, HeaderName, Method, StatusCode};
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -36,6 +38,49 @@ pub struct Metrics {
     refresh_duration: HistogramVec,
     replays: IntCounterVec,
     persist_failures: IntCounterVec,
+    upstream_duration: HistogramVec,
+    ratelimit_remaining: IntGaugeVec,
+    ratelimit_max: IntGaugeVec,
+    upstream_responses: IntCounterVec,
+    rate_limited: IntCounterVec,
+    api_requests: IntCounterVec,
+}
+
+static RL_MAX: HeaderName = HeaderName::from_static("x-hubspot-ratelimit-max");
+static RL_REMAINING: HeaderName = HeaderName::from_static("x-hubspot-ratelimit-remaining");
+static RL_DAILY: HeaderName = HeaderName::from_static("x-hubspot-ratelimit-daily");
+static RL_DAILY_REMAINING: HeaderName =
+    HeaderName::from_static("x-hubspot-ratelimit-daily-remaining");
+
+const WINDOWS: [&str; 2] = ["ten_second", "daily"];
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The `policyName` of a HubSpot 429, as a bounded label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitPolicy {
+    TenSecondlyRolling = 0,
+    Secondly = 1,
+    Daily = 2,
+    Other = 3,
+}
+
+impl RateLimitPolicy {
+    const LABELS: [&'static str; 4] = ["ten_secondly_rolling", "secondly", "daily", "other"];
+
+    pub fn from_policy_name(name: Option<&str>) -> Self {
+        match name {
+            Some("TEN_SECONDLY_ROLLING") => RateLimitPolicy::TenSecondlyRolling,
+            Some("SECONDLY") => RateLimitPolicy::Secondly,
+            Some("DAILY") => RateLimitPolicy::Daily,
+            _ => RateLimitPolicy::Other,
+        }
+    }
+}
+
+/// What went wrong reading a gauge: nothing to report.
+fn header_number(headers: &HeaderMap, name: &HeaderName) -> Option<i64> {
+    let value = headers.get(name)?.to_str().ok()?;
+    value.trim().parse::<i64>().ok().filter(|n| *n >= 0)
 }
 
 /// What became of a request that carried `?hapikey=`.
@@ -71,6 +116,14 @@ impl HapikeyAction {
 fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
     let vec = HistogramVec::new(opts, labels).expect("valid metric");
+    registry
+        .register(Box::new(vec.clone()))
+        .expect("unique metric");
+    vec
+}
+
+fn int_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let vec = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry
         .register(Box::new(vec.clone()))
         .expect("unique metric");
@@ -165,6 +218,42 @@ impl Metrics {
             "Rotated refresh tokens that could not be written back to their file.",
             &["account"],
         );
+        let upstream_duration = histogram_vec(
+            &registry,
+            "hubspot_proxy_upstream_duration_seconds",
+            "Time from sending upstream to HubSpot's response headers.",
+            &["account"],
+        );
+        let ratelimit_remaining = int_gauge_vec(
+            &registry,
+            "hubspot_proxy_upstream_ratelimit_remaining",
+            "HubSpot's X-HubSpot-RateLimit-Remaining (ten_second) and -Daily-Remaining (daily), last seen.",
+            &["account", "window"],
+        );
+        let ratelimit_max = int_gauge_vec(
+            &registry,
+            "hubspot_proxy_upstream_ratelimit_max",
+            "HubSpot's X-HubSpot-RateLimit-Max (ten_second) and -Daily (daily), last seen.",
+            &["account", "window"],
+        );
+        let upstream_responses = counter_vec(
+            &registry,
+            "hubspot_proxy_upstream_responses_total",
+            "Responses received from HubSpot, by status class.",
+            &["account", "status_class"],
+        );
+        let rate_limited = counter_vec(
+            &registry,
+            "hubspot_proxy_upstream_rate_limited_total",
+            "HubSpot 429 answers, by the policyName in their body.",
+            &["account", "policy"],
+        );
+        let api_requests = counter_vec(
+            &registry,
+            "hubspot_proxy_api_requests_total",
+            "Requests by API family and version (a fixed set; unknown paths count as other).",
+            &["account", "api"],
+        );
         register_build_info(&registry);
         register_process_collector(&registry);
         Metrics {
@@ -180,6 +269,12 @@ impl Metrics {
             refresh_duration,
             replays,
             persist_failures,
+            upstream_duration,
+            ratelimit_remaining,
+            ratelimit_max,
+            upstream_responses,
+            rate_limited,
+            api_requests,
         }
     }
 
@@ -212,6 +307,15 @@ impl Metrics {
             refresh_duration: self.refresh_duration.with_label_values(&[account]),
             replay_expired: self.replays.with_label_values(&[account, "expired_token"]),
             persist_failed: self.persist_failures.with_label_values(&[account]),
+            upstream_duration: self.upstream_duration.with_label_values(&[account]),
+            ratelimit_vecs: [self.ratelimit_remaining.clone(), self.ratelimit_max.clone()],
+            ratelimit: Default::default(),
+            responses: STATUS_CLASSES
+                .map(|c| self.upstream_responses.with_label_values(&[account, c])),
+            rate_limited: RateLimitPolicy::LABELS
+                .map(|p| self.rate_limited.with_label_values(&[account, p])),
+            api_vec: self.api_requests.clone(),
+            api: (0..api_family::SLOTS).map(|_| OnceLock::new()).collect(),
         }
     }
 
@@ -280,6 +384,16 @@ pub struct AccountMetrics {
     refresh_duration: Histogram,
     replay_expired: IntCounter,
     persist_failed: IntCounter,
+    upstream_duration: Histogram,
+    /// remaining and max vectors; gauges appear only once HubSpot has reported a figure,
+    /// so a dashboard never mistakes "not seen yet" for "none left".
+    ratelimit_vecs: [IntGaugeVec; 2],
+    /// ten-second remaining, ten-second max, daily remaining, daily max.
+    ratelimit: [OnceLock<IntGauge>; 4],
+    responses: [IntCounter; 5],
+    rate_limited: [IntCounter; 4],
+    api_vec: IntCounterVec,
+    api: Box<[OnceLock<IntCounter>]>,
 }
 
 impl AccountMetrics {
@@ -293,6 +407,47 @@ impl AccountMetrics {
             })
             .inc();
         self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Called for every HubSpot response: latency to headers, status class, rate-limit budget.
+    pub fn upstream_answered(&self, status: StatusCode, headers: &HeaderMap, elapsed: Duration) {
+        self.upstream_duration.observe(elapsed.as_secs_f64());
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.responses[class].inc();
+        for (slot, name) in [&RL_REMAINING, &RL_MAX, &RL_DAILY_REMAINING, &RL_DAILY]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(n) = header_number(headers, name) {
+                self.ratelimit_gauge(slot).set(n);
+            }
+        }
+    }
+
+    fn ratelimit_gauge(&self, slot: usize) -> &IntGauge {
+        self.ratelimit[slot].get_or_init(|| {
+            self.ratelimit_vecs[slot % 2].with_label_values(&[&self.account, WINDOWS[slot / 2]])
+        })
+    }
+
+    pub fn rate_limited(&self, policy: RateLimitPolicy) {
+        self.rate_limited[policy as usize].inc();
+    }
+
+    pub fn api_request(&self, path: &str) {
+        let slot = api_family::classify(path);
+        self.api[slot]
+            .get_or_init(|| {
+                self.api_vec
+                    .with_label_values(&[&self.account, &api_family::label(slot)])
+            })
+            .inc();
+    }
+
+    /// The last figures HubSpot reported, in slot order: ten-second remaining and max,
+    /// daily remaining and max; `None` where it has not said.
+    pub fn ratelimit_seen(&self) -> [Option<i64>; 4] {
+        [0, 1, 2, 3].map(|slot| self.ratelimit[slot].get().map(IntGauge::get))
     }
 
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod hapikey;
 pub mod headers;
+pub mod inspect;
 pub mod replay;
 pub mod route;
 
@@ -83,6 +84,7 @@ pub struct Proxy {
     router: Router,
     metrics: Arc<Metrics>,
     limits: RequestLimits,
+    access_log: bool,
 }
 
 impl Proxy {
@@ -91,12 +93,14 @@ impl Proxy {
         router: Router,
         metrics: Arc<Metrics>,
         limits: RequestLimits,
+        access_log: bool,
     ) -> Self {
         Proxy {
             upstream,
             router,
             metrics,
             limits,
+            access_log,
         }
     }
 
@@ -104,8 +108,8 @@ impl Proxy {
         let started = Instant::now();
         let _inflight = self.metrics.inflight();
         let method = request.method().clone();
-        let target =
-            tracing::enabled!(tracing::Level::DEBUG).then(|| loggable_target(request.uri()));
+        let log_this = self.access_log || tracing::enabled!(tracing::Level::DEBUG);
+        let target = log_this.then(|| loggable_target(request.uri()));
         let (account, response) = match self.forward(request, started).await {
             Ok((account, response)) => (account, response),
             Err(Refused { account, error }) => {
@@ -116,16 +120,32 @@ impl Proxy {
         let elapsed = started.elapsed();
         account.metrics.observe(&method, response.status(), elapsed);
         if let Some(target) = target {
-            tracing::debug!(
-                account = %account.name,
-                %method,
-                target,
-                status = response.status().as_u16(),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                "request"
-            );
+            self.log_request(&account.name, &method, &target, &response, elapsed);
         }
         response
+    }
+
+    /// One line per request: info when the access log is on, else debug.
+    fn log_request(
+        &self,
+        account: &str,
+        method: &http::Method,
+        target: &str,
+        response: &Response<ProxyBody>,
+        elapsed: std::time::Duration,
+    ) {
+        let correlation_id = response
+            .headers()
+            .get("x-hubspot-correlation-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let status = response.status().as_u16();
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        if self.access_log {
+            tracing::info!(account, %method, path = target, status, duration_ms, correlation_id, "request");
+        } else {
+            tracing::debug!(account, %method, path = target, status, duration_ms, correlation_id, "request");
+        }
     }
 
     async fn forward(
@@ -141,6 +161,7 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         let routed = self.router.route(&mut parts)?;
         let account = routed.account;
+        account.metrics.api_request(parts.uri.path());
         let deadline = tokio::time::Instant::from_std(started) + self.upstream.timeout();
         parts.uri = self
             .upstream
@@ -184,6 +205,9 @@ impl Proxy {
                 .map_err(|e| refuse(account, e))?,
             _ => response,
         };
+        let response = count_rate_limited(account, response)
+            .await
+            .map_err(|e| refuse(account, e))?;
         Ok((account, response))
     }
 
@@ -222,11 +246,15 @@ impl Proxy {
         request: Request<OutboundBody>,
         deadline: tokio::time::Instant,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let sent = Instant::now();
         let response = self
             .upstream
             .send(request, deadline)
             .await
             .inspect_err(|e| count_upstream_error(account, e))?;
+        account
+            .metrics
+            .upstream_answered(response.status(), response.headers(), sent.elapsed());
         let (mut parts, body) = response.into_parts();
         headers::from_upstream(&mut parts.headers);
         parts.version = Version::HTTP_11;
@@ -235,6 +263,22 @@ impl Proxy {
             ProxyBody::upstream(body, deadline),
         ))
     }
+}
+
+/// A 429 is counted by the `policyName` in its body, read only when the body is small JSON.
+async fn count_rate_limited(
+    account: &Account,
+    response: Response<ProxyBody>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if response.status() != http::StatusCode::TOO_MANY_REQUESTS {
+        return Ok(response);
+    }
+    let (response, json) = inspect::small_json(response).await?;
+    let policy = json.as_ref().and_then(|v| v["policyName"].as_str());
+    account
+        .metrics
+        .rate_limited(crate::metrics::RateLimitPolicy::from_policy_name(policy));
+    Ok(response)
 }
 
 fn no_token(account: &Account) -> ProxyError {

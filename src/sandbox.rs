@@ -3,6 +3,7 @@
 
 mod api;
 pub mod oauth;
+pub mod ratelimit;
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -50,6 +51,7 @@ impl Recorded {
 #[derive(Default)]
 pub struct State {
     pub oauth: oauth::OAuthState,
+    pub limits: ratelimit::RateLimits,
     tokens: Mutex<HashSet<String>>,
     recorded: Mutex<VecDeque<Recorded>>,
     pub(crate) contacts: Mutex<Vec<serde_json::Value>>,
@@ -129,6 +131,10 @@ impl Sandbox {
 
     pub fn oauth(&self) -> &oauth::OAuthState {
         &self.state.oauth
+    }
+
+    pub fn limits(&self) -> &ratelimit::RateLimits {
+        &self.state.limits
     }
 
     /// Every request received so far, oldest first.

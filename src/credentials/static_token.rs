@@ -33,6 +33,7 @@ pub fn load_initial(
         .token
         .store(&secret, None)
         .map_err(|_| StaticTokenError::NotHeaderSafe(source.describe()))?;
+    account.status.record_success();
     Ok(secret)
 }
 
@@ -88,6 +89,7 @@ impl Watcher {
                 self.current = secret;
                 self.failing = false;
                 self.account.metrics.token_reloaded(true);
+                self.account.status.record_success();
                 tracing::info!(account = %self.account.name, generation, "token reloaded");
             }
             Err(e) => self.fail(&e.to_string()),
@@ -98,6 +100,7 @@ impl Watcher {
         if !self.failing {
             self.failing = true;
             self.account.metrics.token_reloaded(false);
+            self.account.status.record_failure("reload_failed");
             tracing::error!(
                 account = %self.account.name,
                 source = %self.source.describe(),

@@ -13,8 +13,6 @@ use crate::error::ProxyError;
 
 /// Bodies up to this size are held in memory so the request can be sent a second time.
 pub const KEEP_FOR_REPLAY: u64 = 1024 * 1024;
-/// A 401 is read whole only when it says it is this small; HubSpot's error JSON is far smaller.
-const INSPECT_401_BYTES: u64 = 64 * 1024;
 
 /// Everything needed to send the request again.
 pub struct Replay {
@@ -78,23 +76,10 @@ pub async fn outbound(
 pub async fn expired_authentication(
     response: Response<ProxyBody>,
 ) -> Result<(Response<ProxyBody>, bool), ProxyError> {
-    let small = response
-        .body()
-        .size_hint()
-        .upper()
-        .is_some_and(|n| n <= INSPECT_401_BYTES);
-    if response.status() != StatusCode::UNAUTHORIZED || !small {
+    if response.status() != StatusCode::UNAUTHORIZED {
         return Ok((response, false));
     }
-    let (parts, body) = response.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map_err(|_| ProxyError::UpstreamUnreachable {
-            kind: crate::error::UpstreamErrorKind::Protocol,
-        })?
-        .to_bytes();
-    let expired = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .is_ok_and(|v| v["category"] == "EXPIRED_AUTHENTICATION");
-    Ok((Response::from_parts(parts, ProxyBody::full(bytes)), expired))
+    let (response, json) = super::inspect::small_json(response).await?;
+    let expired = json.is_some_and(|v| v["category"] == "EXPIRED_AUTHENTICATION");
+    Ok((response, expired))
 }

@@ -8,6 +8,7 @@ use http::{header, HeaderValue, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::oauth::{token_endpoint, AccessCheck};
+use super::ratelimit::Admission;
 use super::{Recorded, State};
 use crate::proxy::body::ProxyBody;
 
@@ -106,13 +107,27 @@ pub(super) async fn respond(state: &State, request: &Recorded, body: Bytes) -> R
     {
         return token_endpoint(&state.oauth, request, &body).await;
     }
-    if let Some(denied) = authenticate(state, request).await {
-        return denied;
-    }
+    let daily = match authenticate(state, request).await {
+        Ok(kind) => kind == BearerKind::Static,
+        Err(denied) => return denied,
+    };
+    let search = request.method == Method::POST && path.ends_with("/search");
+    let remaining = match state.limits.admit(search) {
+        Admission::Allowed { remaining } => remaining,
+        Admission::Limited { policy } => return rate_limited(policy),
+    };
+    let mut response = route(state, request, path, body).await;
+    state
+        .limits
+        .headers(response.headers_mut(), remaining, daily);
+    response
+}
+
+async fn route(state: &State, request: &Recorded, path: &str, body: Bytes) -> Response<ProxyBody> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&request.method, segments.as_slice()) {
         (_, ["__sandbox", rest @ ..]) => test_route(request, rest).await,
-        (&Method::GET, ["crm", "v3", "objects", "contacts"]) => list_contacts(state),
+        (&Method::GET, ["crm", "v3", "objects", "contacts"]) => list_contacts(state, request),
         (&Method::POST, ["crm", "v3", "objects", "contacts"]) => create_contact(state, &body),
         (&Method::GET, ["crm", "v3", "objects", "contacts", id]) => get_contact(state, id),
         (&Method::GET, ["contacts", "v1", "lists", "all", "contacts", "all"]) => {
@@ -126,24 +141,50 @@ pub(super) async fn respond(state: &State, request: &Recorded, body: Bytes) -> R
     }
 }
 
-async fn authenticate(state: &State, request: &Recorded) -> Option<Response<ProxyBody>> {
+#[derive(PartialEq, Eq)]
+enum BearerKind {
+    Static,
+    OAuth,
+}
+
+fn rate_limited(policy: &str) -> Response<ProxyBody> {
+    let mut response = json_response(
+        429,
+        json!({
+            "status": "error",
+            "message": format!("You have reached your {} limit.", policy.to_ascii_lowercase()),
+            "errorType": "RATE_LIMIT",
+            "correlationId": uuid::Uuid::new_v4().to_string(),
+            "policyName": policy,
+        }),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+async fn authenticate(
+    state: &State,
+    request: &Recorded,
+) -> Result<BearerKind, Response<ProxyBody>> {
     let Some(token) = request.bearer() else {
-        return Some(missing_credentials(request));
+        return Err(missing_credentials(request));
     };
     if state.static_token_valid(token) {
-        return None;
+        return Ok(BearerKind::Static);
     }
     match state.oauth.check_access(token) {
-        AccessCheck::Valid => None,
+        AccessCheck::Valid => Ok(BearerKind::OAuth),
         AccessCheck::Expired => {
             tokio::time::sleep(state.oauth.expired_delay()).await;
-            Some(error(
+            Err(error(
                 401,
                 "EXPIRED_AUTHENTICATION",
                 "The OAuth token used to make this call expired 1 second(s) ago.",
             ))
         }
-        AccessCheck::Unknown => Some(error(
+        AccessCheck::Unknown => Err(error(
             401,
             "INVALID_AUTHENTICATION",
             "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
@@ -166,9 +207,23 @@ fn missing_credentials(request: &Recorded) -> Response<ProxyBody> {
     )
 }
 
-fn list_contacts(state: &State) -> Response<ProxyBody> {
-    let contacts = state.contacts.lock().unwrap().clone();
-    json_response(200, json!({ "results": contacts }))
+/// `limit` and `after` work as in HubSpot's v3 paging.
+fn list_contacts(state: &State, request: &Recorded) -> Response<ProxyBody> {
+    let limit: usize = query_param(&request.target, "limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+        .clamp(1, 100);
+    let after: usize = query_param(&request.target, "after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let contacts = state.contacts.lock().unwrap();
+    let page: Vec<Value> = contacts.iter().skip(after).take(limit).cloned().collect();
+    let mut body = json!({ "results": page });
+    if after + limit < contacts.len() {
+        let next = (after + limit).to_string();
+        body["paging"] = json!({ "next": { "after": next, "link": format!("?after={next}") } });
+    }
+    json_response(200, body)
 }
 
 fn get_contact(state: &State, id: &str) -> Response<ProxyBody> {

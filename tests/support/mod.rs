@@ -113,18 +113,12 @@ impl ProxyProcess {
         let mut child = cmd.spawn().expect("spawn proxy binary");
         let log = Arc::new(Mutex::new(String::new()));
         capture(child.stderr.take().unwrap(), log.clone());
-        let find = |needle: &str| {
-            let log = log.lock().unwrap();
-            let at = log.find(needle)? + needle.len();
-            let end = log[at..].find(char::is_whitespace)? + at;
-            log[at..end].parse::<SocketAddr>().ok()
-        };
         let proxy = eventually(Duration::from_secs(10), "proxy listening line", || {
-            find("proxy listening addr=")
+            listening_addr(&log.lock().unwrap(), "proxy listening")
         })
         .await;
         let admin = eventually(Duration::from_secs(10), "admin listening line", || {
-            find("admin listening addr=")
+            listening_addr(&log.lock().unwrap(), "admin listening")
         })
         .await;
         ProxyProcess {
@@ -181,6 +175,19 @@ impl Drop for ProxyProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `addr` of a "... listening" log line, in the human or the JSON format.
+fn listening_addr(log: &str, message: &str) -> Option<SocketAddr> {
+    let line = log.lines().find(|l| l.contains(message))?;
+    let at = line
+        .find("addr=")
+        .map(|i| i + 5)
+        .or_else(|| line.find("\"addr\":\"").map(|i| i + 8))?;
+    let end = line[at..]
+        .find(|c: char| c.is_whitespace() || c == '"')
+        .map_or(line.len(), |e| e + at);
+    line[at..end].parse().ok()
 }
 
 fn capture(stderr: impl Read + Send + 'static, log: Arc<Mutex<String>>) {

@@ -1,0 +1,147 @@
+//! Clients of the admin listener: `status` renders `/status` as a table, and `healthcheck` lets
+//! a container HEALTHCHECK probe readiness without curl in the image.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// `GET {admin}/status` as JSON.
+pub async fn fetch_status(admin: &str) -> Result<Value, String> {
+    let url = format!("{}/status", admin.trim_end_matches('/'));
+    let response = client()?
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{url} answered {}", response.status()));
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("cannot read {url}: {e}"))?;
+    serde_json::from_slice(&body).map_err(|e| format!("{url} did not answer JSON: {e}"))
+}
+
+/// Succeeds when `url` answers 2xx.
+pub async fn healthcheck(url: &str) -> Result<(), String> {
+    let response = client()?
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {}", response.status()))
+    }
+}
+
+/// One row per account, aligned columns.
+pub fn render_table(status: &Value) -> String {
+    let header = [
+        "ACCOUNT",
+        "KIND",
+        "READY",
+        "EXPIRES_IN",
+        "LAST_REFRESH",
+        "FAILURES",
+        "LAST_ERROR",
+        "RATE_10S",
+        "RATE_DAILY",
+    ]
+    .map(String::from);
+    let mut rows = vec![header.to_vec()];
+    let empty = Vec::new();
+    for a in status["accounts"].as_array().unwrap_or(&empty) {
+        rows.push(row(a));
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if status["draining"] == true {
+        out.push_str("(draining: shutting down)\n");
+    }
+    out
+}
+
+fn row(a: &Value) -> Vec<String> {
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let budget = |w: &Value| match (w["remaining"].as_i64(), w["max"].as_i64()) {
+        (Some(r), Some(m)) => format!("{r}/{m}"),
+        _ => "-".to_string(),
+    };
+    let last_refresh = match (
+        a["last_refresh_unix"].as_u64(),
+        a["last_refresh_result"].as_str(),
+    ) {
+        (Some(at), Some(result)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(at);
+            format!("{}s ago ({result})", now.saturating_sub(at))
+        }
+        _ => "-".to_string(),
+    };
+    vec![
+        text(&a["name"]),
+        text(&a["kind"]),
+        if a["ready"] == true { "yes" } else { "NO" }.to_string(),
+        a["token_expires_in_secs"]
+            .as_u64()
+            .map_or("-".to_string(), |s| format!("{s}s")),
+        last_refresh,
+        text(&a["consecutive_failures"]),
+        text(&a["last_error"]),
+        budget(&a["ratelimit"]["ten_second"]),
+        budget(&a["ratelimit"]["daily"]),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_and_fills_gaps() {
+        let status = serde_json::json!({"draining": false, "accounts": [
+            {"name": "main", "kind": "static", "ready": true, "token_expires_in_secs": null,
+             "consecutive_failures": 0, "last_error": null,
+             "ratelimit": {"ten_second": {"remaining": 187, "max": 190}, "daily": {"remaining": null, "max": null}}},
+            {"name": "marketing", "kind": "oauth", "ready": false, "token_expires_in_secs": 1200,
+             "consecutive_failures": 3, "last_error": "invalid_grant", "ratelimit": {}},
+        ]});
+        let table = render_table(&status);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("ACCOUNT    KIND    READY"));
+        assert!(lines[1].contains("187/190") && lines[1].contains("yes"));
+        assert!(
+            lines[2].contains("NO")
+                && lines[2].contains("1200s")
+                && lines[2].contains("invalid_grant")
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! The bounded `api` label: a path's family and version (`crm/v3`, `contacts/v1`, `oauth`),
+//! drawn from a fixed list so that no client can grow the metric series count.
+
+/// HubSpot's top-level API families. Anything else counts as `other`.
+const FAMILIES: &[&str] = &[
+    "account-info",
+    "analytics",
+    "app-webhooks",
+    "appinstalls",
+    "automation",
+    "broadcast",
+    "business-units",
+    "calling",
+    "cms",
+    "comments",
+    "commerce",
+    "communication-preferences",
+    "companies",
+    "contacts",
+    "content",
+    "conversations",
+    "crm",
+    "crm-associations",
+    "crm-objects",
+    "deals",
+    "email",
+    "engagements",
+    "events",
+    "extensions",
+    "feedback-surveys",
+    "filemanager",
+    "files",
+    "form-integrations",
+    "forms",
+    "hubdb",
+    "integrations",
+    "integrators",
+    "lists",
+    "marketing",
+    "media-bridge",
+    "meetings",
+    "oauth",
+    "owners",
+    "payments",
+    "properties",
+    "reports",
+    "scheduler",
+    "settings",
+    "social",
+    "transactional",
+    "visitor-identification",
+    "webhooks",
+];
+
+/// Version slots: none, v1..v5, and date-based versions such as `2026-03`.
+const VERSIONS: &[&str] = &["", "v1", "v2", "v3", "v4", "v5", "dated"];
+
+/// How many distinct labels exist: families plus `other`, times versions.
+pub const SLOTS: usize = (FAMILIES.len() + 1) * VERSIONS.len();
+
+/// The slot for a path, without allocating.
+pub fn classify(path: &str) -> usize {
+    let mut segments = path.trim_start_matches('/').split('/');
+    let family = segments
+        .next()
+        .and_then(|f| FAMILIES.binary_search(&f).ok())
+        .unwrap_or(FAMILIES.len());
+    let version = if family == FAMILIES.len() {
+        0
+    } else {
+        segments.next().map_or(0, version_slot)
+    };
+    family * VERSIONS.len() + version
+}
+
+fn version_slot(segment: &str) -> usize {
+    let bytes = segment.as_bytes();
+    match bytes {
+        [b'v', d @ b'1'..=b'5'] => usize::from(d - b'0'),
+        // 2026-03 style date versions.
+        [y1, y2, y3, y4, b'-', m1, m2]
+            if [y1, y2, y3, y4, m1, m2].iter().all(|b| b.is_ascii_digit()) =>
+        {
+            6
+        }
+        _ => 0,
+    }
+}
+
+/// The label text for a slot.
+pub fn label(slot: usize) -> String {
+    let (family, version) = (slot / VERSIONS.len(), slot % VERSIONS.len());
+    let family = FAMILIES.get(family).copied().unwrap_or("other");
+    match VERSIONS[version] {
+        "" => family.to_string(),
+        v => format!("{family}/{v}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(path: &str) -> String {
+        label(classify(path))
+    }
+
+    #[test]
+    fn families_and_versions() {
+        assert!(
+            FAMILIES.windows(2).all(|w| w[0] < w[1]),
+            "FAMILIES must stay sorted"
+        );
+        assert_eq!(api("/crm/v3/objects/contacts"), "crm/v3");
+        assert_eq!(api("/contacts/v1/lists/all/contacts/all"), "contacts/v1");
+        assert_eq!(api("/oauth/v1/token"), "oauth/v1");
+        assert_eq!(api("/oauth/2026-03/token"), "oauth/dated");
+        assert_eq!(api("/marketing/v3/emails/"), "marketing/v3");
+        assert_eq!(api("/webhooks/v3/123/settings"), "webhooks/v3");
+        assert_eq!(api("/crm/objects/x"), "crm");
+        assert_eq!(api("/"), "other");
+        assert_eq!(api("/random-thing/v3/x"), "other");
+        assert_eq!(api("/crm/v9/x"), "crm");
+    }
+
+    #[test]
+    fn every_slot_has_a_distinct_label() {
+        let labels: std::collections::HashSet<_> = (0..SLOTS).map(label).collect();
+        assert_eq!(labels.len(), SLOTS);
+    }
+}
