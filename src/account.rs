@@ -5,8 +5,10 @@ use std::time::{Instant, SystemTime};
 
 use http::HeaderValue;
 
+use crate::config::RateLimitConfig;
 use crate::credentials::{RefreshControl, TokenCell};
 use crate::metrics::AccountMetrics;
+use crate::ratelimit::Limiter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountKind {
@@ -31,10 +33,25 @@ pub struct Account {
     pub refresh: Option<Arc<RefreshControl>>,
     pub metrics: AccountMetrics,
     pub status: AccountStatus,
+    /// Absent when shaping is off (`per_ten_seconds = 0`).
+    pub limiter: Option<Limiter>,
+    pub shaping: RateLimitConfig,
 }
 
 impl Account {
-    pub fn new(name: &str, kind: AccountKind, metrics: AccountMetrics) -> Account {
+    pub fn new(
+        name: &str,
+        kind: AccountKind,
+        metrics: AccountMetrics,
+        shaping: &RateLimitConfig,
+    ) -> Account {
+        let limiter = (shaping.per_ten_seconds > 0).then(|| {
+            Limiter::new(
+                shaping.per_ten_seconds,
+                shaping.search_per_second,
+                std::time::Duration::from_millis(shaping.max_queue_wait_ms),
+            )
+        });
         Account {
             name: Arc::from(name),
             kind,
@@ -42,7 +59,16 @@ impl Account {
             refresh: (kind == AccountKind::OAuth).then(Default::default),
             metrics,
             status: AccountStatus::default(),
+            limiter,
+            shaping: shaping.clone(),
         }
+    }
+
+    /// Whether a request's body should be kept (≤ 1 MiB) so it can be sent again.
+    pub fn may_resend(&self) -> bool {
+        self.refresh.is_some()
+            || self.shaping.max_retries_429 > 0
+            || self.shaping.max_retries_5xx > 0
     }
 
     /// The bearer for a request and its generation. Without a usable token, an OAuth account
@@ -75,6 +101,8 @@ pub struct StatusSnapshot {
     pub last_refresh_ok: Option<bool>,
     pub consecutive_failures: u32,
     pub last_error: Option<&'static str>,
+    /// When HubSpot last answered 429 with the DAILY policy; nothing retries that.
+    pub daily_limit_hit: Option<SystemTime>,
 }
 
 impl AccountStatus {
@@ -91,6 +119,10 @@ impl AccountStatus {
         s.last_refresh_ok = Some(false);
         s.consecutive_failures += 1;
         s.last_error = Some(category);
+    }
+
+    pub fn record_daily_limit(&self) {
+        self.inner.lock().expect("status lock").daily_limit_hit = Some(SystemTime::now());
     }
 
     pub fn snapshot(&self) -> StatusSnapshot {

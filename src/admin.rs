@@ -127,6 +127,7 @@ fn account_status(account: &Account, now: Instant) -> Value {
         "last_refresh_result": snapshot.last_refresh_ok.map(|ok| if ok { "success" } else { "failure" }),
         "consecutive_failures": snapshot.consecutive_failures,
         "last_error": snapshot.last_error,
+        "daily_limit_hit_unix": snapshot.daily_limit_hit.and_then(unix),
         "ratelimit": {
             "ten_second": {"remaining": ten_remaining, "max": ten_max},
             "daily": {"remaining": daily_remaining, "max": daily_max},

@@ -84,6 +84,62 @@ pub struct AccountConfig {
     /// An OAuth app installation: the proxy refreshes its access token itself.
     #[serde(default)]
     pub oauth: Option<OAuthConfig>,
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+}
+
+/// Shaping under HubSpot's limits, and retries of what HubSpot did not act on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per rolling 10 s: 100 (Free/Starter), 190 (Pro/Enterprise), 250 (add-on),
+    /// 110 (public OAuth app, per installing account). 0 turns shaping off.
+    #[serde(default = "default_per_ten_seconds")]
+    pub per_ten_seconds: u32,
+    /// Search endpoints (`POST .../search`) per second; 0 turns the search limit off.
+    #[serde(default = "default_search_per_second")]
+    pub search_per_second: u32,
+    /// A request that would wait longer for a slot gets a local 429 with Retry-After.
+    #[serde(default = "default_max_queue_wait_ms")]
+    pub max_queue_wait_ms: u64,
+    /// Lower the budget to HubSpot's X-HubSpot-RateLimit-Max when that is lower.
+    #[serde(default = "default_true")]
+    pub adaptive: bool,
+    /// Retries after HubSpot's TEN_SECONDLY_ROLLING or SECONDLY 429 (bodies up to 1 MiB are kept).
+    #[serde(default = "default_max_retries")]
+    pub max_retries_429: u32,
+    /// Retries of idempotent requests after 502/503/504/521-524.
+    #[serde(default = "default_max_retries")]
+    pub max_retries_5xx: u32,
+}
+
+fn default_per_ten_seconds() -> u32 {
+    100
+}
+fn default_search_per_second() -> u32 {
+    5
+}
+fn default_max_queue_wait_ms() -> u64 {
+    10_000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_retries() -> u32 {
+    2
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            per_ten_seconds: default_per_ten_seconds(),
+            search_per_second: default_search_per_second(),
+            max_queue_wait_ms: default_max_queue_wait_ms(),
+            adaptive: true,
+            max_retries_429: default_max_retries(),
+            max_retries_5xx: default_max_retries(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -442,6 +498,12 @@ impl Config {
                 )),
                 (None, Some(oauth)) => validate_oauth(&key, oauth, out),
                 (Some(_), None) => {}
+            }
+            if account.rate_limit.max_retries_429 > 10 || account.rate_limit.max_retries_5xx > 10 {
+                out.push(problem(
+                    format!("{key}.rate_limit"),
+                    "max_retries_429 and max_retries_5xx must be at most 10",
+                ));
             }
         }
     }

@@ -61,6 +61,7 @@ fn activate_static(
         &cfg.name,
         AccountKind::Static,
         metrics.for_account(&cfg.name),
+        &cfg.rate_limit,
     ));
     let source = cfg
         .token
@@ -109,6 +110,7 @@ fn activate_oauth(
         &cfg.name,
         AccountKind::OAuth,
         metrics.for_account(&cfg.name),
+        &cfg.rate_limit,
     ));
     let refresher = oauth::Refresher {
         account: account.clone(),

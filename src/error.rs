@@ -47,6 +47,11 @@ pub enum ProxyError {
     ApiKeyRejected,
     #[error("No usable HubSpot token for account '{account}' yet; try again shortly.")]
     NoToken { account: Arc<str> },
+    #[error(
+        "This account's HubSpot rate limit is used up for now; retry after {} s.",
+        retry_after_secs(retry_after)
+    )]
+    RateLimited { retry_after: std::time::Duration },
     #[error("Could not reach the HubSpot API ({}).", kind.as_str())]
     UpstreamUnreachable { kind: UpstreamErrorKind },
     #[error("The HubSpot API did not answer within {secs} seconds.")]
@@ -63,6 +68,7 @@ impl ProxyError {
             ProxyError::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UnknownAccount => StatusCode::BAD_REQUEST,
             ProxyError::UnknownApiKey | ProxyError::ApiKeyRejected => StatusCode::UNAUTHORIZED,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -79,15 +85,24 @@ impl ProxyError {
             ProxyError::UnknownAccount => "PROXY_UNKNOWN_ACCOUNT",
             ProxyError::UnknownApiKey => "PROXY_UNKNOWN_API_KEY",
             ProxyError::ApiKeyRejected => "PROXY_API_KEY_REJECTED",
+            ProxyError::RateLimited { .. } => "PROXY_RATE_LIMITED",
             ProxyError::UpstreamUnreachable { .. } => "PROXY_UPSTREAM_UNREACHABLE",
             ProxyError::UpstreamTimeout { .. } => "PROXY_UPSTREAM_TIMEOUT",
         }
     }
 
     pub fn to_response(&self) -> Response<ProxyBody> {
-        let mut response = json_error(self.status(), self.category(), &self.to_string());
+        // HubSpot's own 429s name their policy; clients that read it see the proxy's queue.
+        let policy = matches!(self, ProxyError::RateLimited { .. }).then_some("PROXY_QUEUE");
+        let mut response = json_error(self.status(), self.category(), &self.to_string(), policy);
         let headers = response.headers_mut();
         match self {
+            ProxyError::RateLimited { retry_after } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_secs(retry_after)),
+                );
+            }
             ProxyError::ConnectNotAllowed => {
                 headers.insert(
                     header::ALLOW,
@@ -105,18 +120,27 @@ impl ProxyError {
 
 pub const ERROR_HEADER: &str = "x-auth-proxy-error";
 
+/// Whole seconds, rounded up: `Retry-After: 0` would invite an immediate retry.
+fn retry_after_secs(wait: &std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
 /// `{"status":"error","message":…,"category":…,"correlationId":…}` plus `X-Auth-Proxy-Error`.
 pub fn json_error(
     status: StatusCode,
     category: &'static str,
     message: &str,
+    policy_name: Option<&str>,
 ) -> Response<ProxyBody> {
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": "error",
         "message": message,
         "category": category,
         "correlationId": uuid::Uuid::new_v4().to_string(),
     });
+    if let Some(policy) = policy_name {
+        body["policyName"] = policy.into();
+    }
     let mut response = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     let headers = response.headers_mut();

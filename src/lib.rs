@@ -15,6 +15,7 @@ pub mod error;
 pub mod lifecycle;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod sandbox;
 pub mod server;
 pub mod upstream;

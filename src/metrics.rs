@@ -44,6 +44,21 @@ pub struct Metrics {
     upstream_responses: IntCounterVec,
     rate_limited: IntCounterVec,
     api_requests: IntCounterVec,
+    queue_wait: HistogramVec,
+    shaping_rejected: IntCounterVec,
+    retries: IntCounterVec,
+}
+
+/// Why a request was sent to HubSpot again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    RateLimited = 0,
+    Upstream5xx = 1,
+    ExpiredToken = 2,
+}
+
+impl RetryReason {
+    const LABELS: [&'static str; 3] = ["rate_limited", "upstream_5xx", "expired_token"];
 }
 
 static RL_MAX: HeaderName = HeaderName::from_static("x-hubspot-ratelimit-max");
@@ -254,6 +269,24 @@ impl Metrics {
             "Requests by API family and version (a fixed set; unknown paths count as other).",
             &["account", "api"],
         );
+        let queue_wait = histogram_vec(
+            &registry,
+            "hubspot_proxy_ratelimit_queue_wait_seconds",
+            "Time requests waited for a slot under the account's rate limit.",
+            &["account"],
+        );
+        let shaping_rejected = counter_vec(
+            &registry,
+            "hubspot_proxy_ratelimit_rejected_total",
+            "Requests answered 429 by the proxy because the queue wait would pass max_queue_wait_ms.",
+            &["account"],
+        );
+        let retries = counter_vec(
+            &registry,
+            "hubspot_proxy_retries_total",
+            "Requests sent to HubSpot again, by reason.",
+            &["account", "reason"],
+        );
         register_build_info(&registry);
         register_process_collector(&registry);
         Metrics {
@@ -275,6 +308,9 @@ impl Metrics {
             upstream_responses,
             rate_limited,
             api_requests,
+            queue_wait,
+            shaping_rejected,
+            retries,
         }
     }
 
@@ -314,6 +350,9 @@ impl Metrics {
                 .map(|c| self.upstream_responses.with_label_values(&[account, c])),
             rate_limited: RateLimitPolicy::LABELS
                 .map(|p| self.rate_limited.with_label_values(&[account, p])),
+            queue_wait: self.queue_wait.with_label_values(&[account]),
+            shaping_rejected: self.shaping_rejected.with_label_values(&[account]),
+            retries: RetryReason::LABELS.map(|r| self.retries.with_label_values(&[account, r])),
             api_vec: self.api_requests.clone(),
             api: (0..api_family::SLOTS).map(|_| OnceLock::new()).collect(),
         }
@@ -392,6 +431,9 @@ pub struct AccountMetrics {
     ratelimit: [OnceLock<IntGauge>; 4],
     responses: [IntCounter; 5],
     rate_limited: [IntCounter; 4],
+    queue_wait: Histogram,
+    shaping_rejected: IntCounter,
+    retries: [IntCounter; 3],
     api_vec: IntCounterVec,
     api: Box<[OnceLock<IntCounter>]>,
 }
@@ -410,7 +452,13 @@ impl AccountMetrics {
     }
 
     /// Called for every HubSpot response: latency to headers, status class, rate-limit budget.
-    pub fn upstream_answered(&self, status: StatusCode, headers: &HeaderMap, elapsed: Duration) {
+    /// Returns HubSpot's 10-second maximum when the response carries one.
+    pub fn upstream_answered(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        elapsed: Duration,
+    ) -> Option<i64> {
         self.upstream_duration.observe(elapsed.as_secs_f64());
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.responses[class].inc();
@@ -422,12 +470,25 @@ impl AccountMetrics {
                 self.ratelimit_gauge(slot).set(n);
             }
         }
+        header_number(headers, &RL_MAX)
     }
 
     fn ratelimit_gauge(&self, slot: usize) -> &IntGauge {
         self.ratelimit[slot].get_or_init(|| {
             self.ratelimit_vecs[slot % 2].with_label_values(&[&self.account, WINDOWS[slot / 2]])
         })
+    }
+
+    pub fn queued(&self, wait: Duration) {
+        self.queue_wait.observe(wait.as_secs_f64());
+    }
+
+    pub fn shaping_rejected(&self) {
+        self.shaping_rejected.inc();
+    }
+
+    pub fn retried(&self, reason: RetryReason) {
+        self.retries[reason as usize].inc();
     }
 
     pub fn rate_limited(&self, policy: RateLimitPolicy) {

@@ -5,6 +5,7 @@ pub mod hapikey;
 pub mod headers;
 pub mod inspect;
 pub mod replay;
+pub mod retry;
 pub mod route;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::account::Account;
 use crate::config::ServerConfig;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::ratelimit;
 use crate::upstream::Upstream;
 use body::{OutboundBody, ProxyBody};
 use route::{Credential, Refused, Router};
@@ -163,81 +165,74 @@ impl Proxy {
         let account = routed.account;
         account.metrics.api_request(parts.uri.path());
         let deadline = tokio::time::Instant::from_std(started) + self.upstream.timeout();
+        let search = ratelimit::is_search(&parts.method, parts.uri.path());
+        let method = parts.method.clone();
         parts.uri = self
             .upstream
             .target(parts.uri)
             .map_err(|e| refuse(account, e))?;
         // The pooled client picks HTTP/1.1 or h2 per connection by ALPN.
         parts.version = Version::HTTP_11;
-        let token = match routed.credential {
-            Credential::ClientOwn => None,
-            Credential::Bearer => Some(
-                account
-                    .bearer(started, deadline)
-                    .await
-                    .ok_or_else(|| refuse(account, no_token(account)))?,
-            ),
-        };
-        headers::to_upstream(
-            &mut parts.headers,
-            self.upstream.host_header(),
-            token.as_ref().map(|(header, _)| header.clone()),
-        );
-        // Only an OAuth token can be refreshed and the request replayed with the new one.
-        let replayable = token.is_some() && account.refresh.is_some();
-        let (outbound, replay) = replay::outbound(
+        headers::to_upstream(&mut parts.headers, self.upstream.host_header());
+        let (first, replay) = replay::outbound(
             parts,
             body,
             self.limits.max_body_bytes,
-            replayable,
+            account.may_resend(),
             deadline,
         )
         .await
         .map_err(|e| refuse(account, e))?;
-        let response = self
-            .send(account, outbound, deadline)
-            .await
-            .map_err(|e| refuse(account, e))?;
-        let response = match token {
-            Some((_, generation)) if replayable => self
-                .after_401(account, response, generation, replay, deadline)
-                .await
-                .map_err(|e| refuse(account, e))?,
-            _ => response,
+        let sent = retry::Sent {
+            method,
+            generation: None,
+            resendable: replay.is_some(),
+            deadline,
         };
-        let response = count_rate_limited(account, response)
+        let response = self
+            .exchange(account, routed.credential, first, replay, sent, search)
             .await
             .map_err(|e| refuse(account, e))?;
         Ok((account, response))
     }
 
-    /// On 401 EXPIRED_AUTHENTICATION the token is dead whatever its expiry said: drop it so no
-    /// other request uses it, and send this one again once the refresher has a new token.
-    async fn after_401(
+    /// Sends, judges HubSpot's answer, and resends from the kept copy while the verdict says so.
+    /// Each send waits for its slot under the account's rate limit, then takes the current bearer.
+    async fn exchange(
         &self,
         account: &Account,
-        response: Response<ProxyBody>,
-        generation: u64,
+        credential: Credential,
+        first: Request<OutboundBody>,
         replay: Option<replay::Replay>,
-        deadline: tokio::time::Instant,
+        mut sent: retry::Sent,
+        search: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let (response, expired) = replay::expired_authentication(response).await?;
-        if !expired {
-            return Ok(response);
+        let mut attempts = retry::Attempts::default();
+        let mut request = first;
+        loop {
+            if credential == Credential::Bearer {
+                // Developer keys are the developer app's budget, not the account's.
+                admit(account, search, sent.deadline).await?;
+                let (bearer, generation) = account
+                    .bearer(Instant::now(), sent.deadline)
+                    .await
+                    .ok_or_else(|| no_token(account))?;
+                headers::set_bearer(request.headers_mut(), bearer);
+                sent.generation = Some(generation);
+            }
+            let response = self.send(account, request, sent.deadline).await?;
+            match retry::judge(account, response, &sent, &mut attempts).await? {
+                retry::Verdict::Deliver(response) => return Ok(response),
+                retry::Verdict::Resend { after, reason } => {
+                    account.metrics.retried(reason);
+                    if reason == crate::metrics::RetryReason::ExpiredToken {
+                        account.metrics.replayed_expired();
+                    }
+                    tokio::time::sleep(after).await;
+                    request = replay.as_ref().expect("resendable").request();
+                }
+            }
         }
-        if account.token.invalidate(generation) {
-            tracing::info!(account = %account.name, generation, "HubSpot reports the access token expired; refreshing");
-        }
-        let Some(replay) = replay else {
-            return Ok(response);
-        };
-        let (bearer, _) = account
-            .bearer(Instant::now(), deadline)
-            .await
-            .ok_or_else(|| no_token(account))?;
-        account.metrics.replayed_expired();
-        self.send(account, replay.into_request(bearer), deadline)
-            .await
     }
 
     async fn send(
@@ -252,9 +247,12 @@ impl Proxy {
             .send(request, deadline)
             .await
             .inspect_err(|e| count_upstream_error(account, e))?;
-        account
-            .metrics
-            .upstream_answered(response.status(), response.headers(), sent.elapsed());
+        let ten_second_max = account.metrics.upstream_answered(
+            response.status(),
+            response.headers(),
+            sent.elapsed(),
+        );
+        adapt(account, ten_second_max);
         let (mut parts, body) = response.into_parts();
         headers::from_upstream(&mut parts.headers);
         parts.version = Version::HTTP_11;
@@ -265,20 +263,40 @@ impl Proxy {
     }
 }
 
-/// A 429 is counted by the `policyName` in its body, read only when the body is small JSON.
-async fn count_rate_limited(
+/// Waits for the request's slot under the account's limit, or refuses past the wait bound.
+async fn admit(
     account: &Account,
-    response: Response<ProxyBody>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    if response.status() != http::StatusCode::TOO_MANY_REQUESTS {
-        return Ok(response);
+    search: bool,
+    deadline: tokio::time::Instant,
+) -> Result<(), ProxyError> {
+    let Some(limiter) = &account.limiter else {
+        return Ok(());
+    };
+    let now = Instant::now();
+    match limiter.reserve(search, now, deadline.into_std()) {
+        ratelimit::Admission::SendAt(at) => {
+            let wait = at.saturating_duration_since(now);
+            account.metrics.queued(wait);
+            if !wait.is_zero() {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+            }
+            Ok(())
+        }
+        ratelimit::Admission::Refused { retry_after } => {
+            account.metrics.shaping_rejected();
+            Err(ProxyError::RateLimited { retry_after })
+        }
     }
-    let (response, json) = inspect::small_json(response).await?;
-    let policy = json.as_ref().and_then(|v| v["policyName"].as_str());
-    account
-        .metrics
-        .rate_limited(crate::metrics::RateLimitPolicy::from_policy_name(policy));
-    Ok(response)
+}
+
+/// HubSpot reports the app's real 10-second budget; shape to it when it is below the config.
+fn adapt(account: &Account, ten_second_max: Option<i64>) {
+    let (Some(limiter), Some(max)) = (&account.limiter, ten_second_max) else {
+        return;
+    };
+    if account.shaping.adaptive && max > 0 && limiter.lower_to(max as usize) {
+        tracing::info!(account = %account.name, max, "HubSpot reports a lower 10-second limit; shaping to it");
+    }
 }
 
 fn no_token(account: &Account) -> ProxyError {

@@ -26,6 +26,13 @@ const RECORD_LIMIT: usize = 10_000;
 const KEEP_BODY_BYTES: usize = 1024 * 1024;
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
+/// A one-off answer: `status`, with `policy` as the policyName when it is a 429.
+#[derive(Debug, Clone)]
+pub struct Injected {
+    pub status: u16,
+    pub policy: Option<&'static str>,
+}
+
 /// One request as the stand-in received it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -54,6 +61,8 @@ pub struct State {
     pub limits: ratelimit::RateLimits,
     tokens: Mutex<HashSet<String>>,
     recorded: Mutex<VecDeque<Recorded>>,
+    /// Answers to give the next authenticated requests instead of the real ones.
+    injected: Mutex<VecDeque<Injected>>,
     pub(crate) contacts: Mutex<Vec<serde_json::Value>>,
 }
 
@@ -68,6 +77,10 @@ impl State {
 
     pub(crate) fn static_token_valid(&self, token: &str) -> bool {
         self.tokens.lock().unwrap().contains(token)
+    }
+
+    pub(crate) fn take_injected(&self) -> Option<Injected> {
+        self.injected.lock().unwrap().pop_front()
     }
 
     fn record(&self, request: Recorded) {
@@ -131,6 +144,15 @@ impl Sandbox {
 
     pub fn oauth(&self) -> &oauth::OAuthState {
         &self.state.oauth
+    }
+
+    /// The next authenticated request gets `status` (429s with `policy` as their policyName).
+    pub fn inject(&self, status: u16, policy: Option<&'static str>) {
+        self.state
+            .injected
+            .lock()
+            .unwrap()
+            .push_back(Injected { status, policy });
     }
 
     pub fn limits(&self) -> &ratelimit::RateLimits {

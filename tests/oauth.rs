@@ -41,6 +41,8 @@ client_secret = {{ env = "HSAP_TEST_CLIENT_SECRET" }}
 refresh_token = {{ file = "{}" }}
 token_timeout_secs = 2
 {oauth_extra}
+[accounts.rate_limit]
+per_ten_seconds = 0
 "#,
         sandbox.url(),
         refresh.display()

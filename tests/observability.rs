@@ -120,21 +120,21 @@ async fn metrics_count_what_was_sent() {
             &text,
             &format!(r#"hubspot_proxy_upstream_responses_total{{{a},status_class="4xx"}}"#)
         ),
-        3.0
+        7.0
     );
     assert_eq!(
         m(
             &text,
             &format!(r#"hubspot_proxy_upstream_responses_total{{{a},status_class="5xx"}}"#)
         ),
-        1.0
+        3.0
     );
     assert_eq!(
         m(
             &text,
             &format!(r#"hubspot_proxy_upstream_rate_limited_total{{{a},policy="secondly"}}"#)
         ),
-        1.0
+        3.0
     );
     assert_eq!(
         m(
@@ -143,7 +143,7 @@ async fn metrics_count_what_was_sent() {
                 r#"hubspot_proxy_upstream_rate_limited_total{{{a},policy="ten_secondly_rolling"}}"#
             )
         ),
-        1.0
+        3.0
     );
     assert_eq!(
         m(
@@ -157,7 +157,7 @@ async fn metrics_count_what_was_sent() {
             &text,
             &format!(r#"hubspot_proxy_upstream_duration_seconds_count{{{a}}}"#)
         ),
-        13.0
+        19.0
     );
     assert_eq!(
         m(
@@ -195,6 +195,20 @@ async fn metrics_count_what_was_sent() {
             &format!(r#"hubspot_proxy_upstream_ratelimit_remaining{{{a},window="daily"}}"#)
         ),
         250_000.0 - last
+    );
+    assert_eq!(
+        m(
+            &text,
+            &format!(r#"hubspot_proxy_retries_total{{{a},reason="rate_limited"}}"#)
+        ),
+        4.0
+    );
+    assert_eq!(
+        m(
+            &text,
+            &format!(r#"hubspot_proxy_retries_total{{{a},reason="upstream_5xx"}}"#)
+        ),
+        2.0
     );
     assert!(text.contains("process_open_fds"));
 }

@@ -42,13 +42,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Prepares a client's headers for HubSpot: the client never chooses the credential or the host.
-/// Without a bearer (a developer key on an app-settings path) the client's own credential stays.
-pub fn to_upstream(headers: &mut HeaderMap, host: &HeaderValue, bearer: Option<HeaderValue>) {
+/// Prepares a client's headers for HubSpot: the client never chooses the host. The credential
+/// is set separately, last, by `set_bearer`.
+pub fn to_upstream(headers: &mut HeaderMap, host: &HeaderValue) {
     strip_hop_by_hop(headers);
     headers.insert(HOST, host.clone());
-    if let Some(bearer) = bearer {
-        headers.insert(AUTHORIZATION, bearer);
-    }
+}
+
+/// Replaces whatever Authorization the client sent with the account's bearer.
+pub fn set_bearer(headers: &mut HeaderMap, bearer: HeaderValue) {
+    headers.insert(AUTHORIZATION, bearer);
 }
 
 pub fn from_upstream(headers: &mut HeaderMap) {
@@ -97,11 +100,8 @@ mod tests {
             ("authorization", "Basic second"),
             ("host", "proxy.local"),
         ]);
-        to_upstream(
-            &mut h,
-            &HeaderValue::from_static("api.hubapi.com"),
-            Some(HeaderValue::from_static("Bearer ours")),
-        );
+        to_upstream(&mut h, &HeaderValue::from_static("api.hubapi.com"));
+        set_bearer(&mut h, HeaderValue::from_static("Bearer ours"));
         assert_eq!(h.get_all(AUTHORIZATION).iter().count(), 1);
         assert_eq!(h[AUTHORIZATION], "Bearer ours");
         assert_eq!(h[HOST], "api.hubapi.com");

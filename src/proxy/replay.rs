@@ -2,13 +2,13 @@
 //! kept so the request can go again with the refreshed token; large ones stream and cannot.
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, Uri, Version};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{LimitedBody, OutboundBody, ProxyBody};
+use super::body::{LimitedBody, OutboundBody};
 use crate::error::ProxyError;
 
 /// Bodies up to this size are held in memory so the request can be sent a second time.
@@ -23,13 +23,14 @@ pub struct Replay {
 }
 
 impl Replay {
-    pub fn into_request(self, bearer: http::HeaderValue) -> Request<OutboundBody> {
-        let mut request = Request::new(OutboundBody::kept(self.body));
-        *request.method_mut() = self.method;
-        *request.uri_mut() = self.uri;
+    /// A fresh copy of the request. The kept headers never hold the proxy's bearer; the caller
+    /// sets the current one on each copy.
+    pub fn request(&self) -> Request<OutboundBody> {
+        let mut request = Request::new(OutboundBody::kept(self.body.clone()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
         *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = self.headers;
-        request.headers_mut().insert(header::AUTHORIZATION, bearer);
+        *request.headers_mut() = self.headers.clone();
         request
     }
 }
@@ -69,17 +70,4 @@ pub async fn outbound(
         Request::from_parts(parts, OutboundBody::kept(bytes)),
         Some(replay),
     ))
-}
-
-/// Whether a response is HubSpot's 401 with `category: EXPIRED_AUTHENTICATION`. Reading the
-/// body to find out consumes it, so the response comes back rebuilt from the bytes read.
-pub async fn expired_authentication(
-    response: Response<ProxyBody>,
-) -> Result<(Response<ProxyBody>, bool), ProxyError> {
-    if response.status() != StatusCode::UNAUTHORIZED {
-        return Ok((response, false));
-    }
-    let (response, json) = super::inspect::small_json(response).await?;
-    let expired = json.is_some_and(|v| v["category"] == "EXPIRED_AUTHENTICATION");
-    Ok((response, expired))
 }

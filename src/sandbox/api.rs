@@ -111,6 +111,9 @@ pub(super) async fn respond(state: &State, request: &Recorded, body: Bytes) -> R
         Ok(kind) => kind == BearerKind::Static,
         Err(denied) => return denied,
     };
+    if let Some(injected) = state.take_injected() {
+        return injected_answer(injected);
+    }
     let search = request.method == Method::POST && path.ends_with("/search");
     let remaining = match state.limits.admit(search) {
         Admission::Allowed { remaining } => remaining,
@@ -130,6 +133,7 @@ async fn route(state: &State, request: &Recorded, path: &str, body: Bytes) -> Re
         (&Method::GET, ["crm", "v3", "objects", "contacts"]) => list_contacts(state, request),
         (&Method::POST, ["crm", "v3", "objects", "contacts"]) => create_contact(state, &body),
         (&Method::GET, ["crm", "v3", "objects", "contacts", id]) => get_contact(state, id),
+        (&Method::POST, ["crm", "v3", "objects", "contacts", "search"]) => search_contacts(state),
         (&Method::GET, ["contacts", "v1", "lists", "all", "contacts", "all"]) => {
             legacy_contact_list(state, request)
         }
@@ -224,6 +228,22 @@ fn list_contacts(state: &State, request: &Recorded) -> Response<ProxyBody> {
         body["paging"] = json!({ "next": { "after": next, "link": format!("?after={next}") } });
     }
     json_response(200, body)
+}
+
+fn search_contacts(state: &State) -> Response<ProxyBody> {
+    let contacts = state.contacts.lock().unwrap().clone();
+    json_response(200, json!({ "total": contacts.len(), "results": contacts }))
+}
+
+fn injected_answer(injected: super::Injected) -> Response<ProxyBody> {
+    match injected.policy {
+        Some(policy) if injected.status == 429 => rate_limited(policy),
+        _ => error(
+            injected.status,
+            "SANDBOX_INJECTED",
+            &format!("sandbox injected {}", injected.status),
+        ),
+    }
 }
 
 fn get_contact(state: &State, id: &str) -> Response<ProxyBody> {

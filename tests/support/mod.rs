@@ -76,6 +76,9 @@ connect_timeout_ms = 1000
 [[accounts]]
 name = "main"
 token = {{ file = "{}" }}
+[accounts.rate_limit]
+# Load tests here measure the proxy, not HubSpot's budget; shaping has its own tests.
+per_ten_seconds = 0
 "#,
         token_file.display()
     )

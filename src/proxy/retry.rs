@@ -1,0 +1,159 @@
+//! What to do with HubSpot's answer: deliver it, or send the request again. Resent are: a 401
+//! EXPIRED_AUTHENTICATION (once, with the refreshed token), a 429 TEN_SECONDLY_ROLLING or
+//! SECONDLY (HubSpot did not act on it), and 502/503/504/521-524 for idempotent methods.
+//! Only requests whose body was kept can be resent.
+
+use std::time::Duration;
+
+use http::{header, Method, Response};
+use tokio::time::Instant;
+
+use super::body::ProxyBody;
+use super::inspect::small_json;
+use crate::account::Account;
+use crate::error::ProxyError;
+use crate::metrics::{RateLimitPolicy, RetryReason};
+
+/// When HubSpot's 429 names no Retry-After: a rolling window frees a slot within about a second.
+const DEFAULT_429_WAIT: Duration = Duration::from_secs(1);
+const FIRST_5XX_BACKOFF: Duration = Duration::from_millis(250);
+/// A Retry-After longer than this is not worth holding the client for.
+const MAX_429_WAIT: Duration = Duration::from_secs(30);
+
+// Boxing the response would cost an allocation on every request, for a value that lives only
+// from `judge` to the caller's match.
+#[allow(clippy::large_enum_variant)]
+pub enum Verdict {
+    Deliver(Response<ProxyBody>),
+    Resend {
+        after: Duration,
+        reason: RetryReason,
+    },
+}
+
+/// What one request has used up so far.
+#[derive(Default)]
+pub struct Attempts {
+    expired_token: bool,
+    rate_limited: u32,
+    upstream_5xx: u32,
+}
+
+/// The request being judged: its method, the token generation it carried, whether it can be resent.
+pub struct Sent {
+    pub method: Method,
+    pub generation: Option<u64>,
+    pub resendable: bool,
+    pub deadline: Instant,
+}
+
+pub async fn judge(
+    account: &Account,
+    response: Response<ProxyBody>,
+    sent: &Sent,
+    attempts: &mut Attempts,
+) -> Result<Verdict, ProxyError> {
+    match response.status().as_u16() {
+        401 => after_401(account, response, sent, attempts).await,
+        429 => after_429(account, response, sent, attempts).await,
+        502..=504 | 521..=524 => Ok(after_5xx(account, response, sent, attempts)),
+        _ => Ok(Verdict::Deliver(response)),
+    }
+}
+
+/// HubSpot says a 401 is a refresh signal only with category EXPIRED_AUTHENTICATION. The token
+/// is then dead whatever its expiry said: drop it so no other request uses it.
+async fn after_401(
+    account: &Account,
+    response: Response<ProxyBody>,
+    sent: &Sent,
+    attempts: &mut Attempts,
+) -> Result<Verdict, ProxyError> {
+    let (Some(generation), Some(_)) = (sent.generation, &account.refresh) else {
+        return Ok(Verdict::Deliver(response));
+    };
+    let (response, json) = small_json(response).await?;
+    let expired = json.is_some_and(|v| v["category"] == "EXPIRED_AUTHENTICATION");
+    if !expired {
+        return Ok(Verdict::Deliver(response));
+    }
+    if account.token.invalidate(generation) {
+        tracing::info!(account = %account.name, generation, "HubSpot reports the access token expired; refreshing");
+    }
+    if !sent.resendable || attempts.expired_token {
+        return Ok(Verdict::Deliver(response));
+    }
+    attempts.expired_token = true;
+    Ok(Verdict::Resend {
+        after: Duration::ZERO,
+        reason: RetryReason::ExpiredToken,
+    })
+}
+
+/// Counted by policy; the rolling and per-second policies are waited out and resent (whatever
+/// the method: HubSpot did not act on the request). DAILY is never resent.
+async fn after_429(
+    account: &Account,
+    response: Response<ProxyBody>,
+    sent: &Sent,
+    attempts: &mut Attempts,
+) -> Result<Verdict, ProxyError> {
+    let (response, json) = small_json(response).await?;
+    let policy =
+        RateLimitPolicy::from_policy_name(json.as_ref().and_then(|v| v["policyName"].as_str()));
+    account.metrics.rate_limited(policy);
+    if policy == RateLimitPolicy::Daily {
+        account.status.record_daily_limit();
+        tracing::warn!(account = %account.name, "HubSpot's DAILY limit is reached; requests will fail until it resets");
+    }
+    let retryable = matches!(
+        policy,
+        RateLimitPolicy::TenSecondlyRolling | RateLimitPolicy::Secondly
+    );
+    let wait = retry_after(&response).unwrap_or(DEFAULT_429_WAIT);
+    if retryable
+        && sent.resendable
+        && attempts.rate_limited < account.shaping.max_retries_429
+        && wait <= MAX_429_WAIT
+        && Instant::now() + wait < sent.deadline
+    {
+        attempts.rate_limited += 1;
+        return Ok(Verdict::Resend {
+            after: wait,
+            reason: RetryReason::RateLimited,
+        });
+    }
+    Ok(Verdict::Deliver(response))
+}
+
+/// Gateway errors say nothing about whether HubSpot acted, so only idempotent methods go again.
+fn after_5xx(
+    account: &Account,
+    response: Response<ProxyBody>,
+    sent: &Sent,
+    attempts: &mut Attempts,
+) -> Verdict {
+    let idempotent = matches!(
+        sent.method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+    );
+    let wait = FIRST_5XX_BACKOFF * 2u32.pow(attempts.upstream_5xx.min(8));
+    if idempotent
+        && sent.resendable
+        && attempts.upstream_5xx < account.shaping.max_retries_5xx
+        && Instant::now() + wait < sent.deadline
+    {
+        attempts.upstream_5xx += 1;
+        return Verdict::Resend {
+            after: wait,
+            reason: RetryReason::Upstream5xx,
+        };
+    }
+    Verdict::Deliver(response)
+}
+
+/// `Retry-After` in seconds (HubSpot does not send the HTTP-date form).
+fn retry_after<B>(response: &Response<B>) -> Option<Duration> {
+    let value = response.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}

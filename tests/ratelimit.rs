@@ -1,0 +1,318 @@
+//! Shaping under HubSpot's limits and retrying what HubSpot did not act on, through the real binary.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use support::*;
+
+struct World {
+    sandbox: Sandbox,
+    _scratch: Scratch,
+    proxy: ProxyProcess,
+}
+
+/// One static account with the given `[accounts.rate_limit]` lines.
+async fn world(rate_limit: &str) -> World {
+    let sandbox = Sandbox::start().await.unwrap();
+    sandbox.accept_token(TOKEN_A);
+    let scratch = Scratch::new();
+    let token = scratch.write("token", TOKEN_A);
+    let config = static_config(&sandbox.url(), &token, "")
+        .replace("timeout_secs = 5", "timeout_secs = 30")
+        .replace("per_ten_seconds = 0", rate_limit);
+    let proxy = ProxyProcess::start(&config).await;
+    World {
+        sandbox,
+        _scratch: scratch,
+        proxy,
+    }
+}
+
+async fn metrics(w: &World) -> String {
+    client()
+        .get(w.proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Fires `n` requests at once; returns (status, policyName or category, Retry-After, elapsed).
+async fn burst(
+    w: &World,
+    n: usize,
+    method: reqwest::Method,
+    path: &str,
+) -> Vec<(u16, String, Option<u64>, Duration)> {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let request = client()
+                .request(method.clone(), w.proxy.url(path))
+                .body("{}");
+            tokio::spawn(async move {
+                let r = request.send().await.unwrap();
+                let status = r.status().as_u16();
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse().ok());
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                let label = body["policyName"]
+                    .as_str()
+                    .or(body["category"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                (status, label, retry_after, started.elapsed())
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_burst_is_queued_under_five_per_second() {
+    let w = world("per_ten_seconds = 100\nsearch_per_second = 5").await;
+    w.sandbox.limits().configure(1000, 5, true);
+    let results = burst(
+        &w,
+        15,
+        reqwest::Method::POST,
+        "/crm/v3/objects/contacts/search",
+    )
+    .await;
+    assert!(results.iter().all(|r| r.0 == 200), "{results:?}");
+    assert_eq!(w.sandbox.limits().rejected(), 0, "HubSpot answered 429");
+    let slowest = results.iter().map(|r| r.3).max().unwrap();
+    assert!(
+        slowest >= Duration::from_millis(2000),
+        "15 searches at 5/s take over 2 s, took {slowest:?}"
+    );
+    let text = metrics(&w).await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"hubspot_proxy_ratelimit_queue_wait_seconds_count{account="main"}"#
+        ),
+        Some(15.0)
+    );
+    assert!(
+        metric(
+            &text,
+            r#"hubspot_proxy_ratelimit_queue_wait_seconds_sum{account="main"}"#
+        )
+        .unwrap()
+            > 10.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_wait_bound_the_proxy_answers_429_itself() {
+    let w = world("per_ten_seconds = 10\nmax_queue_wait_ms = 2000").await;
+    w.sandbox.limits().configure(10, 5, true);
+    let results = burst(&w, 30, reqwest::Method::GET, "/crm/v3/objects/contacts").await;
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let local: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    assert_eq!((ok, local.len()), (10, 20), "{results:?}");
+    for (_, policy, retry_after, elapsed) in &local {
+        assert_eq!(policy, "PROXY_QUEUE");
+        assert!(
+            retry_after.is_some_and(|s| (9..=11).contains(&s)),
+            "Retry-After {retry_after:?}"
+        );
+        assert!(
+            *elapsed < Duration::from_secs(2),
+            "refused at once, not after waiting"
+        );
+    }
+    assert_eq!(w.sandbox.limits().rejected(), 0);
+    assert_eq!(
+        w.sandbox.request_count(),
+        10,
+        "refused requests never reach HubSpot"
+    );
+    let text = metrics(&w).await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"hubspot_proxy_ratelimit_rejected_total{account="main"}"#
+        ),
+        Some(20.0)
+    );
+    let refused = client()
+        .get(w.proxy.url("/crm/v3/objects/contacts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.headers()["x-auth-proxy-error"],
+        "PROXY_RATE_LIMITED"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_requests_go_when_the_window_rolls() {
+    let w = world("per_ten_seconds = 5\nmax_queue_wait_ms = 15000").await;
+    w.sandbox.limits().configure(5, 5, true);
+    let results = burst(&w, 8, reqwest::Method::GET, "/crm/v3/objects/contacts").await;
+    assert!(results.iter().all(|r| r.0 == 200), "{results:?}");
+    let waited = results
+        .iter()
+        .filter(|r| r.3 >= Duration::from_secs(10))
+        .count();
+    assert_eq!(waited, 3, "three waited for the window: {results:?}");
+    assert_eq!(w.sandbox.limits().rejected(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubspot_rolling_429_is_retried_and_daily_is_not() {
+    let w = world("per_ten_seconds = 100").await;
+    w.sandbox.inject(429, Some("TEN_SECONDLY_ROLLING"));
+    let body = r#"{"properties":{"email":"retry@example.com"}}"#;
+    let r = client()
+        .post(w.proxy.url("/__sandbox/echo"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = w.sandbox.requests();
+    assert_eq!(seen.len(), 2);
+    let sha = hex::encode(Sha256::digest(body.as_bytes()));
+    assert!(seen
+        .iter()
+        .all(|r| r.body_sha256 == sha && r.bearer() == Some(TOKEN_A)));
+
+    w.sandbox.inject(429, Some("DAILY"));
+    let r = client()
+        .post(w.proxy.url("/__sandbox/echo"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let json: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(json["policyName"], "DAILY");
+    assert_eq!(w.sandbox.request_count(), 3, "DAILY is never retried");
+    let status: serde_json::Value = client()
+        .get(w.proxy.admin_url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(status["accounts"][0]["daily_limit_hit_unix"].is_u64());
+    let text = metrics(&w).await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"hubspot_proxy_retries_total{account="main",reason="rate_limited"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"hubspot_proxy_upstream_rate_limited_total{account="main",policy="daily"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_errors_are_retried_only_for_idempotent_methods() {
+    let w = world("per_ten_seconds = 100").await;
+    w.sandbox.inject(503, None);
+    assert_eq!(
+        client()
+            .get(w.proxy.url("/crm/v3/objects/contacts"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(w.sandbox.request_count(), 2);
+
+    w.sandbox.inject(503, None);
+    let r = client()
+        .post(w.proxy.url("/crm/v3/objects/contacts"))
+        .body(r#"{"properties":{}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        503,
+        "a POST may have been acted on: never resent"
+    );
+    assert_eq!(w.sandbox.request_count(), 3);
+
+    w.sandbox.inject(502, None);
+    w.sandbox.inject(524, None);
+    let body = "x".repeat(50_000);
+    let r = client()
+        .put(w.proxy.url("/__sandbox/echo"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let puts: Vec<_> = w.sandbox.requests().into_iter().skip(3).collect();
+    assert_eq!(puts.len(), 3, "two retries");
+    let sha = hex::encode(Sha256::digest(body.as_bytes()));
+    assert!(puts.iter().all(|p| p.body_sha256 == sha));
+    let text = metrics(&w).await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"hubspot_proxy_retries_total{account="main",reason="upstream_5xx"}"#
+        ),
+        Some(3.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_follows_hubspots_lower_max() {
+    for adaptive in [true, false] {
+        let w = world(&format!("per_ten_seconds = 20\nmax_queue_wait_ms = 500\nmax_retries_429 = 0\nadaptive = {adaptive}")).await;
+        w.sandbox.limits().configure(6, 5, true);
+        assert_eq!(
+            client()
+                .get(w.proxy.url("/crm/v3/objects/contacts"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let results = burst(&w, 10, reqwest::Method::GET, "/crm/v3/objects/contacts").await;
+        let ok = results.iter().filter(|r| r.0 == 200).count();
+        if adaptive {
+            assert_eq!(ok, 5, "{results:?}");
+            assert_eq!(
+                w.sandbox.limits().rejected(),
+                0,
+                "shaped to HubSpot's Max of 6"
+            );
+            assert!(w
+                .proxy
+                .log()
+                .contains("HubSpot reports a lower 10-second limit"));
+        } else {
+            assert!(
+                w.sandbox.limits().rejected() > 0,
+                "without adaptive shaping HubSpot answers 429"
+            );
+        }
+    }
+}
