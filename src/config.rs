@@ -41,6 +41,9 @@ pub struct ServerConfig {
     /// `POST /quitquitquit` on the admin listener starts a shutdown (for Kubernetes Jobs).
     #[serde(default)]
     pub enable_quit: bool,
+    /// Data-plane threads, each with its own listener and upstream pool; 0 means one per core.
+    #[serde(default)]
+    pub workers: usize,
     /// One log line per request at info level (account, method, status, duration, correlation id).
     #[serde(default)]
     pub access_log: bool,
@@ -293,6 +296,7 @@ impl Default for ServerConfig {
             shutdown_min_delay_secs: 0,
             enable_quit: false,
             access_log: false,
+            workers: 0,
             header_read_timeout_secs: default_header_read_timeout_secs(),
             max_header_count: default_max_header_count(),
             max_header_bytes: default_max_header_bytes(),

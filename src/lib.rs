@@ -19,6 +19,7 @@ pub mod ratelimit;
 pub mod sandbox;
 pub mod server;
 pub mod upstream;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub enum StartError {
     Upstream(#[from] upstream::UpstreamBuildError),
     #[error(transparent)]
     Bind(#[from] server::BindError),
+    #[error("cannot start the proxy's worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// A started proxy: its bound addresses, and the handles to reload and stop it.
@@ -56,7 +59,7 @@ pub struct Running {
     stop_proxy: watch::Sender<bool>,
     min_delay: Duration,
     stop_background: watch::Sender<bool>,
-    proxy_task: JoinHandle<()>,
+    workers: workers::Workers,
     admin_task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
 }
@@ -67,12 +70,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (stop_background, background_rx) = watch::channel(false);
     let (accounts, background) = build_accounts(&config, &metrics, &reload, &background_rx)?;
     let accounts = Arc::new(accounts);
-    let upstream = Upstream::new(&config.upstream)?;
     let lifecycle = Arc::new(Lifecycle::default());
 
-    let proxy_listener = server::bind(config.server.listen, "server.listen").await?;
+    let worker_count = match config.server.workers {
+        0 => workers::default_count(),
+        n => n,
+    };
+    let (proxy_listeners, proxy_addr) = workers::bind(config.server.listen, worker_count)?;
     let admin_listener = server::bind(config.server.admin_listen, "server.admin_listen").await?;
-    let proxy_addr = proxy_listener.local_addr().expect("bound socket");
     let admin_addr = admin_listener.local_addr().expect("bound socket");
 
     let limits = ConnectionLimits {
@@ -81,24 +86,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         max_header_bytes: config.server.max_header_bytes,
     };
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let proxy = Arc::new(Proxy::new(
-        upstream,
-        Router::new(accounts.clone(), &config.legacy),
-        metrics.clone(),
-        RequestLimits::from_config(&config.server),
-        config.server.access_log,
-    ));
+    // Each worker gets its own proxy: its own upstream pool, nothing shared but Arcs.
+    let proxies = (0..worker_count)
+        .map(|_| {
+            Ok(Proxy::new(
+                Upstream::new(&config.upstream)?,
+                Router::new(accounts.clone(), &config.legacy),
+                metrics.clone(),
+                RequestLimits::from_config(&config.server),
+                config.server.access_log,
+            ))
+        })
+        .collect::<Result<Vec<_>, StartError>>()?;
     let (stop_proxy, proxy_rx) = watch::channel(false);
-    let proxy_task = tokio::spawn(server::serve(
-        proxy_listener,
-        move |request, _peer| {
-            let proxy = proxy.clone();
-            async move { proxy.handle(request).await }
-        },
-        limits,
-        proxy_rx,
-        grace,
-    ));
+    let workers = workers::Workers::spawn(proxy_listeners, proxies, limits, proxy_rx, grace)
+        .map_err(StartError::Workers)?;
     let admin = Arc::new(admin::Admin::new(
         accounts.clone(),
         metrics,
@@ -115,7 +117,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         background_rx,
         Duration::from_secs(1),
     ));
-    tracing::info!(addr = %proxy_addr, "proxy listening");
+    tracing::info!(addr = %proxy_addr, workers = worker_count, "proxy listening");
     tracing::info!(addr = %admin_addr, "admin listening");
     Ok(Running {
         min_delay: Duration::from_secs(config.server.shutdown_min_delay_secs),
@@ -126,7 +128,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         reload,
         stop_proxy,
         stop_background,
-        proxy_task,
+        workers,
         admin_task,
         background,
     })
@@ -192,7 +194,7 @@ impl Running {
         }
         tracing::info!("shutting down: draining in-flight requests");
         let _ = self.stop_proxy.send(true);
-        let _ = self.proxy_task.await;
+        self.workers.finished().await;
         let _ = self.stop_background.send(true);
         let _ = self.admin_task.await;
         for task in self.background {

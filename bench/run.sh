@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Side-by-side load benchmark: hubspot-auth-proxy vs nginx doing the same job, on loopback.
+#
+#   bench/run.sh            # about 4 minutes; writes bench/results.md
+#   ROUNDS=1 DURATION=5 bench/run.sh   # a quick look
+#
+# Upstream: nginx answering a small JSON body, only for the right bearer (401 otherwise).
+# Competitor: nginx as a reverse proxy with a keep-alive upstream pool, Authorization and Host set.
+# Ours: the release binary with one static token (shaping off: nginx does none either).
+# Load: wrk, 1 thread, 32 and 256 connections, alternating rounds. Also the direct-to-upstream
+# ceiling, RSS idle / after load / after 1,000 keep-alive connections, and a run with the token
+# file rewritten and SIGHUP'd every 100 ms.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+OUT=bench/out
+RESULTS=bench/results.md
+UPSTREAM_PORT=18081 NGINX_PORT=18082 PROXY_PORT=18083 ADMIN_PORT=18093
+TOKEN_A=pat-na1-bench-aaaa TOKEN_B=pat-na1-bench-bbbb
+
+need() { command -v "$1" >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq "$2" >/dev/null; }; }
+need nginx nginx
+need wrk wrk
+ulimit -n 65536 2>/dev/null || true
+
+rm -rf "$OUT" && mkdir -p "$OUT"
+cargo build --release --locked --quiet
+BIN=target/release/hubspot-auth-proxy
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+cat > "$OUT/upstream.conf" <<CONF
+worker_processes 1;
+error_log $PWD/$OUT/upstream-error.log warn;
+pid $PWD/$OUT/upstream.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  map \$http_authorization \$bearer_ok { "Bearer $TOKEN_A" 1; "Bearer $TOKEN_B" 1; default 0; }
+  server {
+    listen 127.0.0.1:$UPSTREAM_PORT;
+    keepalive_requests 1000000;
+    location / {
+      default_type application/json;
+      if (\$bearer_ok = 0) { return 401 '{"status":"error","category":"INVALID_AUTHENTICATION"}'; }
+      return 200 '{"results":[{"id":"101","properties":{"email":"ada@example.com"}}]}';
+    }
+  }
+}
+CONF
+
+cat > "$OUT/nginx-proxy.conf" <<CONF
+worker_processes auto;
+error_log $PWD/$OUT/nginx-proxy-error.log warn;
+pid $PWD/$OUT/nginx-proxy.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream hubspot { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://hubspot;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host 127.0.0.1:$UPSTREAM_PORT;
+      proxy_set_header Authorization "Bearer $TOKEN_A";
+    }
+  }
+}
+CONF
+
+printf %s "$TOKEN_A" > "$OUT/token"
+cat > "$OUT/proxy.toml" <<CONF
+[server]
+listen = "127.0.0.1:$PROXY_PORT"
+admin_listen = "127.0.0.1:$ADMIN_PORT"
+[upstream]
+base_url = "http://127.0.0.1:$UPSTREAM_PORT"
+[[accounts]]
+name = "main"
+token = { file = "$PWD/$OUT/token" }
+[accounts.rate_limit]
+per_ten_seconds = 0
+CONF
+
+nginx -c "$PWD/$OUT/upstream.conf" -g 'daemon off;' & pids+=($!)
+nginx -c "$PWD/$OUT/nginx-proxy.conf" -g 'daemon off;' & pids+=($!)
+"$BIN" --log-level warn serve --config "$OUT/proxy.toml" 2>"$OUT/proxy.log" & PROXY_PID=$!; pids+=($PROXY_PID)
+
+wait_for() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+wait_for "http://127.0.0.1:$UPSTREAM_PORT/"
+wait_for "http://127.0.0.1:$NGINX_PORT/"
+wait_for "http://127.0.0.1:$ADMIN_PORT/readyz"
+# Both proxies must really authenticate: the upstream refuses requests without the bearer.
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$UPSTREAM_PORT/crm/v3/objects/contacts")" = 401 ]
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$NGINX_PORT/crm/v3/objects/contacts")" = 200 ]
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts")" = 200 ]
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$PROXY_PID/status"; }
+RSS_IDLE=$(rss_kib)
+
+# One wrk run: prints "rps p50_ms p99_ms non2xx errors". Clients send a bearer of their own:
+# both proxies must replace it; the direct run sends the real one.
+load() { # name url connections [bearer]
+  local file="$OUT/wrk-$1-c$3-$RANDOM.txt"
+  wrk -t1 -c"$3" -d"${DURATION}s" --latency -H "Authorization: Bearer ${4:-client-supplied}" "$2" > "$file" 2>&1 || true
+  python3 - "$file" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v); n = float(m.group(1))
+    return n / 1000 if m.group(2) == "us" else n * 1000 if m.group(2) == "s" else n
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+p50 = ms(re.search(r"50%\s+(\S+)", t).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
+non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", t)) else 0
+errs = sum(int(x) for x in m.groups()) if (m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)) else 0
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {non2xx} {errs}")
+PY
+}
+
+# The direct run authenticates with the token too, so the ceiling is a 200 like the others.
+DIRECT="http://127.0.0.1:$UPSTREAM_PORT/crm/v3/objects/contacts"
+declare -A R
+for c in 32 256; do
+  for round in $(seq "$ROUNDS"); do
+    R[direct,$c,$round]=$(load direct "$DIRECT" "$c" "$TOKEN_A")
+    R[nginx,$c,$round]=$(load nginx "http://127.0.0.1:$NGINX_PORT/crm/v3/objects/contacts" "$c")
+    R[proxy,$c,$round]=$(load proxy "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts" "$c")
+    echo "c=$c round $round: direct ${R[direct,$c,$round]} | nginx ${R[nginx,$c,$round]} | proxy ${R[proxy,$c,$round]}" >&2
+  done
+done
+RSS_LOADED=$(rss_kib)
+
+# 1,000 keep-alive connections held open under load.
+R1000=$(load proxy1000 "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts" 1000)
+RSS_1000=$(rss_kib)
+
+# Token swaps every 100 ms (file rewrite + SIGHUP), against the static case measured just before.
+STATIC_SWAPCMP=$(load proxy "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts" 32)
+( i=0; while true; do
+    if (( i % 2 )); then t=$TOKEN_A; else t=$TOKEN_B; fi
+    printf %s "$t" > "$OUT/token.tmp" && mv "$OUT/token.tmp" "$OUT/token" && kill -HUP "$PROXY_PID"
+    i=$((i+1)); sleep 0.1
+  done ) & SWAPPER=$!; pids+=($SWAPPER)
+SWAP=$(load proxy-swap "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts" 32)
+kill "$SWAPPER"
+RELOADS=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^hubspot_proxy_token_reloads_total.*success/ {print $2}')
+
+python3 - "$ROUNDS" "$RSS_IDLE" "$RSS_LOADED" "$RSS_1000" "$R1000" "$STATIC_SWAPCMP" "$SWAP" "$RELOADS" "$RESULTS" "$DURATION" <<PY
+import statistics, sys, platform, subprocess, datetime
+rounds, rss_idle, rss_loaded, rss_1000, r1000, static_cmp, swap, reloads, out, duration = sys.argv[1:]
+rounds = int(rounds)
+runs = {}
+$(for k in "${!R[@]}"; do echo "runs['$k'] = '${R[$k]}'.split()"; done)
+def agg(name, c, i):
+    vals = [float(runs[f"{name},{c},{r}"][i]) for r in range(1, rounds + 1)]
+    return statistics.median(vals)
+def total(name, c, i):
+    return sum(int(runs[f"{name},{c},{r}"][i]) for r in range(1, rounds + 1))
+lines = []
+cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
+lines.append(f"# Benchmark results\n\nMeasured {datetime.date.today()} on {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, with \`bench/run.sh\` "
+             f"({rounds} alternating rounds of {duration} s each, wrk 1 thread; medians shown).\n")
+lines.append("| target | conns | req/s | p50 ms | p99 ms | non-2xx | socket errors |")
+lines.append("|---|---|---|---|---|---|---|")
+for c in (32, 256):
+    for name, label in (("direct", "upstream directly (ceiling)"), ("nginx", "nginx reverse proxy"), ("proxy", "hubspot-auth-proxy")):
+        lines.append(f"| {label} | {c} | {agg(name,c,0):.0f} | {agg(name,c,1):.3f} | {agg(name,c,2):.3f} | {total(name,c,3)} | {total(name,c,4)} |")
+lines.append("\n| ratio (hubspot-auth-proxy / nginx) | 32 conns | 256 conns | target |")
+lines.append("|---|---|---|---|")
+lines.append(f"| requests/s | {agg('proxy',32,0)/agg('nginx',32,0):.2f} | {agg('proxy',256,0)/agg('nginx',256,0):.2f} | >= 1.25 |")
+lines.append(f"| p99 latency | {agg('proxy',32,2)/agg('nginx',32,2):.2f} | {agg('proxy',256,2)/agg('nginx',256,2):.2f} | <= 1.00 at 32 |")
+r1000 = r1000.split(); st = static_cmp.split(); sw = swap.split()
+lines.append("\n| hubspot-auth-proxy | value | target |")
+lines.append("|---|---|---|")
+lines.append(f"| RSS idle | {int(rss_idle)/1024:.1f} MiB | |")
+lines.append(f"| RSS after the 32/256-connection rounds | {int(rss_loaded)/1024:.1f} MiB | |")
+lines.append(f"| RSS after 1,000 keep-alive connections | {int(rss_1000)/1024:.1f} MiB | <= 20 MiB |")
+lines.append(f"| 1,000 connections: req/s, p99, non-2xx, errors | {float(r1000[0]):.0f}, {float(r1000[2]):.1f} ms, {r1000[3]}, {r1000[4]} | zero non-2xx |")
+lines.append(f"| token swapped every 100 ms: req/s vs static (32 conns) | {float(sw[0]):.0f} vs {float(st[0]):.0f} ({100*float(sw[0])/float(st[0]):.1f}%) | >= 95% |")
+lines.append(f"| token swap run: non-2xx, socket errors, reloads done | {sw[3]}, {sw[4]}, {reloads} | zero failures |")
+text = "\n".join(lines) + "\n"
+open(out, "w").write(text)
+print(text)
+PY
