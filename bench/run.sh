@@ -113,11 +113,15 @@ load() { # name url connections [bearer]
   python3 - "$file" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
+if "Requests/sec" not in t or "99%" not in t:
+    sys.stderr.write(f"wrk failed, see {sys.argv[1]}:\n{t}\n")
+    print("0 0 0 0 1")
+    sys.exit(0)
 def ms(v):
     m = re.match(r"([\d.]+)(us|ms|s)", v); n = float(m.group(1))
     return n / 1000 if m.group(2) == "us" else n * 1000 if m.group(2) == "s" else n
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", t).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1)); p99 = ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
 non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", t)) else 0
 errs = sum(int(x) for x in m.groups()) if (m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)) else 0
 print(f"{rps:.0f} {p50:.3f} {p99:.3f} {non2xx} {errs}")

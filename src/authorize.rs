@@ -136,6 +136,7 @@ fn prepare(config: &Config, args: &AuthorizeArgs, port: u16) -> Result<Flow, Aut
         oauth.token_url(&config.upstream),
         Duration::from_secs(oauth.token_timeout_secs),
         config.upstream.ca_file.as_deref(),
+        config.upstream.proxy_url.as_deref(),
     )
     .map_err(|e| AuthorizeError::Config(format!("{key}.token_url: {e}")))?;
     let verifier = random_b64(32);

@@ -21,6 +21,35 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     #[serde(default)]
     pub legacy: LegacyConfig,
+    /// When any is listed, every request must name one with `X-Auth-Proxy-Key`.
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+}
+
+/// A caller of the proxy, identified by a key it sends; scoped to accounts and method+path rules.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub name: String,
+    /// SHA-256 hex of the key the client sends in `X-Auth-Proxy-Key`.
+    pub key_sha256: String,
+    /// Accounts it may use; absent means all.
+    #[serde(default)]
+    pub accounts: Option<Vec<String>>,
+    /// `"METHOD /path/glob"` rules (`*` for any method); absent means everything.
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+}
+
+/// Inbound TLS on the proxy listener; certificate and key are re-read when they change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Clients must present a certificate from this CA (mutual TLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,6 +70,14 @@ pub struct ServerConfig {
     /// `POST /quitquitquit` on the admin listener starts a shutdown (for Kubernetes Jobs).
     #[serde(default)]
     pub enable_quit: bool,
+    /// Peers outside these networks get 403 PROXY_FORBIDDEN_NETWORK.
+    #[serde(default = "default_allowed_networks")]
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    /// Take the client address from the last X-Forwarded-For entry (only behind a trusted hop).
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Data-plane threads, each with its own listener and upstream pool; 0 means one per core.
     #[serde(default)]
     pub workers: usize,
@@ -72,6 +109,9 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout_secs: u64,
     #[serde(default = "default_pool_max_idle_per_host")]
     pub pool_max_idle_per_host: usize,
+    /// An HTTP CONNECT proxy for HubSpot and token calls; unset, HTTPS_PROXY/NO_PROXY apply.
+    #[serde(default)]
+    pub proxy_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,6 +256,9 @@ pub enum HapikeyMode {
 pub struct LegacyKey {
     pub sha256: String,
     pub account: String,
+    /// The `[[clients]]` entry this key also identifies, for scoping migrated scripts.
+    #[serde(default)]
+    pub client: Option<String>,
 }
 
 impl Default for LegacyConfig {
@@ -258,6 +301,14 @@ fn default_admin_listen() -> SocketAddr {
 fn default_max_body_bytes() -> u64 {
     10 * 1024 * 1024
 }
+/// Loopback only: a proxy that holds HubSpot credentials is closed until opened on purpose.
+pub fn default_allowed_networks() -> Vec<ipnet::IpNet> {
+    vec![
+        "127.0.0.0/8".parse().expect("valid network"),
+        "::1/128".parse().expect("valid network"),
+    ]
+}
+
 fn default_shutdown_grace_secs() -> u64 {
     25
 }
@@ -297,6 +348,9 @@ impl Default for ServerConfig {
             enable_quit: false,
             access_log: false,
             workers: 0,
+            allowed_networks: default_allowed_networks(),
+            trust_forwarded_for: false,
+            tls: None,
             header_read_timeout_secs: default_header_read_timeout_secs(),
             max_header_count: default_max_header_count(),
             max_header_bytes: default_max_header_bytes(),
@@ -313,6 +367,7 @@ impl Default for UpstreamConfig {
             ca_file: None,
             pool_idle_timeout_secs: default_pool_idle_timeout_secs(),
             pool_max_idle_per_host: default_pool_max_idle_per_host(),
+            proxy_url: None,
         }
     }
 }
@@ -423,6 +478,7 @@ impl Config {
         self.validate_upstream(&mut problems);
         self.validate_accounts(&mut problems);
         self.validate_legacy(&mut problems);
+        self.validate_clients(&mut problems);
         problems
     }
 
@@ -547,6 +603,51 @@ impl Config {
         }
     }
 
+    fn validate_clients(&self, out: &mut Vec<Problem>) {
+        let mut names = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            let at = format!("clients[{i}]");
+            if !valid_account_name(&client.name) || !names.insert(client.name.as_str()) {
+                out.push(problem(
+                    format!("{at}.name"),
+                    format!("{:?} is not a valid, unique name", client.name),
+                ));
+            }
+            if parse_sha256(&client.key_sha256).is_none() {
+                out.push(problem(
+                    format!("{at}.key_sha256"),
+                    "must be 64 hex digits (make one with `hubspot-auth-proxy hash-key`)",
+                ));
+            } else if !keys.insert(client.key_sha256.to_ascii_lowercase()) {
+                out.push(problem(format!("{at}.key_sha256"), "listed twice"));
+            }
+            for (j, account) in client.accounts.iter().flatten().enumerate() {
+                if !self.accounts.iter().any(|a| &a.name == account) {
+                    out.push(problem(
+                        format!("{at}.accounts[{j}]"),
+                        format!("no account is named {account:?}"),
+                    ));
+                }
+            }
+            for (j, rule) in client.allow.iter().flatten().enumerate() {
+                if let Err(message) = parse_rule(rule) {
+                    out.push(problem(format!("{at}.allow[{j}]"), message));
+                }
+            }
+        }
+        for (i, key) in self.legacy.keys.iter().enumerate() {
+            if let Some(client) = &key.client {
+                if !self.clients.iter().any(|c| &c.name == client) {
+                    out.push(problem(
+                        format!("legacy.keys[{i}].client"),
+                        format!("no [[clients]] entry is named {client:?}"),
+                    ));
+                }
+            }
+        }
+    }
+
     /// Index of the default account: the one marked `default = true`, else the first.
     pub fn default_account_index(&self) -> usize {
         self.accounts.iter().position(|a| a.default).unwrap_or(0)
@@ -562,6 +663,22 @@ pub fn developer_path_glob(glob: &str) -> Result<globset::Glob, String> {
         .literal_separator(true)
         .build()
         .map_err(|e| format!("{glob:?} is not a valid glob: {e}"))
+}
+
+/// `"GET /crm/v3/objects/**"`: a method (or `*`) and a path glob.
+pub fn parse_rule(rule: &str) -> Result<(Option<http::Method>, globset::GlobMatcher), String> {
+    let (method, path) = rule
+        .split_once(' ')
+        .ok_or_else(|| format!("{rule:?} must be \"METHOD /path/glob\""))?;
+    let method = match method {
+        "*" => None,
+        m => Some(
+            http::Method::from_bytes(m.as_bytes())
+                .map_err(|_| format!("{m:?} in {rule:?} is not an HTTP method"))?,
+        ),
+    };
+    let glob = developer_path_glob(path.trim())?;
+    Ok((method, glob.compile_matcher()))
 }
 
 pub fn parse_sha256(hex_digest: &str) -> Option<[u8; 32]> {

@@ -100,6 +100,7 @@ fn activate_oauth(
         url.clone(),
         std::time::Duration::from_secs(oauth.token_timeout_secs),
         config.upstream.ca_file.as_deref(),
+        config.upstream.proxy_url.as_deref(),
     )
     .map_err(|e| CredentialError {
         key: format!("{key}.oauth.token_url"),

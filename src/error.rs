@@ -45,6 +45,12 @@ pub enum ProxyError {
     UnknownApiKey,
     #[error("HubSpot retired account API keys on 2022-11-30, and this proxy rejects them. Remove ?hapikey= from the URL: the proxy adds the account's credentials itself.")]
     ApiKeyRejected,
+    #[error("This proxy does not accept requests from your network address.")]
+    ForbiddenNetwork,
+    #[error("This proxy requires a client key: send it in the X-Auth-Proxy-Key header.")]
+    Unauthenticated,
+    #[error("Client '{client}' may not make this request: {reason}.")]
+    Forbidden { client: Arc<str>, reason: String },
     #[error("No usable HubSpot token for account '{account}' yet; try again shortly.")]
     NoToken { account: Arc<str> },
     #[error(
@@ -67,6 +73,8 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::ClientBody => StatusCode::BAD_REQUEST,
             ProxyError::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UnknownAccount => StatusCode::BAD_REQUEST,
+            ProxyError::ForbiddenNetwork | ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ProxyError::UnknownApiKey | ProxyError::ApiKeyRejected => StatusCode::UNAUTHORIZED,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
@@ -83,6 +91,9 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::ClientBody => "PROXY_BAD_REQUEST",
             ProxyError::NoToken { .. } => "PROXY_NO_TOKEN",
             ProxyError::UnknownAccount => "PROXY_UNKNOWN_ACCOUNT",
+            ProxyError::ForbiddenNetwork => "PROXY_FORBIDDEN_NETWORK",
+            ProxyError::Unauthenticated => "PROXY_UNAUTHENTICATED",
+            ProxyError::Forbidden { .. } => "PROXY_FORBIDDEN",
             ProxyError::UnknownApiKey => "PROXY_UNKNOWN_API_KEY",
             ProxyError::ApiKeyRejected => "PROXY_API_KEY_REJECTED",
             ProxyError::RateLimited { .. } => "PROXY_RATE_LIMITED",

@@ -4,6 +4,7 @@
 //! proxy; the binary and the integration tests both enter here.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod account;
 pub mod admin;
 pub mod admin_client;
@@ -11,6 +12,7 @@ pub mod authorize;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod egress;
 pub mod error;
 pub mod lifecycle;
 pub mod metrics;
@@ -18,6 +20,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod sandbox;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 pub mod workers;
 
@@ -45,6 +48,8 @@ pub enum StartError {
     Upstream(#[from] upstream::UpstreamBuildError),
     #[error(transparent)]
     Bind(#[from] server::BindError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot start the proxy's worker threads: {0}")]
     Workers(std::io::Error),
 }
@@ -86,10 +91,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         max_header_bytes: config.server.max_header_bytes,
     };
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    if access::exposed_without_protection(&config) {
+        tracing::warn!(
+            listen = %config.server.listen,
+            "server.listen is not a loopback address, but server.allowed_networks is the default (loopback only), no [[clients]] keys are required and there is no [server.tls]: clients elsewhere will be refused, and anyone who can open allowed_networks gets the HubSpot credentials"
+        );
+    }
+    let access = Arc::new(access::Access::new(&config, &metrics));
     // Each worker gets its own proxy: its own upstream pool, nothing shared but Arcs.
     let proxies = (0..worker_count)
         .map(|_| {
             Ok(Proxy::new(
+                access.clone(),
                 Upstream::new(&config.upstream)?,
                 Router::new(accounts.clone(), &config.legacy),
                 metrics.clone(),
@@ -99,7 +112,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         })
         .collect::<Result<Vec<_>, StartError>>()?;
     let (stop_proxy, proxy_rx) = watch::channel(false);
-    let workers = workers::Workers::spawn(proxy_listeners, proxies, limits, proxy_rx, grace)
+    let mut background = background;
+    let tls = match &config.server.tls {
+        None => None,
+        Some(tls_config) => {
+            let acceptor: tls::SharedAcceptor =
+                Arc::new(arc_swap::ArcSwap::from_pointee(tls::load(tls_config)?));
+            background.push(tls::spawn_watcher(
+                tls_config.clone(),
+                acceptor.clone(),
+                background_rx.clone(),
+            ));
+            Some(acceptor)
+        }
+    };
+    let workers = workers::Workers::spawn(proxy_listeners, proxies, limits, tls, proxy_rx, grace)
         .map_err(StartError::Workers)?;
     let admin = Arc::new(admin::Admin::new(
         accounts.clone(),
@@ -114,6 +141,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             async move { response }
         },
         limits,
+        None,
         background_rx,
         Duration::from_secs(1),
     ));

@@ -47,6 +47,8 @@ pub struct Metrics {
     queue_wait: HistogramVec,
     shaping_rejected: IntCounterVec,
     retries: IntCounterVec,
+    denied: IntCounterVec,
+    client_requests: IntCounterVec,
 }
 
 /// Why a request was sent to HubSpot again.
@@ -287,6 +289,18 @@ impl Metrics {
             "Requests sent to HubSpot again, by reason.",
             &["account", "reason"],
         );
+        let denied = counter_vec(
+            &registry,
+            "hubspot_proxy_denied_total",
+            "Requests refused before reaching HubSpot: network, unauthenticated, forbidden.",
+            &["reason"],
+        );
+        let client_requests = counter_vec(
+            &registry,
+            "hubspot_proxy_client_requests_total",
+            "Requests allowed, by [[clients]] name.",
+            &["client"],
+        );
         register_build_info(&registry);
         register_process_collector(&registry);
         Metrics {
@@ -311,7 +325,19 @@ impl Metrics {
             queue_wait,
             shaping_rejected,
             retries,
+            denied,
+            client_requests,
         }
+    }
+
+    /// The counter for one refusal reason (network, unauthenticated, forbidden).
+    pub fn denied(&self, reason: &str) -> IntCounter {
+        self.denied.with_label_values(&[reason])
+    }
+
+    /// The counter for one configured client; names come from the config, so they are bounded.
+    pub fn client_requests(&self, client: &str) -> IntCounter {
+        self.client_requests.with_label_values(&[client])
     }
 
     /// Handles for one account, resolved once at startup so requests do no label hashing.

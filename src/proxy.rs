@@ -82,6 +82,7 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 pub struct Proxy {
+    access: Arc<crate::access::Access>,
     upstream: Upstream,
     router: Router,
     metrics: Arc<Metrics>,
@@ -91,6 +92,7 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(
+        access: Arc<crate::access::Access>,
         upstream: Upstream,
         router: Router,
         metrics: Arc<Metrics>,
@@ -98,6 +100,7 @@ impl Proxy {
         access_log: bool,
     ) -> Self {
         Proxy {
+            access,
             upstream,
             router,
             metrics,
@@ -106,13 +109,17 @@ impl Proxy {
         }
     }
 
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: std::net::SocketAddr,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let _inflight = self.metrics.inflight();
         let method = request.method().clone();
         let log_this = self.access_log || tracing::enabled!(tracing::Level::DEBUG);
         let target = log_this.then(|| loggable_target(request.uri()));
-        let (account, response) = match self.forward(request, started).await {
+        let (account, response) = match self.forward(request, peer, started).await {
             Ok((account, response)) => (account, response),
             Err(Refused { account, error }) => {
                 tracing::warn!(account = %account.name, %method, category = error.category(), "{error}");
@@ -153,16 +160,41 @@ impl Proxy {
     async fn forward(
         &self,
         request: Request<Incoming>,
+        peer: std::net::SocketAddr,
         started: Instant,
     ) -> Result<(&Arc<Account>, Response<ProxyBody>), Refused<'_>> {
         let default = self.router.default_account();
         let refuse = |account, error| Refused { account, error };
+        self.access
+            .check_network(peer, request.headers())
+            .map_err(|e| refuse(default, e))?;
         self.limits
             .check(&request)
             .map_err(|e| refuse(default, e))?;
         let (mut parts, body) = request.into_parts();
+        let key_client = self
+            .access
+            .key_client(&mut parts.headers)
+            .map_err(|e| refuse(default, e))?;
+        let has_hapikey = parts.uri.query().is_some_and(hapikey::present);
+        if self.access.requires_client_key() && key_client.is_none() && !has_hapikey {
+            // Refused before routing, so no unauthenticated caller learns which accounts exist.
+            return Err(refuse(default, self.access.unauthenticated()));
+        }
         let routed = self.router.route(&mut parts)?;
         let account = routed.account;
+        if self.access.requires_client_key() {
+            let client = key_client
+                .or_else(|| {
+                    routed
+                        .legacy_client
+                        .and_then(|n| self.access.client_named(n))
+                })
+                .ok_or_else(|| refuse(account, self.access.unauthenticated()))?;
+            self.access
+                .authorize(client, &account.name, &parts.method, parts.uri.path())
+                .map_err(|e| refuse(account, e))?;
+        }
         account.metrics.api_request(parts.uri.path());
         let deadline = tokio::time::Instant::from_std(started) + self.upstream.timeout();
         let search = ratelimit::is_search(&parts.method, parts.uri.path());

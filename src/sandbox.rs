@@ -120,6 +120,7 @@ impl Sandbox {
             listener,
             move |request, _peer| handle(handler_state.clone(), request),
             limits,
+            None,
             stop_rx,
             std::time::Duration::from_secs(1),
         ));

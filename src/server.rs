@@ -1,23 +1,26 @@
-//! Listeners: accept loops, the HTTP/1.1 + h2c connection builder, and graceful draining.
+//! Listeners: accept loops, optional TLS, the HTTP/1.1 + h2 connection builder, and draining.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::proxy::body::ProxyBody;
+use crate::tls::SharedAcceptor;
 
 /// Per-connection settings that protect the listener from slow or oversized clients.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
+    /// Also bounds the TLS handshake.
     pub header_read_timeout: Duration,
     /// hyper's own hard caps sit above the handler's 431 checks, so that clients
     /// normally get the JSON answer and only absurd requests are cut off by hyper.
@@ -56,19 +59,34 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// What every connection task shares.
+struct Shared<H> {
+    builder: auto::Builder<TokioExecutor>,
+    handler: H,
+    tls: Option<SharedAcceptor>,
+    handshake_timeout: Duration,
+}
+
 /// Serves `listener` until `stop` turns true, then lets open connections finish for up to `grace`.
 pub async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     limits: ConnectionLimits,
+    tls: Option<SharedAcceptor>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let builder = limits.builder();
-    let graceful = GracefulShutdown::new();
+    let shared = Arc::new(Shared {
+        builder: limits.builder(),
+        handler,
+        tls,
+        handshake_timeout: limits.header_read_timeout,
+    });
+    // Each connection task holds a sender; when all are dropped, every connection has ended.
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -84,10 +102,17 @@ pub async fn serve<H, F>(
                 continue;
             }
         };
-        serve_connection(&builder, &graceful, stream, peer, handler.clone());
+        tokio::spawn(connection(
+            shared.clone(),
+            stream,
+            peer,
+            stop.clone(),
+            alive.clone(),
+        ));
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    drop(alive);
+    if tokio::time::timeout(grace, all_closed.recv())
         .await
         .is_err()
     {
@@ -98,29 +123,61 @@ pub async fn serve<H, F>(
     }
 }
 
-fn serve_connection<H, F>(
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
+async fn connection<H, F>(
+    shared: Arc<Shared<H>>,
     stream: TcpStream,
     peer: SocketAddr,
-    handler: H,
+    stop: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     // Small JSON exchanges dominate; Nagle would add up to 40 ms to each.
     let _ = stream.set_nodelay(true);
+    match &shared.tls {
+        None => drive(&shared, stream, peer, stop).await,
+        Some(acceptor) => {
+            let acceptor = acceptor.load_full();
+            match tokio::time::timeout(shared.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => drive(&shared, tls, peer, stop).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// Serves one connection; on shutdown, lets its current request finish, then closes it.
+async fn drive<H, F, I>(
+    shared: &Shared<H>,
+    io: I,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handler = shared.handler.clone();
     let service = hyper::service::service_fn(move |request| {
         let response = handler(request, peer);
         async move { Ok::<_, Infallible>(response.await) }
     });
-    let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .into_owned();
-    let connection = graceful.watch(connection);
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
+    let connection = shared.builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let finished = tokio::select! {
+        result = connection.as_mut() => Some(result),
+        _ = stop.wait_for(|stopped| *stopped) => None,
+    };
+    let result = match finished {
+        Some(result) => result,
+        None => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
         }
-    });
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
 }

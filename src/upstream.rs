@@ -16,6 +16,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::time::Instant;
 
 use crate::config::{parse_base_url, UpstreamConfig};
+use crate::egress::{proxy_for, Connector};
 use crate::error::{ProxyError, UpstreamErrorKind};
 use crate::proxy::body::{BodyTooLarge, OutboundBody};
 
@@ -27,10 +28,12 @@ pub enum UpstreamBuildError {
     CaFile { path: String, reason: String },
     #[error("upstream TLS setup failed: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Proxy(String),
 }
 
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, OutboundBody>,
+    client: Client<HttpsConnector<Connector>, OutboundBody>,
     scheme: Scheme,
     authority: Authority,
     host: HeaderValue,
@@ -46,12 +49,14 @@ impl Upstream {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
         http.set_keepalive(Some(Duration::from_secs(60)));
+        let egress =
+            proxy_for(config.proxy_url.as_deref(), &base).map_err(UpstreamBuildError::Proxy)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(Connector::new(http, egress));
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())

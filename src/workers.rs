@@ -12,6 +12,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::proxy::Proxy;
 use crate::server::{self, BindError, ConnectionLimits};
+use crate::tls::SharedAcceptor;
 
 /// How many workers `workers = 0` (the default) means: one per available core.
 pub fn default_count() -> usize {
@@ -59,16 +60,17 @@ impl Workers {
         listeners: Vec<std::net::TcpListener>,
         proxies: Vec<Proxy>,
         limits: ConnectionLimits,
+        tls: Option<SharedAcceptor>,
         stop: watch::Receiver<bool>,
         grace: Duration,
     ) -> std::io::Result<Workers> {
         let mut done = Vec::with_capacity(listeners.len());
         for (index, (listener, proxy)) in listeners.into_iter().zip(proxies).enumerate() {
             let (finished, receiver) = oneshot::channel();
-            let stop = stop.clone();
+            let (stop, tls) = (stop.clone(), tls.clone());
             std::thread::Builder::new()
                 .name(format!("proxy-worker-{index}"))
-                .spawn(move || run(listener, proxy, limits, stop, grace, finished))?;
+                .spawn(move || run(listener, proxy, limits, tls, stop, grace, finished))?;
             done.push(receiver);
         }
         Ok(Workers { done })
@@ -86,6 +88,7 @@ fn run(
     listener: std::net::TcpListener,
     proxy: Proxy,
     limits: ConnectionLimits,
+    tls: Option<SharedAcceptor>,
     stop: watch::Receiver<bool>,
     grace: Duration,
     finished: oneshot::Sender<()>,
@@ -103,11 +106,11 @@ fn run(
             }
         };
         let proxy = Arc::new(proxy);
-        let handler = move |request, _peer| {
+        let handler = move |request, peer| {
             let proxy = proxy.clone();
-            async move { proxy.handle(request).await }
+            async move { proxy.handle(request, peer).await }
         };
-        server::serve(listener, handler, limits, stop, grace).await;
+        server::serve(listener, handler, limits, tls, stop, grace).await;
     });
     let _ = finished.send(());
 }

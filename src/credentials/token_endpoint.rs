@@ -74,12 +74,23 @@ pub struct TokenEndpoint {
 }
 
 impl TokenEndpoint {
-    pub fn new(url: String, timeout: Duration, ca_file: Option<&Path>) -> Result<Self, String> {
+    /// `proxy_url` is `upstream.proxy_url`; token calls take the same egress route as API calls.
+    pub fn new(
+        url: String,
+        timeout: Duration,
+        ca_file: Option<&Path>,
+        proxy_url: Option<&str>,
+    ) -> Result<Self, String> {
+        let target: http::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .no_proxy()
             .user_agent(concat!("hubspot-auth-proxy/", env!("CARGO_PKG_VERSION")));
+        if let Some((proxy, _)) = crate::egress::proxy_for(proxy_url, &target)? {
+            let proxy = reqwest::Proxy::all(proxy.to_string()).map_err(|e| e.to_string())?;
+            builder = builder.proxy(proxy);
+        }
         if let Some(path) = ca_file {
             for cert in crate::upstream::load_pem_certs(path).map_err(|e| e.to_string())? {
                 let cert = reqwest::Certificate::from_der(&cert).map_err(|e| e.to_string())?;

@@ -28,6 +28,8 @@ pub enum Credential {
 pub struct Routed<'a> {
     pub account: &'a Arc<Account>,
     pub credential: Credential,
+    /// The `[[clients]]` name a mapped legacy key stands for, if its entry names one.
+    pub legacy_client: Option<&'a str>,
 }
 
 /// A refused request, with the account its metrics count under.
@@ -39,8 +41,8 @@ pub struct Refused<'a> {
 pub struct Router {
     accounts: Arc<Accounts>,
     mode: HapikeyMode,
-    /// SHA-256 of a legacy key → account index. Only hashes are held, never the keys.
-    keys: HashMap<[u8; 32], usize>,
+    /// SHA-256 of a legacy key → account index and client name. Only hashes are held.
+    keys: HashMap<[u8; 32], (usize, Option<String>)>,
     developer_paths: GlobSet,
 }
 
@@ -56,10 +58,8 @@ impl Router {
             .iter()
             .map(|k| {
                 let hash = parse_sha256(&k.sha256).expect("validated hash");
-                (
-                    hash,
-                    accounts.index_of(&k.account).expect("validated account"),
-                )
+                let account = accounts.index_of(&k.account).expect("validated account");
+                (hash, (account, k.client.clone()))
             })
             .collect();
         Router {
@@ -89,6 +89,7 @@ impl Router {
             _ => Ok(Routed {
                 account: chosen,
                 credential: Credential::Bearer,
+                legacy_client: None,
             }),
         }
     }
@@ -103,6 +104,7 @@ impl Router {
             Ok(Routed {
                 account,
                 credential: Credential::ClientOwn,
+                legacy_client: None,
             })
         };
         if self.developer_paths.is_match(parts.uri.path()) {
@@ -124,13 +126,13 @@ impl Router {
         chosen: &'a Arc<Account>,
     ) -> Result<Routed<'a>, Refused<'a>> {
         let query = parts.uri.query().unwrap_or_default();
-        let account = if self.keys.is_empty() {
-            chosen
+        let (account, legacy_client) = if self.keys.is_empty() {
+            (chosen, None)
         } else {
             let value = hapikey::first_value(query).unwrap_or_default();
             let hash: [u8; 32] = Sha256::digest(&value).into();
             match self.keys.get(&hash) {
-                Some(&index) => self.accounts.get(index),
+                Some((index, client)) => (self.accounts.get(*index), client.as_deref()),
                 None => {
                     chosen.metrics.hapikey(HapikeyAction::UnknownKey);
                     return Err(self.refuse(chosen, ProxyError::UnknownApiKey));
@@ -142,6 +144,7 @@ impl Router {
         Ok(Routed {
             account,
             credential: Credential::Bearer,
+            legacy_client,
         })
     }
 
