@@ -886,6 +886,46 @@ refresh_token = { file = "/var/lib/hsap/marketing.refresh" }
         assert_eq!(keys, ["accounts[0].oauth"]);
     }
 
+    mod matcher_properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn rules_never_panic_on_any_input(rule in "\\PC{0,60}") {
+                let _ = parse_rule(&rule);
+                let _ = developer_path_glob(&rule);
+            }
+
+            #[test]
+            fn star_is_one_segment_and_double_star_the_rest(
+                seg in "[a-zA-Z0-9._~%-]{1,12}",
+                rest in proptest::collection::vec("[a-zA-Z0-9._-]{1,8}", 1..4),
+            ) {
+                let one = parse_rule("GET /crm/v3/objects/*/search").unwrap().1;
+                let deeper = rest.join("/");
+                let single = format!("/crm/v3/objects/{seg}/search");
+                let nested = format!("/crm/v3/objects/{seg}/{deeper}/search");
+                prop_assert!(one.is_match(&single));
+                prop_assert!(!one.is_match(&nested));
+                let all = parse_rule("* /crm/v3/objects/**").unwrap().1;
+                let below = format!("/crm/v3/objects/{seg}/{deeper}");
+                let elsewhere = format!("/crm/v4/objects/{seg}");
+                prop_assert!(all.is_match(&below));
+                prop_assert!(!all.is_match(&elsewhere));
+            }
+        }
+
+        #[test]
+        fn rules_need_a_method_and_an_absolute_glob() {
+            assert!(parse_rule("GET /x").unwrap().0 == Some(http::Method::GET));
+            assert!(parse_rule("* /x").unwrap().0.is_none());
+            assert!(parse_rule("/x").is_err());
+            assert!(parse_rule("GET x").is_err());
+            assert!(parse_rule("G@T /x").is_err());
+        }
+    }
+
     #[test]
     fn base_url_rules() {
         assert!(parse_base_url("https://api.hubapi.com").is_ok());

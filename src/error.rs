@@ -39,6 +39,10 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("The request body could not be read from the client.")]
     ClientBody,
+    /// Framing that proxies can disagree on; the connection is closed after the answer, so
+    /// nothing pipelined behind it is read.
+    #[error("{0}")]
+    Smuggling(&'static str),
     #[error("X-Auth-Proxy-Account names no account configured on this proxy.")]
     UnknownAccount,
     #[error("This API key is not mapped to an account on this proxy. HubSpot retired account API keys on 2022-11-30; ask the proxy's operator to map it, or drop ?hapikey= and use the proxy's default account.")]
@@ -70,7 +74,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::BadRequest(_) | ProxyError::ClientBody => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody | ProxyError::Smuggling(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UnknownAccount => StatusCode::BAD_REQUEST,
             ProxyError::ForbiddenNetwork | ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -88,7 +94,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "PROXY_BODY_TOO_LARGE",
             ProxyError::HeadersTooLarge { .. } => "PROXY_HEADERS_TOO_LARGE",
             ProxyError::ConnectNotAllowed => "PROXY_METHOD_NOT_ALLOWED",
-            ProxyError::BadRequest(_) | ProxyError::ClientBody => "PROXY_BAD_REQUEST",
+            ProxyError::BadRequest(_) | ProxyError::ClientBody | ProxyError::Smuggling(_) => {
+                "PROXY_BAD_REQUEST"
+            }
             ProxyError::NoToken { .. } => "PROXY_NO_TOKEN",
             ProxyError::UnknownAccount => "PROXY_UNKNOWN_ACCOUNT",
             ProxyError::ForbiddenNetwork => "PROXY_FORBIDDEN_NETWORK",
@@ -122,6 +130,9 @@ impl ProxyError {
             }
             ProxyError::NoToken { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ProxyError::Smuggling(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

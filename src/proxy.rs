@@ -44,6 +44,21 @@ impl RequestLimits {
         if request.method() == Method::CONNECT {
             return Err(ProxyError::ConnectNotAllowed);
         }
+        // RFC 9112 §3.2: a request with more than one Host is answered 400; two Hosts are a
+        // request-smuggling tool when proxies disagree on which one counts. (Content-Length with
+        // Transfer-Encoding needs no check here: hyper drops the Content-Length, decodes the
+        // chunked body, and closes the connection after the answer.)
+        if request
+            .headers()
+            .get_all(header::HOST)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(ProxyError::Smuggling(
+                "The request has more than one Host header.",
+            ));
+        }
         self.check_headers(request.headers())?;
         if declared_length(request.headers()).is_some_and(|len| len > self.max_body_bytes) {
             return Err(ProxyError::BodyTooLarge {

@@ -107,6 +107,12 @@ impl ProxyProcess {
             .arg("--config")
             .arg(file.path())
             .env_remove("HUBSPOT_AUTH_PROXY_CONFIG")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("ALL_PROXY")
+            .env_remove("all_proxy")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
