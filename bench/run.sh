@@ -17,41 +17,8 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 OUT=bench/out
 RESULTS=bench/results.md
-UPSTREAM_PORT=18081 NGINX_PORT=18082 PROXY_PORT=18083 ADMIN_PORT=18093
-TOKEN_A=pat-na1-bench-aaaa TOKEN_B=pat-na1-bench-bbbb
-
-need() { command -v "$1" >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq "$2" >/dev/null; }; }
-need nginx nginx
-need wrk wrk
-ulimit -n 65536 2>/dev/null || true
-
-rm -rf "$OUT" && mkdir -p "$OUT"
-cargo build --release --locked --quiet
-BIN=target/release/hubspot-auth-proxy
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-cat > "$OUT/upstream.conf" <<CONF
-worker_processes 1;
-error_log $PWD/$OUT/upstream-error.log warn;
-pid $PWD/$OUT/upstream.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  map \$http_authorization \$bearer_ok { "Bearer $TOKEN_A" 1; "Bearer $TOKEN_B" 1; default 0; }
-  server {
-    listen 127.0.0.1:$UPSTREAM_PORT;
-    keepalive_requests 1000000;
-    location / {
-      default_type application/json;
-      if (\$bearer_ok = 0) { return 401 '{"status":"error","category":"INVALID_AUTHENTICATION"}'; }
-      return 200 '{"results":[{"id":"101","properties":{"email":"ada@example.com"}}]}';
-    }
-  }
-}
-CONF
+NGINX_PORT=18082
+source bench/common.sh
 
 cat > "$OUT/nginx-proxy.conf" <<CONF
 worker_processes auto;
@@ -75,25 +42,9 @@ http {
 }
 CONF
 
-printf %s "$TOKEN_A" > "$OUT/token"
-cat > "$OUT/proxy.toml" <<CONF
-[server]
-listen = "127.0.0.1:$PROXY_PORT"
-admin_listen = "127.0.0.1:$ADMIN_PORT"
-[upstream]
-base_url = "http://127.0.0.1:$UPSTREAM_PORT"
-[[accounts]]
-name = "main"
-token = { file = "$PWD/$OUT/token" }
-[accounts.rate_limit]
-per_ten_seconds = 0
-CONF
-
-nginx -c "$PWD/$OUT/upstream.conf" -g 'daemon off;' & pids+=($!)
+start_upstream
 nginx -c "$PWD/$OUT/nginx-proxy.conf" -g 'daemon off;' & pids+=($!)
-"$BIN" --log-level warn serve --config "$OUT/proxy.toml" 2>"$OUT/proxy.log" & PROXY_PID=$!; pids+=($PROXY_PID)
-
-wait_for() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+start_proxy
 wait_for "http://127.0.0.1:$UPSTREAM_PORT/"
 wait_for "http://127.0.0.1:$NGINX_PORT/"
 wait_for "http://127.0.0.1:$ADMIN_PORT/readyz"
@@ -102,7 +53,6 @@ wait_for "http://127.0.0.1:$ADMIN_PORT/readyz"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$NGINX_PORT/crm/v3/objects/contacts")" = 200 ]
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts")" = 200 ]
 
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$PROXY_PID/status"; }
 RSS_IDLE=$(rss_kib)
 
 # One wrk run: prints "rps p50_ms p99_ms non2xx errors". Clients send a bearer of their own:
@@ -147,14 +97,10 @@ RSS_1000=$(rss_kib)
 
 # Token swaps every 100 ms (file rewrite + SIGHUP), against the static case measured just before.
 STATIC_SWAPCMP=$(load proxy "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts" 32)
-( i=0; while true; do
-    if (( i % 2 )); then t=$TOKEN_A; else t=$TOKEN_B; fi
-    printf %s "$t" > "$OUT/token.tmp" && mv "$OUT/token.tmp" "$OUT/token" && kill -HUP "$PROXY_PID"
-    i=$((i+1)); sleep 0.1
-  done ) & SWAPPER=$!; pids+=($SWAPPER)
+start_swapper 0.1 hup
 SWAP=$(load proxy-swap "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts" 32)
 kill "$SWAPPER"
-RELOADS=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^hubspot_proxy_token_reloads_total.*success/ {print $2}')
+RELOADS=$(reloads)
 
 python3 - "$ROUNDS" "$RSS_IDLE" "$RSS_LOADED" "$RSS_1000" "$R1000" "$STATIC_SWAPCMP" "$SWAP" "$RELOADS" "$RESULTS" "$DURATION" <<PY
 import statistics, sys, platform, subprocess, datetime
