@@ -104,14 +104,7 @@ async fn only_allowed_networks_get_through() {
         2,
         "denied requests never reach HubSpot"
     );
-    let metrics = client()
-        .get(w.proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.proxy.metrics().await;
     assert_eq!(
         metric(&metrics, r#"hubspot_proxy_denied_total{reason="network"}"#),
         Some(2.0)
@@ -306,14 +299,7 @@ async fn client_keys_are_required_and_scoped() {
         .unwrap();
     assert_eq!(legacy_post.status(), 403);
 
-    let metrics = c
-        .get(w.proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.proxy.metrics().await;
     assert_eq!(
         metric(
             &metrics,

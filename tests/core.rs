@@ -239,14 +239,7 @@ async fn token_file_rotation_under_load_fails_nothing() {
     let tail = w.sandbox.requests();
     assert_eq!(tail.last().unwrap().bearer(), Some(TOKEN_A));
     assert_eq!(w.proxy.log().matches("token reload failed").count(), 1);
-    let metrics = client()
-        .get(w.proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.proxy.metrics().await;
     assert_eq!(
         metric(
             &metrics,
@@ -378,14 +371,7 @@ async fn upstream_down_is_502_json() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["category"], "PROXY_UPSTREAM_UNREACHABLE");
     assert_eq!(body["status"], "error");
-    let metrics = client()
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics().await;
     assert_eq!(
         metric(
             &metrics,
@@ -419,14 +405,7 @@ async fn upstream_slow_is_504_json() {
     assert_eq!(response.status(), 504);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["category"], "PROXY_UPSTREAM_TIMEOUT");
-    let metrics = client()
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics().await;
     assert_eq!(
         metric(
             &metrics,
@@ -506,14 +485,7 @@ async fn readyz_and_metrics_report_real_state() {
         .send()
         .await
         .unwrap();
-    let text = client()
-        .get(w.proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = w.proxy.metrics().await;
     assert_eq!(
         metric(
             &text,

@@ -337,14 +337,7 @@ async fn grafana_dashboard_queries_only_real_metrics() {
         .send()
         .await
         .unwrap();
-    let text = c
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = proxy.metrics().await;
     for name in names {
         let family = ["_bucket", "_count", "_sum"]
             .iter()

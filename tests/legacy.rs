@@ -122,14 +122,7 @@ async fn hapikey_is_stripped_wherever_it_stands() {
     let seen: Vec<String> = w.sandbox.requests().into_iter().map(|r| r.target).collect();
     let expected: Vec<&str> = cases.iter().map(|(_, e)| *e).collect();
     assert_eq!(seen, expected);
-    let metrics = client()
-        .get(w.proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.proxy.metrics().await;
     assert_eq!(
         metric(
             &metrics,
@@ -175,14 +168,7 @@ async fn mapped_keys_pick_accounts_and_unknown_keys_stay_local() {
         2,
         "an unknown key reached HubSpot"
     );
-    let metrics = client()
-        .get(w.proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.proxy.metrics().await;
     assert_eq!(
         metric(
             &metrics,
@@ -296,14 +282,7 @@ async fn account_header_selects_and_is_removed() {
         "PROXY_UNKNOWN_ACCOUNT"
     );
     assert_eq!(w.sandbox.request_count(), 2);
-    let metrics = client()
-        .get(w.proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.proxy.metrics().await;
     assert_eq!(
         metric(
             &metrics,

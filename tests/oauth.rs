@@ -99,17 +99,6 @@ async fn status_of(url: &str) -> u16 {
         .unwrap_or(0)
 }
 
-async fn metrics(w: &World) -> String {
-    client()
-        .get(w.proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn assert_no_secrets(w: &World) {
     let mut secrets: Vec<String> = vec![CLIENT_SECRET.into(), REFRESH.into()];
     secrets.extend(w.sandbox.oauth().issued_access_tokens());
@@ -170,7 +159,7 @@ async fn sixteen_clients_across_short_tokens_see_no_failures() {
         .iter()
         .filter(|r| r.target.starts_with("/crm"))
         .all(|r| issued.iter().any(|t| Some(t.as_str()) == r.bearer())));
-    let text = metrics(&w).await;
+    let text = w.proxy.metrics().await;
     assert_eq!(
         metric(
             &text,
@@ -250,7 +239,7 @@ async fn outage_serves_the_valid_token_then_503_then_recovers() {
             .count(),
         upstream_before
     );
-    let text = metrics(&w).await;
+    let text = w.proxy.metrics().await;
     assert!(
         metric(
             &text,
@@ -315,7 +304,7 @@ async fn twelve_expired_authentication_401s_cause_one_refresh_and_twelve_replays
         posts, 24,
         "each request sent twice: once rejected, once replayed"
     );
-    let text = metrics(&w).await;
+    let text = w.proxy.metrics().await;
     assert_eq!(
         metric(
             &text,
@@ -388,7 +377,7 @@ async fn rotated_refresh_tokens_land_in_their_file() {
         (read() != first).then_some(())
     })
     .await;
-    let text = metrics(&w).await;
+    let text = w.proxy.metrics().await;
     assert_eq!(
         metric(
             &text,
@@ -519,7 +508,7 @@ async fn static_and_oauth_accounts_mix() {
         .collect::<Vec<_>>();
     assert_eq!(seen[0].bearer(), Some(TOKEN_A));
     assert!(seen[1].bearer().unwrap().starts_with("CJ-sandbox-"));
-    let text = metrics(&w).await;
+    let text = w.proxy.metrics().await;
     assert_eq!(
         metric(
             &text,

@@ -26,17 +26,6 @@ async fn world(extra_server: &str, flags: &[&str]) -> World {
     }
 }
 
-async fn metrics(proxy: &ProxyProcess) -> String {
-    client()
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn m(text: &str, series: &str) -> f64 {
     metric(text, series).unwrap_or_else(|| panic!("no series {series}"))
 }
@@ -78,7 +67,7 @@ async fn metrics_count_what_was_sent() {
         .await
         .unwrap();
 
-    let text = metrics(&w.proxy).await;
+    let text = w.proxy.metrics().await;
     let a = r#"account="main""#;
     assert_eq!(
         m(
@@ -226,7 +215,7 @@ async fn ten_thousand_random_paths_leave_the_series_count_bounded() {
         .send()
         .await
         .unwrap();
-    let before = series(&metrics(&w.proxy).await);
+    let before = series(&w.proxy.metrics().await);
     let mut tasks = Vec::new();
     for t in 0..8u64 {
         let base = w.proxy.url("");
@@ -242,7 +231,7 @@ async fn ten_thousand_random_paths_leave_the_series_count_bounded() {
     for t in tasks {
         t.await.unwrap();
     }
-    let text = metrics(&w.proxy).await;
+    let text = w.proxy.metrics().await;
     assert_eq!(
         m(
             &text,

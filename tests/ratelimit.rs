@@ -30,17 +30,6 @@ async fn world(rate_limit: &str) -> World {
     }
 }
 
-async fn metrics(w: &World) -> String {
-    client()
-        .get(w.proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Fires `n` requests at once; returns (status, policyName or category, Retry-After, elapsed).
 async fn burst(
     w: &World,
@@ -96,7 +85,7 @@ async fn a_search_burst_is_queued_under_five_per_second() {
         slowest >= Duration::from_millis(2000),
         "15 searches at 5/s take over 2 s, took {slowest:?}"
     );
-    let text = metrics(&w).await;
+    let text = w.proxy.metrics().await;
     assert_eq!(
         metric(
             &text,
@@ -139,7 +128,7 @@ async fn past_the_wait_bound_the_proxy_answers_429_itself() {
         10,
         "refused requests never reach HubSpot"
     );
-    let text = metrics(&w).await;
+    let text = w.proxy.metrics().await;
     assert_eq!(
         metric(
             &text,
@@ -211,7 +200,7 @@ async fn hubspot_rolling_429_is_retried_and_daily_is_not() {
         .await
         .unwrap();
     assert!(status["accounts"][0]["daily_limit_hit_unix"].is_u64());
-    let text = metrics(&w).await;
+    let text = w.proxy.metrics().await;
     assert_eq!(
         metric(
             &text,
@@ -271,7 +260,7 @@ async fn gateway_errors_are_retried_only_for_idempotent_methods() {
     assert_eq!(puts.len(), 3, "two retries");
     let sha = hex::encode(Sha256::digest(body.as_bytes()));
     assert!(puts.iter().all(|p| p.body_sha256 == sha));
-    let text = metrics(&w).await;
+    let text = w.proxy.metrics().await;
     assert_eq!(
         metric(
             &text,

@@ -147,6 +147,18 @@ impl ProxyProcess {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The admin listener's Prometheus text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("admin listener answers")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }

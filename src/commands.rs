@@ -1,0 +1,238 @@
+//! The command-line commands' bodies: `serve`, `demo`, `check`, `oauth authorize`, `status`,
+//! `healthcheck` and `hash-key`. `main.rs` parses arguments and calls these.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::authorize::AuthorizeArgs;
+use crate::config::{Config, SecretSource};
+use crate::demo::Demo;
+
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        for line in e.lines() {
+            eprintln!("error: {line}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn warn_inline_secrets(config: &Config) {
+    for (i, account) in config.accounts.iter().enumerate() {
+        if matches!(account.token, Some(SecretSource::Value(_))) {
+            tracing::warn!(
+                "accounts[{i}].token: an inline value keeps the token in the config file; prefer {{ file = ... }} or {{ env = ... }}"
+            );
+        }
+    }
+}
+
+pub fn serve(path: &Path) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    warn_inline_secrets(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let running = match crate::start(config).await {
+            Ok(running) => running,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        wait_for_signals(&running).await;
+        running.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn demo(port: u16, admin_port: u16) -> ExitCode {
+    use std::io::Write;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let args = crate::demo::DemoArgs {
+            listen: ([127, 0, 0, 1], port).into(),
+            admin_listen: ([127, 0, 0, 1], admin_port).into(),
+        };
+        let demo = match crate::demo::start(&args).await {
+            Ok(demo) => demo,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // The OAuth account's first token takes one call to the stand-in; wait for it (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !demo.proxy.accounts_ready() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        println!(
+            "hubspot-auth-proxy demo: the proxy on http://{} forwards to a HubSpot stand-in on {}.",
+            demo.proxy.proxy_addr(),
+            demo.sandbox.url()
+        );
+        println!("Try these in another terminal (Ctrl-C here ends the demo):\n");
+        for (what, line) in demo.curl_lines() {
+            println!("# {what}\n{line}\n");
+        }
+        let _ = std::io::stdout().flush();
+        wait_for_signals(&demo.proxy).await;
+        let Demo {
+            proxy,
+            sandbox,
+            state_dir,
+        } = demo;
+        proxy.shutdown().await;
+        drop((sandbox, state_dir));
+        ExitCode::SUCCESS
+    })
+}
+
+/// Returns on SIGTERM or SIGINT; SIGHUP re-reads file credentials and keeps going.
+async fn wait_for_signals(running: &crate::Running) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); return; }
+            _ = int.recv() => { tracing::info!("SIGINT received"); return; }
+            _ = hup.recv() => { tracing::info!("SIGHUP received: reloading credentials"); running.reload(); }
+            _ = running.quit_requested() => { tracing::info!("shutdown requested on /quitquitquit"); return; }
+        }
+    }
+}
+
+pub fn authorize(path: &Path, args: AuthorizeArgs) -> ExitCode {
+    use std::io::Write;
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = current_thread();
+    let print_url = |url: &str| {
+        println!("{url}");
+        let _ = std::io::stdout().flush();
+        eprintln!(
+            "Open the URL above in a browser and approve access; waiting for the redirect..."
+        );
+    };
+    match runtime.block_on(crate::authorize::run(&config, &args, print_url)) {
+        Ok(done) => {
+            let hub = done
+                .hub_id
+                .map_or(String::new(), |id| format!(" for hub {id}"));
+            let scopes = if done.scopes.is_empty() {
+                String::new()
+            } else {
+                format!(" with scopes: {}", done.scopes.join(" "))
+            };
+            println!(
+                "authorized account {}{hub}{scopes}; refresh token written to {}",
+                args.account,
+                done.file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn check(path: &Path) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let mut problems = Vec::new();
+    if let Err(e) = crate::upstream::Upstream::new(&config.upstream) {
+        problems.push(format!("{}: {e}", path.display()));
+    }
+    for (i, account) in config.accounts.iter().enumerate() {
+        let Some(source) = &account.token else {
+            continue;
+        };
+        match source.load_header_safe() {
+            Ok(_) => println!(
+                "account {}: static token from {} (ok)",
+                account.name,
+                source.describe()
+            ),
+            Err(e) => problems.push(format!("{}: accounts[{i}].token: {e}", path.display())),
+        }
+    }
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+        ExitCode::SUCCESS
+    } else {
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        ExitCode::from(2)
+    }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+pub fn status(admin: &str, raw: bool) -> ExitCode {
+    use crate::admin_client;
+    match current_thread().block_on(admin_client::fetch_status(admin)) {
+        Ok(status) if raw => {
+            println!("{status:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            print!("{}", admin_client::render_table(&status));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn healthcheck(url: &str) -> ExitCode {
+    match current_thread().block_on(crate::admin_client::healthcheck(url)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The key never touches argv (and so never shows in `ps` or shell history).
+pub fn hash_key() -> ExitCode {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("error: cannot read the key from stdin: {e}");
+        return ExitCode::from(2);
+    }
+    let key = input.trim();
+    if key.is_empty() {
+        eprintln!("error: no key on stdin; try: printf %s \"$KEY\" | hubspot-auth-proxy hash-key");
+        return ExitCode::from(2);
+    }
+    println!("{}", hex::encode(sha2::Sha256::digest(key.as_bytes())));
+    ExitCode::SUCCESS
+}
