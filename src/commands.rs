@@ -156,31 +156,59 @@ pub fn check(path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    let file = path.display();
     let mut problems = Vec::new();
     if let Err(e) = crate::upstream::Upstream::new(&config.upstream) {
-        problems.push(format!("{}: {e}", path.display()));
+        problems.push(format!("{file}: {e}"));
+    }
+    if let Some(tls) = &config.server.tls {
+        if let Err(e) = crate::tls::load(tls) {
+            problems.push(format!("{file}: {e}"));
+        }
     }
     for (i, account) in config.accounts.iter().enumerate() {
-        let Some(source) = &account.token else {
-            continue;
-        };
-        match source.load_header_safe() {
-            Ok(_) => println!(
-                "account {}: static token from {} (ok)",
-                account.name,
-                source.describe()
-            ),
-            Err(e) => problems.push(format!("{}: accounts[{i}].token: {e}", path.display())),
+        match check_account(account) {
+            Ok(summary) => println!("account {}: {summary}", account.name),
+            Err(e) => problems.extend(e.into_iter().map(|e| format!("{file}: accounts[{i}].{e}"))),
         }
     }
     if problems.is_empty() {
-        println!("{}: ok", path.display());
+        println!("{file}: ok");
         ExitCode::SUCCESS
     } else {
         for p in &problems {
             eprintln!("error: {p}");
         }
         ExitCode::from(2)
+    }
+}
+
+/// Loads every secret source of one account; the summary names sources, never secrets.
+fn check_account(account: &crate::config::AccountConfig) -> Result<String, Vec<String>> {
+    if let Some(source) = &account.token {
+        return source
+            .load_header_safe()
+            .map(|_| format!("static token from {} (ok)", source.describe()))
+            .map_err(|e| vec![format!("token: {e}")]);
+    }
+    let Some(oauth) = &account.oauth else {
+        return Err(vec!["token: no credential".into()]);
+    };
+    let errors: Vec<String> = [
+        ("oauth.client_secret", &oauth.client_secret),
+        ("oauth.refresh_token", &oauth.refresh_token),
+    ]
+    .into_iter()
+    .filter_map(|(key, source)| source.load().err().map(|e| format!("{key}: {e}")))
+    .collect();
+    if errors.is_empty() {
+        Ok(format!(
+            "oauth client {}, refresh token from {} (ok)",
+            oauth.client_id,
+            oauth.refresh_token.describe()
+        ))
+    } else {
+        Err(errors)
     }
 }
 

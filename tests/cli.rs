@@ -121,3 +121,45 @@ fn help_and_version() {
     assert_eq!(code, 0);
     assert!(out.starts_with("hubspot-auth-proxy 0.1.0"));
 }
+
+#[test]
+fn check_covers_oauth_sources_and_tls_files() {
+    let scratch = Scratch::new();
+    let refresh = scratch.write("refresh", "na1-refresh");
+    let good = format!(
+        "[[accounts]]\nname = \"marketing\"\n[accounts.oauth]\nclient_id = \"cid\"\nclient_secret = {{ env = \"HSAP_CHECK_SECRET\" }}\nrefresh_token = {{ file = \"{}\" }}\n",
+        refresh.display()
+    );
+    let config = scratch.write("oauth.toml", &good);
+    let (code, out, err) = run(
+        &["check", "--config", config.to_str().unwrap()],
+        &[("HSAP_CHECK_SECRET", "s3cret-value")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("account marketing: oauth client cid, refresh token from file"),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret-value") && !out.contains("na1-refresh"));
+
+    let (code, _, err) = run(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(
+            "accounts[0].oauth.client_secret: environment variable HSAP_CHECK_SECRET is not set"
+        ),
+        "{err}"
+    );
+
+    let tls = format!(
+        "[server.tls]\ncert_file = \"{0}/missing.crt\"\nkey_file = \"{0}/missing.key\"\n{good}",
+        scratch.dir.path().display()
+    );
+    let config = scratch.write("tls.toml", &tls);
+    let (code, _, err) = run(
+        &["check", "--config", config.to_str().unwrap()],
+        &[("HSAP_CHECK_SECRET", "x")],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("server.tls.cert_file"), "{err}");
+}
