@@ -123,7 +123,7 @@ impl Demo {
             ("choose the OAuth account (token refreshed by the proxy)", format!("curl -s -H 'X-Auth-Proxy-Account: marketing' '{proxy}/crm/v3/objects/contacts/101'")),
             ("create a contact", format!("curl -s -X POST -H 'Content-Type: application/json' -d '{{\"properties\":{{\"email\":\"new@example.com\",\"firstname\":\"New\"}}}}' '{proxy}/crm/v3/objects/contacts'")),
             ("metrics", format!("curl -s '{admin}/metrics'")),
-            ("readiness", format!("curl -s '{admin}/readyz'")),
+            ("each account's token and HubSpot rate-limit budget", format!("curl -s '{admin}/status'")),
         ]
     }
 }

@@ -101,7 +101,14 @@ async fn demo_answers_the_curl_lines_it_prints() {
     assert!(results[4].1.contains(
         "hubspot_proxy_hapikey_requests_total{account=\"main\",action=\"translated\"} 1"
     ));
-    assert_eq!(json(5)["ready"], true);
+    let status = json(5);
+    let accounts = status["accounts"].as_array().unwrap();
+    assert_eq!(accounts.len(), 2);
+    assert!(accounts.iter().all(|a| a["ready"] == true), "{status}");
+    assert_eq!(accounts[1]["kind"], "oauth");
+    assert!(
+        !results[5].1.contains("demo-client-secret") && !results[5].1.contains("pat-na1-00000000")
+    );
 
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
