@@ -102,7 +102,7 @@ SWAP=$(load proxy-swap "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts" 32
 kill "$SWAPPER"
 RELOADS=$(reloads)
 
-python3 - "$ROUNDS" "$RSS_IDLE" "$RSS_LOADED" "$RSS_1000" "$R1000" "$STATIC_SWAPCMP" "$SWAP" "$RELOADS" "$RESULTS" "$DURATION" <<PY
+(python3 - "$ROUNDS" "$RSS_IDLE" "$RSS_LOADED" "$RSS_1000" "$R1000" "$STATIC_SWAPCMP" "$SWAP" "$RELOADS" "$RESULTS" "$DURATION" <<PY
 import statistics, sys, platform, subprocess, datetime
 rounds, rss_idle, rss_loaded, rss_1000, r1000, static_cmp, swap, reloads, out, duration = sys.argv[1:]
 rounds = int(rounds)
@@ -115,7 +115,7 @@ def total(name, c, i):
     return sum(int(runs[f"{name},{c},{r}"][i]) for r in range(1, rounds + 1))
 lines = []
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
-lines.append(f"# Benchmark results\n\nMeasured {datetime.date.today()} on {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, with \`bench/run.sh\` "
+lines.append(f"## Load benchmark\n\nMeasured {datetime.date.today()} on {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, with \`bench/run.sh\` "
              f"({rounds} alternating rounds of {duration} s each, wrk 1 thread; medians shown).\n")
 lines.append("| target | conns | req/s | p50 ms | p99 ms | non-2xx | socket errors |")
 lines.append("|---|---|---|---|---|---|---|")
@@ -136,6 +136,6 @@ lines.append(f"| 1,000 connections: req/s, p99, non-2xx, errors | {float(r1000[0
 lines.append(f"| token swapped every 100 ms: req/s vs static (32 conns) | {float(sw[0]):.0f} vs {float(st[0]):.0f} ({100*float(sw[0])/float(st[0]):.1f}%) | >= 95% |")
 lines.append(f"| token swap run: non-2xx, socket errors, reloads done | {sw[3]}, {sw[4]}, {reloads} | zero failures |")
 text = "\n".join(lines) + "\n"
-open(out, "w").write(text)
 print(text)
 PY
+) | tee /dev/stderr | python3 bench/section.py load

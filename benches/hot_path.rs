@@ -1,0 +1,171 @@
+//! Micro benchmarks for the pure pieces of the request path: `cargo bench --bench hot_path`.
+//! Figures are recorded in bench/results.md. They exclude I/O; `bench/run.sh` measures that.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+
+use hubspot_auth_proxy::account::{Account, AccountKind, Accounts};
+use hubspot_auth_proxy::config::{LegacyConfig, LegacyKey, RateLimitConfig};
+use hubspot_auth_proxy::metrics::Metrics;
+use hubspot_auth_proxy::proxy::{hapikey, headers, route::Router};
+
+const PLAIN_QUERY: &str = "limit=100&after=12345&properties=email,firstname,lastname";
+const KEYED_QUERY: &str = "limit=100&hapikey=demo-legacy-key-0001&properties=email";
+
+fn hapikey_rewrite(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hapikey");
+    group.bench_function("absent", |b| {
+        b.iter(|| hapikey::present(black_box(PLAIN_QUERY)))
+    });
+    group.bench_function("present_strip", |b| {
+        b.iter(|| {
+            let query = black_box(KEYED_QUERY);
+            hapikey::present(query).then(|| hapikey::strip(query))
+        })
+    });
+    group.finish();
+}
+
+/// What a typical internal client sends: a handful of headers, its own (ignored) Authorization.
+fn client_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (name, value) in [
+        ("host", "hubspot-proxy.internal:8080"),
+        ("user-agent", "python-requests/2.31.0"),
+        ("accept", "application/json"),
+        ("accept-encoding", "gzip, deflate"),
+        ("content-type", "application/json"),
+        ("authorization", "Bearer client-supplied"),
+        ("x-request-id", "7d4c0c2e-4f5e-4a57-9f1e-3b2f3f1d9a10"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    h
+}
+
+fn header_rewrite(c: &mut Criterion) {
+    let host = HeaderValue::from_static("api.hubapi.com");
+    let bearer = HeaderValue::from_static("Bearer pat-na1-00000000-0000-0000-0000-000000000000");
+    let mut group = c.benchmark_group("headers");
+    group.bench_function("to_upstream_and_bearer", |b| {
+        b.iter_batched_ref(
+            client_headers,
+            |h| {
+                headers::to_upstream(h, &host);
+                headers::set_bearer(h, bearer.clone());
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("to_upstream_with_connection_list", |b| {
+        b.iter_batched_ref(
+            || {
+                let mut h = client_headers();
+                h.insert("connection", HeaderValue::from_static("keep-alive, x-hop"));
+                h.insert("x-hop", HeaderValue::from_static("1"));
+                h
+            },
+            |h| headers::to_upstream(h, &host),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn router(metrics: &Metrics) -> Router {
+    let shaping = RateLimitConfig {
+        per_ten_seconds: 0,
+        ..RateLimitConfig::default()
+    };
+    let accounts = ["main", "marketing", "sales"]
+        .iter()
+        .map(|name| {
+            let m = metrics.for_account(name);
+            Arc::new(Account::new(name, AccountKind::Static, m, &shaping))
+        })
+        .collect();
+    let legacy = LegacyConfig {
+        keys: vec![LegacyKey {
+            // SHA-256 of "demo-legacy-key-0001".
+            sha256: hex_sha256("demo-legacy-key-0001"),
+            account: "sales".into(),
+            client: None,
+        }],
+        ..LegacyConfig::default()
+    };
+    Router::new(Arc::new(Accounts::new(accounts, 0)), &legacy)
+}
+
+fn hex_sha256(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn request_parts(uri: &str, account: Option<&'static str>) -> http::request::Parts {
+    let mut builder = Request::get(uri);
+    if let Some(name) = account {
+        builder = builder.header("x-auth-proxy-account", name);
+    }
+    builder.body(()).expect("valid request").into_parts().0
+}
+
+fn account_selection(c: &mut Criterion) {
+    let metrics = Metrics::new();
+    let router = router(&metrics);
+    let mut group = c.benchmark_group("route");
+    let cases = [
+        ("default", "/crm/v3/objects/contacts?limit=10", None),
+        (
+            "named_header",
+            "/crm/v3/objects/contacts",
+            Some("marketing"),
+        ),
+        (
+            "hapikey_mapped",
+            "/contacts/v1/lists/all/contacts/all?hapikey=demo-legacy-key-0001",
+            None,
+        ),
+    ];
+    for (name, uri, account) in cases {
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || request_parts(uri, account),
+                |parts| router.route(parts).is_ok(),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn metric_recording(c: &mut Criterion) {
+    let metrics = Metrics::new();
+    let account = metrics.for_account("main");
+    let mut group = c.benchmark_group("metrics");
+    group.bench_function("observe_request", |b| {
+        b.iter(|| {
+            account.observe(
+                black_box(&Method::GET),
+                black_box(StatusCode::OK),
+                Duration::from_micros(420),
+            )
+        })
+    });
+    group.bench_function("api_family", |b| {
+        b.iter(|| account.api_request(black_box("/crm/v3/objects/contacts/101")))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    hapikey_rewrite,
+    header_rewrite,
+    account_selection,
+    metric_recording
+);
+criterion_main!(benches);
