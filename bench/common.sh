@@ -75,5 +75,25 @@ start_swapper() {
 }
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$PROXY_PID/status"; }
+# RSS once freed memory has gone back to the OS (the allocator purges on a 10 s decay): polls
+# every 2 s, up to 40 s, until two readings agree within 1 %.
+rss_settled_kib() {
+  local last now
+  last=$(rss_kib)
+  for _ in $(seq 20); do
+    sleep 2; now=$(rss_kib)
+    (( now * 100 >= last * 99 && now * 100 <= last * 101 )) && break
+    last=$now
+  done
+  echo "$now"
+}
+# Runs "${@:2}" with its output in file $1; prints the highest RSS sampled (every 0.2 s) meanwhile.
+rss_peak_kib() {
+  local file=$1; shift
+  "$@" > "$file" & local job=$! peak=0 now
+  while kill -0 "$job" 2>/dev/null; do now=$(rss_kib); (( now > peak )) && peak=$now; sleep 0.2; done
+  wait "$job" || true
+  echo "$peak"
+}
 fd_count() { ls "/proc/$PROXY_PID/fd" | wc -l; }
 reloads() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^hubspot_proxy_token_reloads_total.*success/ {print $2}'; }

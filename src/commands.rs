@@ -158,7 +158,7 @@ pub fn check(path: &Path) -> ExitCode {
     };
     let file = path.display();
     let mut problems = Vec::new();
-    if let Err(e) = crate::upstream::Upstream::new(&config.upstream) {
+    if let Err(e) = crate::upstream::Upstream::new(&config.upstream, 1) {
         problems.push(format!("{file}: {e}"));
     }
     if let Some(tls) = &config.server.tls {

@@ -112,6 +112,12 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout_secs: u64,
     #[serde(default = "default_pool_max_idle_per_host")]
     pub pool_max_idle_per_host: usize,
+    /// Requests in flight to HubSpot at once, across all workers (each gets an equal share).
+    /// More wait for a free slot, within the request's deadline. HubSpot's rate limits make a
+    /// few dozen concurrent requests the useful most; the bound also caps upstream connections
+    /// and the memory they hold.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// An HTTP CONNECT proxy for HubSpot and token calls; unset, HTTPS_PROXY/NO_PROXY apply.
     #[serde(default)]
     pub proxy_url: Option<String>,
@@ -339,6 +345,9 @@ fn default_pool_idle_timeout_secs() -> u64 {
 fn default_pool_max_idle_per_host() -> usize {
     256
 }
+fn default_max_connections() -> usize {
+    128
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -370,6 +379,7 @@ impl Default for UpstreamConfig {
             ca_file: None,
             pool_idle_timeout_secs: default_pool_idle_timeout_secs(),
             pool_max_idle_per_host: default_pool_max_idle_per_host(),
+            max_connections: default_max_connections(),
             proxy_url: None,
         }
     }

@@ -104,7 +104,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map(|_| {
             Ok(Proxy::new(
                 access.clone(),
-                Upstream::new(&config.upstream)?,
+                Upstream::new(&config.upstream, worker_count)?,
                 Router::new(accounts.clone(), &config.legacy),
                 metrics.clone(),
                 RequestLimits::from_config(&config.server),

@@ -7,6 +7,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hubspot_auth_proxy::authorize::AuthorizeArgs;
 use hubspot_auth_proxy::commands;
 
+// jemalloc hands memory freed after a burst of connections back to the OS (its background
+// thread purges on a 10 s decay); glibc's arenas kept a 1,000-connection burst's ~55 MiB
+// resident for good, and musl's allocator is slow under the proxy's allocation pattern.
+// Throughput is the same as glibc's (bench/NOTES.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const EXAMPLES: &str = "\
 Examples:
   hubspot-auth-proxy serve --config /etc/hubspot-auth-proxy/config.toml

@@ -289,7 +289,7 @@ impl Proxy {
         deadline: tokio::time::Instant,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let sent = Instant::now();
-        let response = self
+        let (response, slot) = self
             .upstream
             .send(request, deadline)
             .await
@@ -305,7 +305,7 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         Ok(Response::from_parts(
             parts,
-            ProxyBody::upstream(body, deadline),
+            ProxyBody::upstream(body, deadline, slot),
         ))
     }
 }

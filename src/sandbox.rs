@@ -7,6 +7,7 @@ pub mod ratelimit;
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -64,6 +65,9 @@ pub struct State {
     /// Answers to give the next authenticated requests instead of the real ones.
     injected: Mutex<VecDeque<Injected>>,
     pub(crate) contacts: Mutex<Vec<serde_json::Value>>,
+    /// Requests inside the `slow` test route now, and the most there ever were at once.
+    pub(crate) slow_now: AtomicUsize,
+    slow_most: AtomicUsize,
 }
 
 impl State {
@@ -83,12 +87,27 @@ impl State {
         self.injected.lock().unwrap().pop_front()
     }
 
+    /// Counts a request into the `slow` route until the guard drops.
+    pub(crate) fn enter_slow(&self) -> SlowGuard<'_> {
+        let now = self.slow_now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.slow_most.fetch_max(now, Ordering::SeqCst);
+        SlowGuard(self)
+    }
+
     fn record(&self, request: Recorded) {
         let mut recorded = self.recorded.lock().unwrap();
         if recorded.len() == RECORD_LIMIT {
             recorded.pop_front();
         }
         recorded.push_back(request);
+    }
+}
+
+pub(crate) struct SlowGuard<'a>(&'a State);
+
+impl Drop for SlowGuard<'_> {
+    fn drop(&mut self) {
+        self.0.slow_now.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -169,6 +188,11 @@ impl Sandbox {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// The most requests the `slow` test route ever held at once: what the proxy let through.
+    pub fn most_concurrent_slow(&self) -> usize {
+        self.state.slow_most.load(Ordering::SeqCst)
     }
 
     pub fn request_count(&self) -> usize {

@@ -13,6 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::config::{parse_base_url, UpstreamConfig};
@@ -38,10 +39,16 @@ pub struct Upstream {
     authority: Authority,
     host: HeaderValue,
     timeout: Duration,
+    slots: Arc<Semaphore>,
 }
 
+/// One of the worker's upstream slots, held until the response body is dropped: on HTTP/1.1
+/// a connection stays busy until its body is read, so this also bounds open connections.
+pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Result<Upstream, UpstreamBuildError> {
+    /// One worker's client; `workers` share `upstream.max_connections` equally.
+    pub fn new(config: &UpstreamConfig, workers: usize) -> Result<Upstream, UpstreamBuildError> {
         let base = parse_base_url(&config.base_url).map_err(UpstreamBuildError::BaseUrl)?;
         let tls = tls_config(config.ca_file.as_deref())?;
         let mut http = HttpConnector::new();
@@ -72,6 +79,9 @@ impl Upstream {
             authority,
             host,
             timeout: Duration::from_secs(config.timeout_secs),
+            slots: Arc::new(Semaphore::new(
+                config.max_connections.div_ceil(workers.max(1)),
+            )),
         })
     }
 
@@ -99,14 +109,20 @@ impl Upstream {
         Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("The request target is invalid."))
     }
 
+    /// Waits for a free slot, then sends; both within the request's deadline.
     pub async fn send(
         &self,
         request: Request<OutboundBody>,
         deadline: Instant,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout_at(deadline, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(classify(&e)),
+    ) -> Result<(Response<Incoming>, Slot), ProxyError> {
+        let exchange = async {
+            let permit = self.slots.clone().acquire_owned().await;
+            let slot = Slot(permit.expect("the semaphore is never closed"));
+            (self.client.request(request).await, slot)
+        };
+        match tokio::time::timeout_at(deadline, exchange).await {
+            Ok((Ok(response), slot)) => Ok((response, slot)),
+            Ok((Err(e), _)) => Err(classify(&e)),
             Err(_) => Err(ProxyError::UpstreamTimeout {
                 secs: self.timeout.as_secs(),
             }),

@@ -45,6 +45,7 @@ fn check_reports_every_problem_with_its_key_and_exits_2() {
         r#"
 [upstream]
 base_url = "https://api.hubapi.com/v3"
+max_connections = 0
 [[accounts]]
 name = "main"
 [[accounts]]
@@ -55,10 +56,14 @@ token = { env = "X" }
     let (code, _, err) = run(&["check", "--config", config.to_str().unwrap()], &[]);
     assert_eq!(code, 2);
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 3, "{err}");
+    assert_eq!(lines.len(), 4, "{err}");
     assert!(lines[0].contains("bad.toml: upstream.base_url:"), "{err}");
-    assert!(lines[1].contains("accounts[0].token:"), "{err}");
-    assert!(lines[2].contains("accounts[1].name: duplicate"), "{err}");
+    assert!(
+        lines[1].contains("upstream.max_connections: must be greater than 0"),
+        "{err}"
+    );
+    assert!(lines[2].contains("accounts[0].token:"), "{err}");
+    assert!(lines[3].contains("accounts[1].name: duplicate"), "{err}");
 }
 
 #[test]

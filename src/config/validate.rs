@@ -163,6 +163,12 @@ impl Config {
         if u.timeout_secs == 0 {
             out.push(problem("upstream.timeout_secs", "must be greater than 0"));
         }
+        if u.max_connections == 0 {
+            out.push(problem(
+                "upstream.max_connections",
+                "must be greater than 0",
+            ));
+        }
     }
 
     fn validate_accounts(&self, out: &mut Vec<Problem>) {

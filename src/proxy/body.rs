@@ -11,6 +11,8 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use crate::upstream::Slot;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Raised inside the outbound stream when a client sends more than `max_body_bytes`;
@@ -141,6 +143,7 @@ pin_project! {
             // The whole exchange has one deadline; a response that stalls mid-body is cut off.
             #[pin]
             deadline: Sleep,
+            slot: Slot,
         },
         Local {
             #[pin]
@@ -150,10 +153,11 @@ pin_project! {
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming, deadline: Instant) -> Self {
+    pub fn upstream(body: Incoming, deadline: Instant, slot: Slot) -> Self {
         ProxyBody::Upstream {
             body,
             deadline: tokio::time::sleep_until(deadline),
+            slot,
         }
     }
 
@@ -177,7 +181,7 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { body, deadline } => match body.poll_frame(cx) {
+            ProxyBodyProj::Upstream { body, deadline, .. } => match body.poll_frame(cx) {
                 Poll::Ready(r) => Poll::Ready(r.map(|r| r.map_err(Into::into))),
                 Poll::Pending => match deadline.poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(DeadlineExceeded)))),

@@ -129,7 +129,7 @@ pub(super) async fn respond(state: &State, request: &Recorded, body: Bytes) -> R
 async fn route(state: &State, request: &Recorded, path: &str, body: Bytes) -> Response<ProxyBody> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&request.method, segments.as_slice()) {
-        (_, ["__sandbox", rest @ ..]) => test_route(request, rest).await,
+        (_, ["__sandbox", rest @ ..]) => test_route(state, request, rest).await,
         (&Method::GET, ["crm", "v3", "objects", "contacts"]) => list_contacts(state, request),
         (&Method::POST, ["crm", "v3", "objects", "contacts"]) => create_contact(state, &body),
         (&Method::GET, ["crm", "v3", "objects", "contacts", id]) => get_contact(state, id),
@@ -305,7 +305,7 @@ fn legacy_contact_list(state: &State, request: &Recorded) -> Response<ProxyBody>
 }
 
 /// Routes that exist only in the stand-in, to provoke what tests need.
-async fn test_route(request: &Recorded, rest: &[&str]) -> Response<ProxyBody> {
+async fn test_route(state: &State, request: &Recorded, rest: &[&str]) -> Response<ProxyBody> {
     match rest {
         ["echo"] => json_response(
             200,
@@ -318,6 +318,7 @@ async fn test_route(request: &Recorded, rest: &[&str]) -> Response<ProxyBody> {
         ),
         ["status", code] => status_route(request, code.parse().unwrap_or(500)),
         ["slow", ms] => {
+            let _inside = state.enter_slow();
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(1000))).await;
             json_response(200, json!({ "slept_ms": ms }))
         }
