@@ -81,10 +81,9 @@ impl Account {
         if let Some(usable) = self.token.usable(now) {
             return Some(usable);
         }
-        self.refresh
-            .as_ref()?
-            .wait_for_token(&self.token, deadline)
-            .await
+        // Boxed: only a request that finds no usable token waits, and the wait is a large future.
+        let refresh = self.refresh.as_ref()?;
+        Box::pin(refresh.wait_for_token(&self.token, deadline)).await
     }
 }
 

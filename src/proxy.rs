@@ -268,7 +268,13 @@ impl Proxy {
                 sent.generation = Some(generation);
             }
             let response = self.send(account, request, sent.deadline).await?;
-            match retry::judge(account, response, &sent, &mut attempts).await? {
+            if !retry::may_resend(response.status()) {
+                return Ok(response);
+            }
+            // Boxed: judging waits on bodies and refreshes, a large future that every request
+            // would otherwise carry (and copy) for the rare answer that needs it.
+            let verdict = Box::pin(retry::judge(account, response, &sent, &mut attempts));
+            match verdict.await? {
                 retry::Verdict::Deliver(response) => return Ok(response),
                 retry::Verdict::Resend { after, reason } => {
                     account.metrics.retried(reason);

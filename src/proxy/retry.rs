@@ -47,6 +47,12 @@ pub struct Sent {
     pub deadline: Instant,
 }
 
+/// Whether an answer with this status could be resent; every other one is delivered as is.
+pub fn may_resend(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 401 | 429 | 502..=504 | 521..=524)
+}
+
+/// Callers skip this (and its future) when `may_resend` is false.
 pub async fn judge(
     account: &Account,
     response: Response<ProxyBody>,
