@@ -17,6 +17,14 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
+# A leftover proxy or nginx from an interrupted run would answer in place of the ones started here.
+for port in "$UPSTREAM_PORT" "$PROXY_PORT" "$ADMIN_PORT" ${NGINX_PORT:-}; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is already in use (a leftover bench process?); stop it first" >&2
+    exit 1
+  fi
+done
+
 rm -rf "$OUT" && mkdir -p "$OUT"
 cargo build --release --locked --quiet
 

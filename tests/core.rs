@@ -559,37 +559,43 @@ async fn h2c_clients_are_served() {
     assert_eq!(w.sandbox.requests()[0].bearer(), Some(TOKEN_A));
 }
 
-/// Six slow requests at once through a proxy allowed two upstream requests: HubSpot never
-/// sees more than two at a time, and all six are answered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_concurrency_is_bounded_by_max_connections() {
+/// A single-worker proxy allowed `slots` upstream requests at once, each within `timeout_secs`.
+async fn one_worker_with_upstream_slots(slots: u32, timeout_secs: u32) -> World {
     let sandbox = Sandbox::start().await.unwrap();
     sandbox.accept_token(TOKEN_A);
     let scratch = Scratch::new();
     let token = scratch.write("token", TOKEN_A);
-    let config = static_config(&sandbox.url(), &token, "workers = 1")
-        .replace("timeout_secs = 5", "timeout_secs = 10\nmax_connections = 2");
+    let config = static_config(&sandbox.url(), &token, "workers = 1").replace(
+        "timeout_secs = 5",
+        &format!("timeout_secs = {timeout_secs}\nmax_connections = {slots}"),
+    );
     let proxy = ProxyProcess::start(&config).await;
+    World {
+        sandbox,
+        scratch,
+        proxy,
+    }
+}
+
+/// Six slow requests at once through a proxy allowed two upstream requests: HubSpot never
+/// sees more than two at a time, and all six are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_concurrency_is_bounded_by_max_connections() {
+    let w = one_worker_with_upstream_slots(2, 10).await;
     let client = client();
-    let calls = (0..6).map(|_| client.get(proxy.url("/__sandbox/slow/300")).send());
+    let calls = (0..6).map(|_| client.get(w.proxy.url("/__sandbox/slow/300")).send());
     for response in join_all(calls).await {
         assert_eq!(response.unwrap().status(), 200);
     }
-    assert_eq!(sandbox.most_concurrent_slow(), 2);
+    assert_eq!(w.sandbox.most_concurrent_slow(), 2);
 }
 
 /// A request still waiting for an upstream slot at its deadline gets the proxy's 504.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_for_an_upstream_slot_ends_at_the_deadline() {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.accept_token(TOKEN_A);
-    let scratch = Scratch::new();
-    let token = scratch.write("token", TOKEN_A);
-    let config = static_config(&sandbox.url(), &token, "workers = 1")
-        .replace("timeout_secs = 5", "timeout_secs = 1\nmax_connections = 1");
-    let proxy = ProxyProcess::start(&config).await;
+    let w = one_worker_with_upstream_slots(1, 1).await;
     let client = client();
-    let calls = (0..2).map(|_| client.get(proxy.url("/__sandbox/slow/600")).send());
+    let calls = (0..2).map(|_| client.get(w.proxy.url("/__sandbox/slow/600")).send());
     let mut statuses: Vec<u16> = Vec::new();
     for response in join_all(calls).await {
         let response = response.unwrap();
@@ -601,5 +607,5 @@ async fn waiting_for_an_upstream_slot_ends_at_the_deadline() {
     }
     statuses.sort();
     assert_eq!(statuses, [200, 504]);
-    assert_eq!(sandbox.most_concurrent_slow(), 1);
+    assert_eq!(w.sandbox.most_concurrent_slow(), 1);
 }
