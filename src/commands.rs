@@ -158,7 +158,11 @@ pub fn check(path: &Path) -> ExitCode {
     };
     let file = path.display();
     let mut problems = Vec::new();
-    if let Err(e) = crate::upstream::Upstream::new(&config.upstream, 1) {
+    if let Err(e) = crate::upstream::Upstream::new(
+        &config.upstream,
+        1,
+        crate::metrics::Metrics::new().upstream_slots().clone(),
+    ) {
         problems.push(format!("{file}: {e}"));
     }
     if let Some(tls) = &config.server.tls {

@@ -104,7 +104,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map(|_| {
             Ok(Proxy::new(
                 access.clone(),
-                Upstream::new(&config.upstream, worker_count)?,
+                Upstream::new(
+                    &config.upstream,
+                    worker_count,
+                    metrics.upstream_slots().clone(),
+                )?,
                 Router::new(accounts.clone(), &config.legacy),
                 metrics.clone(),
                 RequestLimits::from_config(&config.server),

@@ -49,6 +49,43 @@ pub struct Metrics {
     retries: IntCounterVec,
     denied: IntCounterVec,
     client_requests: IntCounterVec,
+    upstream_slots: SlotMetrics,
+}
+
+/// How the `upstream.max_connections` slots are used, across all workers: a full house and a
+/// growing wait count say the bound, not HubSpot, is what holds requests back.
+#[derive(Clone)]
+pub struct SlotMetrics {
+    in_use: IntGauge,
+    waits: IntCounter,
+}
+
+impl SlotMetrics {
+    fn new(registry: &Registry) -> SlotMetrics {
+        let in_use = IntGauge::new(
+            "hubspot_proxy_upstream_slots_in_use",
+            "Upstream request slots (upstream.max_connections) held now.",
+        )
+        .expect("valid metric");
+        let waits = IntCounter::new(
+            "hubspot_proxy_upstream_slot_waits_total",
+            "Requests that found every upstream slot taken and had to wait.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(in_use.clone())).expect("unique");
+        registry.register(Box::new(waits.clone())).expect("unique");
+        SlotMetrics { in_use, waits }
+    }
+
+    pub fn waited(&self) {
+        self.waits.inc();
+    }
+
+    /// Counts a slot as held until the guard drops.
+    pub fn held(&self) -> GaugeGuard {
+        self.in_use.inc();
+        GaugeGuard(self.in_use.clone())
+    }
 }
 
 /// Why a request was sent to HubSpot again.
@@ -301,6 +338,7 @@ impl Metrics {
             "Requests allowed, by [[clients]] name.",
             &["client"],
         );
+        let upstream_slots = SlotMetrics::new(&registry);
         register_build_info(&registry);
         register_process_collector(&registry);
         Metrics {
@@ -327,6 +365,7 @@ impl Metrics {
             retries,
             denied,
             client_requests,
+            upstream_slots,
         }
     }
 
@@ -384,9 +423,13 @@ impl Metrics {
         }
     }
 
-    pub fn inflight(&self) -> InflightGuard {
+    pub fn inflight(&self) -> GaugeGuard {
         self.inflight.inc();
-        InflightGuard(self.inflight.clone())
+        GaugeGuard(self.inflight.clone())
+    }
+
+    pub fn upstream_slots(&self) -> &SlotMetrics {
+        &self.upstream_slots
     }
 
     /// Prometheus text exposition of everything registered.
@@ -424,10 +467,10 @@ fn register_process_collector(registry: &Registry) {
 #[cfg(not(target_os = "linux"))]
 fn register_process_collector(_registry: &Registry) {}
 
-/// Decrements the in-flight gauge when the request's handler finishes, however it finishes.
-pub struct InflightGuard(IntGauge);
+/// Decrements a gauge when what it counts ends (a request's handler, a held slot), however it ends.
+pub struct GaugeGuard(IntGauge);
 
-impl Drop for InflightGuard {
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
     }

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::config::{parse_base_url, UpstreamConfig};
 use crate::egress::{proxy_for, Connector};
 use crate::error::{ProxyError, UpstreamErrorKind};
+use crate::metrics::{GaugeGuard, SlotMetrics};
 use crate::proxy::body::{BodyTooLarge, OutboundBody};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,15 +41,23 @@ pub struct Upstream {
     host: HeaderValue,
     timeout: Duration,
     slots: Arc<Semaphore>,
+    slot_metrics: SlotMetrics,
 }
 
 /// One of the worker's upstream slots, held until the response body is dropped: on HTTP/1.1
 /// a connection stays busy until its body is read, so this also bounds open connections.
-pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _counted: GaugeGuard,
+}
 
 impl Upstream {
     /// One worker's client; `workers` share `upstream.max_connections` equally.
-    pub fn new(config: &UpstreamConfig, workers: usize) -> Result<Upstream, UpstreamBuildError> {
+    pub fn new(
+        config: &UpstreamConfig,
+        workers: usize,
+        slot_metrics: SlotMetrics,
+    ) -> Result<Upstream, UpstreamBuildError> {
         let base = parse_base_url(&config.base_url).map_err(UpstreamBuildError::BaseUrl)?;
         let tls = tls_config(config.ca_file.as_deref())?;
         let mut http = HttpConnector::new();
@@ -82,6 +91,7 @@ impl Upstream {
             slots: Arc::new(Semaphore::new(
                 config.max_connections.div_ceil(workers.max(1)),
             )),
+            slot_metrics,
         })
     }
 
@@ -116,8 +126,7 @@ impl Upstream {
         deadline: Instant,
     ) -> Result<(Response<Incoming>, Slot), ProxyError> {
         let exchange = async {
-            let permit = self.slots.clone().acquire_owned().await;
-            let slot = Slot(permit.expect("the semaphore is never closed"));
+            let slot = self.take_slot().await;
             (self.client.request(request).await, slot)
         };
         match tokio::time::timeout_at(deadline, exchange).await {
@@ -126,6 +135,22 @@ impl Upstream {
             Err(_) => Err(ProxyError::UpstreamTimeout {
                 secs: self.timeout.as_secs(),
             }),
+        }
+    }
+
+    /// A free slot at once, or the next one freed; a wait is counted.
+    async fn take_slot(&self) -> Slot {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.slot_metrics.waited();
+                let acquired = self.slots.clone().acquire_owned().await;
+                acquired.expect("the semaphore is never closed")
+            }
+        };
+        Slot {
+            _permit: permit,
+            _counted: self.slot_metrics.held(),
         }
     }
 }

@@ -588,6 +588,12 @@ async fn upstream_concurrency_is_bounded_by_max_connections() {
         assert_eq!(response.unwrap().status(), 200);
     }
     assert_eq!(w.sandbox.most_concurrent_slow(), 2);
+    // Four of the six found both slots taken; every slot is free again once the bodies are done.
+    let metrics = w.proxy.metrics().await;
+    let waits = metric(&metrics, "hubspot_proxy_upstream_slot_waits_total");
+    assert!(waits.is_some_and(|n| n >= 4.0), "{metrics}");
+    let in_use = "hubspot_proxy_upstream_slots_in_use";
+    metric_becomes(&w.proxy, in_use, 0.0, Duration::from_secs(5)).await;
 }
 
 /// A request still waiting for an upstream slot at its deadline gets the proxy's 504.

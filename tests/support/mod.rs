@@ -28,6 +28,22 @@ pub async fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> O
     }
 }
 
+/// Scrapes the proxy's metrics until `series` reads `want`, or panics after `limit`.
+pub async fn metric_becomes(proxy: &ProxyProcess, series: &str, want: f64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let metrics = proxy.metrics().await;
+        if metric(&metrics, series) == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never became {want}:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A scratch directory with a token file, removed on drop.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
