@@ -66,7 +66,7 @@ pub struct State {
     injected: Mutex<VecDeque<Injected>>,
     pub(crate) contacts: Mutex<Vec<serde_json::Value>>,
     /// Requests inside the `slow` test route now, and the most there ever were at once.
-    pub(crate) slow_now: AtomicUsize,
+    slow_now: AtomicUsize,
     slow_most: AtomicUsize,
 }
 

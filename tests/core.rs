@@ -14,11 +14,17 @@ struct World {
 }
 
 async fn world_with(extra_server: &str) -> World {
+    world_configured(extra_server, |config| config).await
+}
+
+/// A stand-in, a token file and the proxy, its config passed through `edit` before the start.
+async fn world_configured(extra_server: &str, edit: impl FnOnce(String) -> String) -> World {
     let sandbox = Sandbox::start().await.unwrap();
     sandbox.accept_token(TOKEN_A);
     let scratch = Scratch::new();
     let token = scratch.write("token", &format!("{TOKEN_A}\n"));
-    let proxy = ProxyProcess::start(&static_config(&sandbox.url(), &token, extra_server)).await;
+    let config = edit(static_config(&sandbox.url(), &token, extra_server));
+    let proxy = ProxyProcess::start(&config).await;
     World {
         sandbox,
         scratch,
@@ -561,20 +567,11 @@ async fn h2c_clients_are_served() {
 
 /// A single-worker proxy allowed `slots` upstream requests at once, each within `timeout_secs`.
 async fn one_worker_with_upstream_slots(slots: u32, timeout_secs: u32) -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.accept_token(TOKEN_A);
-    let scratch = Scratch::new();
-    let token = scratch.write("token", TOKEN_A);
-    let config = static_config(&sandbox.url(), &token, "workers = 1").replace(
-        "timeout_secs = 5",
-        &format!("timeout_secs = {timeout_secs}\nmax_connections = {slots}"),
-    );
-    let proxy = ProxyProcess::start(&config).await;
-    World {
-        sandbox,
-        scratch,
-        proxy,
-    }
+    let upstream = format!("timeout_secs = {timeout_secs}\nmax_connections = {slots}");
+    world_configured("workers = 1", |config| {
+        config.replace("timeout_secs = 5", &upstream)
+    })
+    .await
 }
 
 /// Six slow requests at once through a proxy allowed two upstream requests: HubSpot never

@@ -49,7 +49,12 @@ pub struct Sent {
 
 /// Whether an answer with this status could be resent; every other one is delivered as is.
 pub fn may_resend(status: http::StatusCode) -> bool {
-    matches!(status.as_u16(), 401 | 429 | 502..=504 | 521..=524)
+    matches!(status.as_u16(), 401 | 429) || is_gateway_error(status.as_u16())
+}
+
+/// Bad gateway, unavailable, gateway timeout, and Cloudflare's 521-524 in front of HubSpot.
+fn is_gateway_error(code: u16) -> bool {
+    matches!(code, 502..=504 | 521..=524)
 }
 
 /// Callers skip this (and its future) when `may_resend` is false.
@@ -62,7 +67,7 @@ pub async fn judge(
     match response.status().as_u16() {
         401 => after_401(account, response, sent, attempts).await,
         429 => after_429(account, response, sent, attempts).await,
-        502..=504 | 521..=524 => Ok(after_5xx(account, response, sent, attempts)),
+        code if is_gateway_error(code) => Ok(after_5xx(account, response, sent, attempts)),
         _ => Ok(Verdict::Deliver(response)),
     }
 }
