@@ -16,7 +16,6 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 OUT=bench/out
-RESULTS=bench/results.md
 NGINX_PORT=18082
 source bench/common.sh
 
@@ -110,9 +109,9 @@ for round in $(seq "$ROUNDS"); do
 done
 RELOADS=$(reloads)
 
-(python3 - "$ROUNDS" "$RSS_IDLE" "$RSS_LOADED" "$RSS_1000" "$R1000" "$STATIC_SWAPCMP" "$SWAP" "$RELOADS" "$RESULTS" "$DURATION" "$RSS_1000_PEAK" <<PY
+(python3 - "$ROUNDS" "$RSS_IDLE" "$RSS_LOADED" "$RSS_1000" "$R1000" "$STATIC_SWAPCMP" "$SWAP" "$RELOADS" "$DURATION" "$RSS_1000_PEAK" <<PY
 import statistics, sys, platform, subprocess, datetime
-rounds, rss_idle, rss_loaded, rss_1000, r1000, static_cmp, swap, reloads, out, duration, rss_1000_peak = sys.argv[1:]
+rounds, rss_idle, rss_loaded, rss_1000, r1000, static_cmp, swap, reloads, duration, rss_1000_peak = sys.argv[1:]
 rounds = int(rounds)
 runs = {}
 $(for k in "${!R[@]}"; do echo "runs['$k'] = '${R[$k]}'.split()"; done)
