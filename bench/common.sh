@@ -18,7 +18,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 # A leftover proxy or nginx from an interrupted run would answer in place of the ones started here.
-for port in "$UPSTREAM_PORT" "$PROXY_PORT" "$ADMIN_PORT" ${NGINX_PORT:-}; do
+for port in "$UPSTREAM_PORT" "$PROXY_PORT" "$ADMIN_PORT" ${NGINX_PORT:-} ${FLOOR_PORT:-}; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is already in use (a leftover bench process?); stop it first" >&2
     exit 1

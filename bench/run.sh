@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Side-by-side load benchmark: hubspot-auth-proxy vs nginx doing the same job, on loopback.
 #
-#   bench/run.sh            # about 7 minutes; writes the load section of bench/results.md
+#   bench/run.sh            # about 8 minutes; writes the load section of bench/results.md
 #   ROUNDS=1 DURATION=5 bench/run.sh   # a quick look
 #
 # Upstream: nginx answering a small JSON body, only for the right bearer (401 otherwise).
 # Competitor: nginx as a reverse proxy with a keep-alive upstream pool, Authorization and Host set.
+# Floor: bench/floor.rs, a forwarder with no features: what any proxy can reach on this machine.
 # Ours: the release binary with one static token (shaping off: nginx does none either).
 # Load: wrk, 1 thread, 32 and 256 connections, alternating rounds. Also the direct-to-upstream
 # ceiling, RSS idle / after load / after 1,000 keep-alive connections, and a run with the token
@@ -17,6 +18,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 OUT=bench/out
 NGINX_PORT=18082
+FLOOR_PORT=18084
 source bench/common.sh
 
 cat > "$OUT/nginx-proxy.conf" <<CONF
@@ -44,13 +46,17 @@ CONF
 start_upstream
 nginx -c "$PWD/$OUT/nginx-proxy.conf" -g 'daemon off;' & pids+=($!)
 start_proxy
+cargo build --release --locked --quiet --example floor
+target/release/examples/floor "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UPSTREAM_PORT" "$TOKEN_A" & pids+=($!)
 wait_for "http://127.0.0.1:$UPSTREAM_PORT/"
 wait_for "http://127.0.0.1:$NGINX_PORT/"
+wait_for "http://127.0.0.1:$FLOOR_PORT/"
 wait_for "http://127.0.0.1:$ADMIN_PORT/readyz"
 # Both proxies must really authenticate: the upstream refuses requests without the bearer.
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$UPSTREAM_PORT/crm/v3/objects/contacts")" = 401 ]
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$NGINX_PORT/crm/v3/objects/contacts")" = 200 ]
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts")" = 200 ]
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$FLOOR_PORT/crm/v3/objects/contacts")" = 200 ]
 
 RSS_IDLE=$(rss_kib)
 
@@ -85,7 +91,8 @@ for c in 32 256; do
     R[direct,$c,$round]=$(load direct "$DIRECT" "$c" "$TOKEN_A")
     R[nginx,$c,$round]=$(load nginx "http://127.0.0.1:$NGINX_PORT/crm/v3/objects/contacts" "$c")
     R[proxy,$c,$round]=$(load proxy "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts" "$c")
-    echo "c=$c round $round: direct ${R[direct,$c,$round]} | nginx ${R[nginx,$c,$round]} | proxy ${R[proxy,$c,$round]}" >&2
+    R[floor,$c,$round]=$(load floor "http://127.0.0.1:$FLOOR_PORT/crm/v3/objects/contacts" "$c")
+    echo "c=$c round $round: direct ${R[direct,$c,$round]} | nginx ${R[nginx,$c,$round]} | proxy ${R[proxy,$c,$round]} | floor ${R[floor,$c,$round]}" >&2
   done
 done
 RSS_LOADED=$(rss_kib)
@@ -127,12 +134,16 @@ lines.append(f"## Load benchmark\n\nMeasured {datetime.date.today()} on {cpu}, {
 lines.append("| target | conns | req/s | p50 ms | p99 ms | non-2xx | socket errors |")
 lines.append("|---|---|---|---|---|---|---|")
 for c in (32, 256):
-    for name, label in (("direct", "upstream directly (ceiling)"), ("nginx", "nginx reverse proxy"), ("proxy", "hubspot-auth-proxy")):
+    for name, label in (("direct", "upstream directly (ceiling)"), ("nginx", "nginx reverse proxy"), ("proxy", "hubspot-auth-proxy"), ("floor", "featureless forwarder (floor)")):
         lines.append(f"| {label} | {c} | {agg(name,c,0):.0f} | {agg(name,c,1):.3f} | {agg(name,c,2):.3f} | {total(name,c,3)} | {total(name,c,4)} |")
 lines.append("\n| ratio (hubspot-auth-proxy / nginx) | 32 conns | 256 conns | target |")
 lines.append("|---|---|---|---|")
 lines.append(f"| requests/s | {agg('proxy',32,0)/agg('nginx',32,0):.2f} | {agg('proxy',256,0)/agg('nginx',256,0):.2f} | >= 1.25 |")
 lines.append(f"| p99 latency | {agg('proxy',32,2)/agg('nginx',32,2):.2f} | {agg('proxy',256,2)/agg('nginx',256,2):.2f} | <= 1.00 at 32 |")
+lines.append("\n| what this machine allows (requests/s) | 32 conns | 256 conns |")
+lines.append("|---|---|---|")
+lines.append(f"| featureless forwarder / nginx: the most any proxy reaches here | {agg('floor',32,0)/agg('nginx',32,0):.2f} | {agg('floor',256,0)/agg('nginx',256,0):.2f} |")
+lines.append(f"| hubspot-auth-proxy / featureless forwarder | {agg('proxy',32,0)/agg('floor',32,0):.2f} | {agg('proxy',256,0)/agg('floor',256,0):.2f} |")
 r1000 = r1000.split()
 def pairs(joined):
     return [run.split() for run in joined.split(";") if run.strip()]
