@@ -1,6 +1,7 @@
 //! The load benchmark's floor: a forwarder with no features at all, to show what any proxy doing
 //! this job can reach on the machine at hand. Not a product and not a model for one: it trusts
-//! its input, knows only Content-Length bodies, and gives up on a connection at the first fault.
+//! its input, knows only Content-Length bodies and unpipelined requests, and gives up on a
+//! connection at the first fault.
 //!
 //!   cargo run --release --example floor -- LISTEN UPSTREAM BEARER
 //!
@@ -50,11 +51,13 @@ async fn forward(mut client: TcpStream, upstream: SocketAddr, fixed: &[u8]) -> s
     let (mut inbound, mut outbound) = (vec![0; BUFFER], Vec::with_capacity(1024));
     let mut answer = vec![0; BUFFER];
     loop {
-        let Some(head) = read_head(&mut client, &mut inbound, request_head).await? else {
+        let rewritten = |bytes: &[u8]| rewrite(bytes, fixed, &mut outbound);
+        if read_head(&mut client, &mut inbound, rewritten)
+            .await?
+            .is_none()
+        {
             return Ok(());
-        };
-        outbound.clear();
-        rewrite(&inbound[..head], fixed, &mut outbound)?;
+        }
         origin.write_all(&outbound).await?;
         let Some(length) = read_head(&mut origin, &mut answer, response_length).await? else {
             return Ok(());
@@ -67,7 +70,7 @@ async fn forward(mut client: TcpStream, upstream: SocketAddr, fixed: &[u8]) -> s
 async fn read_head(
     stream: &mut TcpStream,
     buffer: &mut [u8],
-    parse: fn(&[u8]) -> std::io::Result<Option<usize>>,
+    mut parse: impl FnMut(&[u8]) -> std::io::Result<Option<usize>>,
 ) -> std::io::Result<Option<usize>> {
     let mut filled = 0;
     loop {
@@ -82,16 +85,6 @@ async fn read_head(
         if filled == buffer.len() {
             return Err(invalid("message larger than the buffer"));
         }
-    }
-}
-
-/// The length of a complete request head (the bench sends no request bodies).
-fn request_head(bytes: &[u8]) -> std::io::Result<Option<usize>> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    match httparse::Request::new(&mut headers).parse(bytes) {
-        Ok(httparse::Status::Complete(length)) => Ok(Some(length)),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(e) => Err(invalid(&e.to_string())),
     }
 }
 
@@ -119,12 +112,19 @@ fn response_length(bytes: &[u8]) -> std::io::Result<Option<usize>> {
     Ok((bytes.len() >= head + body).then_some(head + body))
 }
 
-/// The request line and the client's headers, less Host, Authorization and Connection.
-fn rewrite(head: &[u8], fixed: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+/// Once the request head is complete (the bench sends no request bodies), writes it into `out`
+/// for the upstream: the request line and the client's headers, less Host, Authorization and
+/// Connection, plus the fixed Host and bearer. Returns the head's length.
+fn rewrite(bytes: &[u8], fixed: &[u8], out: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    request.parse(head).map_err(|e| invalid(&e.to_string()))?;
+    let head = match request.parse(bytes) {
+        Ok(httparse::Status::Complete(head)) => head,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(invalid(&e.to_string())),
+    };
     let (method, path) = (request.method.unwrap_or("GET"), request.path.unwrap_or("/"));
+    out.clear();
     for part in [method.as_bytes(), b" ", path.as_bytes(), b" HTTP/1.1\r\n"] {
         out.extend_from_slice(part);
     }
@@ -141,7 +141,7 @@ fn rewrite(head: &[u8], fixed: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> 
         }
     }
     out.extend_from_slice(b"\r\n");
-    Ok(())
+    Ok(Some(head))
 }
 
 fn invalid(what: &str) -> std::io::Error {
