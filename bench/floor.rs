@@ -92,10 +92,8 @@ async fn read_head(
 fn response_length(bytes: &[u8]) -> std::io::Result<Option<usize>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
-    let head = match response.parse(bytes) {
-        Ok(httparse::Status::Complete(head)) => head,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(invalid(&e.to_string())),
+    let Some(head) = complete(response.parse(bytes))? else {
+        return Ok(None);
     };
     let body = response
         .headers
@@ -118,10 +116,8 @@ fn response_length(bytes: &[u8]) -> std::io::Result<Option<usize>> {
 fn rewrite(bytes: &[u8], fixed: &[u8], out: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    let head = match request.parse(bytes) {
-        Ok(httparse::Status::Complete(head)) => head,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(invalid(&e.to_string())),
+    let Some(head) = complete(request.parse(bytes))? else {
+        return Ok(None);
     };
     let (method, path) = (request.method.unwrap_or("GET"), request.path.unwrap_or("/"));
     out.clear();
@@ -142,6 +138,15 @@ fn rewrite(bytes: &[u8], fixed: &[u8], out: &mut Vec<u8>) -> std::io::Result<Opt
     }
     out.extend_from_slice(b"\r\n");
     Ok(Some(head))
+}
+
+/// A whole head's length, or None while more bytes are needed.
+fn complete(parsed: httparse::Result<usize>) -> std::io::Result<Option<usize>> {
+    match parsed {
+        Ok(httparse::Status::Complete(head)) => Ok(Some(head)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(invalid(&e.to_string())),
+    }
 }
 
 fn invalid(what: &str) -> std::io::Error {
