@@ -52,7 +52,7 @@ wait_for "http://127.0.0.1:$UPSTREAM_PORT/"
 wait_for "http://127.0.0.1:$NGINX_PORT/"
 wait_for "http://127.0.0.1:$FLOOR_PORT/"
 wait_for "http://127.0.0.1:$ADMIN_PORT/readyz"
-# Both proxies must really authenticate: the upstream refuses requests without the bearer.
+# Every forwarder must really authenticate: the upstream refuses requests without the bearer.
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$UPSTREAM_PORT/crm/v3/objects/contacts")" = 401 ]
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$NGINX_PORT/crm/v3/objects/contacts")" = 200 ]
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts")" = 200 ]
