@@ -50,6 +50,7 @@ pub struct Metrics {
     denied: IntCounterVec,
     client_requests: IntCounterVec,
     upstream_slots: SlotMetrics,
+    bodies: BodyMetrics,
 }
 
 /// How the `upstream.max_connections` slots are used, across all workers: a full house and a
@@ -85,6 +86,90 @@ impl SlotMetrics {
     pub fn held(&self) -> GaugeGuard {
         self.in_use.inc();
         GaugeGuard(self.in_use.clone())
+    }
+}
+
+/// Why a client's request body could not be read; a fault of the client, never of HubSpot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientBodyFault {
+    /// Framing that does not parse (a bad chunk size line, say).
+    Malformed = 0,
+    /// The client closed or reset the connection before the body was complete.
+    Aborted = 1,
+    /// No body data for `server.body_read_timeout_secs`, or none in time for the deadline.
+    Stalled = 2,
+}
+
+impl ClientBodyFault {
+    const LABELS: [&'static str; 3] = ["malformed", "aborted", "stalled"];
+
+    pub fn as_str(self) -> &'static str {
+        Self::LABELS[self as usize]
+    }
+}
+
+/// Bodies in both directions: client body faults, upstream framing conflicts, and the
+/// process-wide replay buffer (`server.max_replay_buffer_bytes`).
+#[derive(Clone)]
+pub struct BodyMetrics {
+    client_faults: [IntCounter; 3],
+    framing_conflicts: IntCounter,
+    replay_bytes: IntGauge,
+    replay_unbudgeted: IntCounter,
+}
+
+impl BodyMetrics {
+    fn new(registry: &Registry) -> BodyMetrics {
+        let faults = counter_vec(
+            registry,
+            "hubspot_proxy_client_body_errors_total",
+            "Request bodies the client failed to deliver (malformed, aborted, stalled); never counted as upstream errors.",
+            &["kind"],
+        );
+        let framing_conflicts = IntCounter::new(
+            "hubspot_proxy_upstream_framing_conflicts_total",
+            "Upstream answers with both Transfer-Encoding and Content-Length; the length was dropped (RFC 9112 §6.3).",
+        )
+        .expect("valid metric");
+        let replay_bytes = IntGauge::new(
+            "hubspot_proxy_replay_buffer_bytes",
+            "Bytes of request bodies held for replay now, across all workers.",
+        )
+        .expect("valid metric");
+        let replay_unbudgeted = IntCounter::new(
+            "hubspot_proxy_replay_budget_exhausted_total",
+            "Requests streamed without a replay copy because server.max_replay_buffer_bytes was in use.",
+        )
+        .expect("valid metric");
+        for metric in [&framing_conflicts, &replay_unbudgeted] {
+            registry.register(Box::new(metric.clone())).expect("unique");
+        }
+        registry
+            .register(Box::new(replay_bytes.clone()))
+            .expect("unique");
+        BodyMetrics {
+            client_faults: ClientBodyFault::LABELS.map(|k| faults.with_label_values(&[k])),
+            framing_conflicts,
+            replay_bytes,
+            replay_unbudgeted,
+        }
+    }
+
+    pub fn client_fault(&self, fault: ClientBodyFault) {
+        self.client_faults[fault as usize].inc();
+    }
+
+    pub fn framing_conflict(&self) {
+        self.framing_conflicts.inc();
+    }
+
+    /// The gauge of bytes held for replay, moved by the budget's reservations.
+    pub fn replay_bytes(&self) -> &IntGauge {
+        &self.replay_bytes
+    }
+
+    pub fn replay_unbudgeted(&self) {
+        self.replay_unbudgeted.inc();
     }
 }
 
@@ -339,6 +424,7 @@ impl Metrics {
             &["client"],
         );
         let upstream_slots = SlotMetrics::new(&registry);
+        let bodies = BodyMetrics::new(&registry);
         register_build_info(&registry);
         register_process_collector(&registry);
         Metrics {
@@ -366,6 +452,7 @@ impl Metrics {
             denied,
             client_requests,
             upstream_slots,
+            bodies,
         }
     }
 
@@ -430,6 +517,10 @@ impl Metrics {
 
     pub fn upstream_slots(&self) -> &SlotMetrics {
         &self.upstream_slots
+    }
+
+    pub fn bodies(&self) -> &BodyMetrics {
+        &self.bodies
     }
 
     /// Prometheus text exposition of everything registered.

@@ -307,6 +307,10 @@ impl Proxy {
         );
         adapt(account, ten_second_max);
         let (mut parts, body) = response.into_parts();
+        if headers::drop_conflicting_length(&mut parts.headers) {
+            self.metrics.bodies().framing_conflict();
+            tracing::warn!(account = %account.name, "HubSpot's answer had both Transfer-Encoding and Content-Length; the length was dropped");
+        }
         headers::from_upstream(&mut parts.headers);
         parts.version = Version::HTTP_11;
         Ok(Response::from_parts(

@@ -1,8 +1,8 @@
 //! Header rules both ways: hop-by-hop headers dropped, Host and Authorization set for HubSpot.
 
 use http::header::{
-    AUTHORIZATION, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -63,6 +63,14 @@ pub fn from_upstream(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
 }
 
+/// RFC 9112 §6.3: a message with Transfer-Encoding is framed by it, and any Content-Length
+/// beside it is wrong. Hyper reads such an upstream body by its chunks, but would forward the
+/// stale length, cutting the client's copy short; so the length goes. Must run before
+/// `from_upstream`, which strips Transfer-Encoding. Returns whether both were present.
+pub fn drop_conflicting_length(headers: &mut HeaderMap) -> bool {
+    headers.contains_key(TRANSFER_ENCODING) && headers.remove(CONTENT_LENGTH).is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +118,15 @@ mod tests {
         assert_eq!(h.get_all(AUTHORIZATION).iter().count(), 1);
         assert_eq!(h[AUTHORIZATION], "Bearer ours");
         assert_eq!(h[HOST], "api.hubapi.com");
+    }
+
+    #[test]
+    fn transfer_encoding_overrides_content_length() {
+        let mut h = map(&[("content-length", "5"), ("transfer-encoding", "chunked")]);
+        assert!(drop_conflicting_length(&mut h));
+        assert!(!h.contains_key(CONTENT_LENGTH));
+        let mut h = map(&[("content-length", "5")]);
+        assert!(!drop_conflicting_length(&mut h));
+        assert_eq!(h[CONTENT_LENGTH], "5");
     }
 }
