@@ -95,6 +95,14 @@ pub struct ServerConfig {
     pub max_header_count: usize,
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// A client that sends no request body data for this long mid-body gets 408, so a stalled
+    /// upload cannot hold an upstream slot.
+    #[serde(default = "default_body_read_timeout_secs")]
+    pub body_read_timeout_secs: u64,
+    /// Bytes of request bodies kept for replay at once, across all workers; past it, requests
+    /// stream without a copy and are not resent. 0 keeps none (empty bodies cost nothing).
+    #[serde(default = "default_max_replay_buffer_bytes")]
+    pub max_replay_buffer_bytes: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -324,6 +332,12 @@ fn default_shutdown_grace_secs() -> u64 {
 fn default_header_read_timeout_secs() -> u64 {
     30
 }
+fn default_body_read_timeout_secs() -> u64 {
+    30
+}
+fn default_max_replay_buffer_bytes() -> u64 {
+    64 * 1024 * 1024
+}
 fn default_max_header_count() -> usize {
     100
 }
@@ -366,6 +380,8 @@ impl Default for ServerConfig {
             header_read_timeout_secs: default_header_read_timeout_secs(),
             max_header_count: default_max_header_count(),
             max_header_bytes: default_max_header_bytes(),
+            body_read_timeout_secs: default_body_read_timeout_secs(),
+            max_replay_buffer_bytes: default_max_replay_buffer_bytes(),
         }
     }
 }

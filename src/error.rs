@@ -5,7 +5,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::proxy::body::ProxyBody;
+use crate::metrics::ClientBodyFault;
+use crate::proxy::body::{OutboundFault, ProxyBody};
 
 /// Why an upstream exchange produced no response. `as usize` indexes the metric handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +38,9 @@ pub enum ProxyError {
     ConnectNotAllowed,
     #[error("{0}")]
     BadRequest(&'static str),
-    #[error("The request body could not be read from the client.")]
-    ClientBody,
+    /// The client failed to deliver its body: its fault, never HubSpot's.
+    #[error("{}", client_body_message(*fault))]
+    ClientBody { fault: ClientBodyFault },
     /// Framing that proxies can disagree on; the connection is closed after the answer, so
     /// nothing pipelined behind it is read.
     #[error("{0}")]
@@ -74,9 +76,12 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::BadRequest(_) | ProxyError::ClientBody | ProxyError::Smuggling(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::ClientBody {
+                fault: ClientBodyFault::Stalled,
+            } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::BadRequest(_)
+            | ProxyError::ClientBody { .. }
+            | ProxyError::Smuggling(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UnknownAccount => StatusCode::BAD_REQUEST,
             ProxyError::ForbiddenNetwork | ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -94,9 +99,12 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "PROXY_BODY_TOO_LARGE",
             ProxyError::HeadersTooLarge { .. } => "PROXY_HEADERS_TOO_LARGE",
             ProxyError::ConnectNotAllowed => "PROXY_METHOD_NOT_ALLOWED",
-            ProxyError::BadRequest(_) | ProxyError::ClientBody | ProxyError::Smuggling(_) => {
-                "PROXY_BAD_REQUEST"
-            }
+            ProxyError::ClientBody {
+                fault: ClientBodyFault::Stalled,
+            } => "PROXY_REQUEST_TIMEOUT",
+            ProxyError::BadRequest(_)
+            | ProxyError::ClientBody { .. }
+            | ProxyError::Smuggling(_) => "PROXY_BAD_REQUEST",
             ProxyError::NoToken { .. } => "PROXY_NO_TOKEN",
             ProxyError::UnknownAccount => "PROXY_UNKNOWN_ACCOUNT",
             ProxyError::ForbiddenNetwork => "PROXY_FORBIDDEN_NETWORK",
@@ -131,12 +139,31 @@ impl ProxyError {
             ProxyError::NoToken { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            ProxyError::Smuggling(_) => {
+            // After a failed body the rest of the connection's bytes cannot be trusted as a
+            // next request.
+            ProxyError::Smuggling(_) | ProxyError::ClientBody { .. } => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
         response
+    }
+}
+
+impl From<OutboundFault> for ProxyError {
+    fn from(fault: OutboundFault) -> Self {
+        match fault {
+            OutboundFault::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
+            OutboundFault::Client(fault) => ProxyError::ClientBody { fault },
+        }
+    }
+}
+
+fn client_body_message(fault: ClientBodyFault) -> &'static str {
+    match fault {
+        ClientBodyFault::Malformed => "The request body is malformed (its chunked framing does not parse).",
+        ClientBodyFault::Aborted => "The client stopped sending the request body before it was complete.",
+        ClientBodyFault::Stalled => "The client stopped sending the request body: nothing arrived for server.body_read_timeout_secs, or the body was not complete by the request's deadline.",
     }
 }
 

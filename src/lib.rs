@@ -99,6 +99,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         );
     }
     let access = Arc::new(access::Access::new(&config, &metrics));
+    // One budget for all workers: the bound is on the process's memory.
+    let replay_budget = proxy::replay::ReplayBudget::new(
+        config.server.max_replay_buffer_bytes,
+        metrics.bodies().clone(),
+    );
     // Each worker gets its own proxy: its own upstream pool, nothing shared but Arcs.
     let proxies = (0..worker_count)
         .map(|_| {
@@ -113,6 +118,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 metrics.clone(),
                 RequestLimits::from_config(&config.server),
                 config.server.access_log,
+                replay_budget.clone(),
             ))
         })
         .collect::<Result<Vec<_>, StartError>>()?;

@@ -29,6 +29,7 @@ pub struct RequestLimits {
     pub max_body_bytes: u64,
     pub max_header_count: usize,
     pub max_header_bytes: usize,
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl RequestLimits {
@@ -37,6 +38,14 @@ impl RequestLimits {
             max_body_bytes: server.max_body_bytes,
             max_header_count: server.max_header_count,
             max_header_bytes: server.max_header_bytes,
+            body_read_timeout: std::time::Duration::from_secs(server.body_read_timeout_secs),
+        }
+    }
+
+    fn body(&self) -> body::BodyLimits {
+        body::BodyLimits {
+            max_bytes: self.max_body_bytes,
+            idle: self.body_read_timeout,
         }
     }
 
@@ -103,6 +112,7 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     limits: RequestLimits,
     access_log: bool,
+    replay_budget: Arc<replay::ReplayBudget>,
 }
 
 impl Proxy {
@@ -113,6 +123,7 @@ impl Proxy {
         metrics: Arc<Metrics>,
         limits: RequestLimits,
         access_log: bool,
+        replay_budget: Arc<replay::ReplayBudget>,
     ) -> Self {
         Proxy {
             access,
@@ -121,6 +132,7 @@ impl Proxy {
             metrics,
             limits,
             access_log,
+            replay_budget,
         }
     }
 
@@ -137,6 +149,9 @@ impl Proxy {
         let (account, response) = match self.forward(request, peer, started).await {
             Ok((account, response)) => (account, response),
             Err(Refused { account, error }) => {
+                if let ProxyError::ClientBody { fault } = error {
+                    self.metrics.bodies().client_fault(fault);
+                }
                 tracing::warn!(account = %account.name, %method, category = error.category(), "{error}");
                 (account, error.to_response())
             }
@@ -221,15 +236,10 @@ impl Proxy {
         // The pooled client picks HTTP/1.1 or h2 per connection by ALPN.
         parts.version = Version::HTTP_11;
         headers::to_upstream(&mut parts.headers, self.upstream.host_header());
-        let (first, replay) = replay::outbound(
-            parts,
-            body,
-            self.limits.max_body_bytes,
-            account.may_resend(),
-            deadline,
-        )
-        .await
-        .map_err(|e| refuse(account, e))?;
+        let budget = account.may_resend().then_some(&self.replay_budget);
+        let (first, replay) = replay::outbound(parts, body, self.limits.body(), budget, deadline)
+            .await
+            .map_err(|e| refuse(account, e))?;
         let sent = retry::Sent {
             method,
             generation: None,

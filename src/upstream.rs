@@ -20,7 +20,7 @@ use crate::config::{parse_base_url, UpstreamConfig};
 use crate::egress::{proxy_for, Connector};
 use crate::error::{ProxyError, UpstreamErrorKind};
 use crate::metrics::{GaugeGuard, SlotMetrics};
-use crate::proxy::body::{BodyTooLarge, OutboundBody};
+use crate::proxy::body::{OutboundBody, OutboundFault};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamBuildError {
@@ -125,13 +125,14 @@ impl Upstream {
         request: Request<OutboundBody>,
         deadline: Instant,
     ) -> Result<(Response<Incoming>, Slot), ProxyError> {
+        let body_fault = request.body().fault_cell();
         let exchange = async {
             let slot = self.take_slot().await;
             (self.client.request(request).await, slot)
         };
         match tokio::time::timeout_at(deadline, exchange).await {
             Ok((Ok(response), slot)) => Ok((response, slot)),
-            Ok((Err(e), _)) => Err(classify(&e)),
+            Ok((Err(e), _)) => Err(classify(&e, body_fault.as_deref().and_then(|c| c.get()))),
             Err(_) => Err(ProxyError::UpstreamTimeout {
                 secs: self.timeout.as_secs(),
             }),
@@ -155,15 +156,22 @@ impl Upstream {
     }
 }
 
-/// Sorts a failed exchange into what the client is told and what the metrics count.
-fn classify(error: &hyper_util::client::legacy::Error) -> ProxyError {
+/// Sorts a failed exchange into what the client is told and what the metrics count. A body
+/// the client failed to deliver is the client's fault, not HubSpot's: `body_fault` is what the
+/// body recorded (over h2 hyper drops the body's error and reports a reset stream); over
+/// HTTP/1.1 the same error is also found in the chain.
+fn classify(
+    error: &hyper_util::client::legacy::Error,
+    body_fault: Option<&OutboundFault>,
+) -> ProxyError {
+    if let Some(fault) = body_fault {
+        return (*fault).into();
+    }
     let mut timed_out = false;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
-        if let Some(too_large) = e.downcast_ref::<BodyTooLarge>() {
-            return ProxyError::BodyTooLarge {
-                limit: too_large.limit,
-            };
+        if let Some(fault) = OutboundFault::of(e) {
+            return fault.into();
         }
         if e.downcast_ref::<rustls::Error>().is_some() {
             return unreachable(UpstreamErrorKind::Tls);

@@ -3,8 +3,9 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -91,4 +92,118 @@ fn dechunk(mut rest: &str) -> String {
         out.push_str(&after[..size]);
         rest = &after[size + 2..];
     }
+}
+
+/// What a raw client saw: the server's bytes until it closed, and how long that took.
+struct Seen {
+    response: String,
+    elapsed: Duration,
+}
+
+/// Sends `request`; with `half_close`, then ends its side of the connection as a client that
+/// gives up mid-upload does. Reads until the server closes, or 15 s pass.
+fn raw_client(addr: SocketAddr, request: &[u8], half_close: bool) -> Seen {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    if half_close {
+        stream.shutdown(Shutdown::Write).unwrap();
+    }
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    Seen {
+        response: String::from_utf8_lossy(&out).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+fn category(response: &str) -> String {
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    json["category"].as_str().unwrap_or("").to_string()
+}
+
+/// A proxy in front of the stand-in that cuts a body idle for 1 s; HubSpot's deadline is
+/// far later, so a 408 can only come from the body timer.
+async fn body_world() -> (Sandbox, Scratch, ProxyProcess) {
+    let sandbox = Sandbox::start().await.unwrap();
+    sandbox.accept_token(TOKEN_A);
+    let scratch = Scratch::new();
+    let token = scratch.write("token", &format!("{TOKEN_A}\n"));
+    let config = static_config(&sandbox.url(), &token, "body_read_timeout_secs = 1")
+        .replace("timeout_secs = 5", "timeout_secs = 20");
+    let proxy = ProxyProcess::start(&config).await;
+    (sandbox, scratch, proxy)
+}
+
+/// Client body faults are the client's: 400 or 408, counted by kind, never an upstream error.
+async fn assert_client_fault(proxy: &ProxyProcess, seen: &Seen, status: u16, kind: &str) {
+    let response = &seen.response;
+    assert_eq!(raw_status(response), status, "{response}");
+    let want = if status == 408 {
+        "PROXY_REQUEST_TIMEOUT"
+    } else {
+        "PROXY_BAD_REQUEST"
+    };
+    assert_eq!(category(response), want, "{response}");
+    let series = format!("hubspot_proxy_client_body_errors_total{{kind=\"{kind}\"}}");
+    metric_becomes(proxy, &series, 1.0, Duration::from_secs(5)).await;
+    let metrics = proxy.metrics().await;
+    for kind in ["protocol", "timeout", "connect"] {
+        let series =
+            format!("hubspot_proxy_upstream_errors_total{{account=\"main\",kind=\"{kind}\"}}");
+        assert_eq!(metric(&metrics, &series).unwrap_or(0.0), 0.0, "{series}");
+    }
+}
+
+const CHUNKED_HEAD: &str =
+    "POST /__sandbox/echo HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_chunked_body_is_the_clients_fault() {
+    let (_sandbox, _scratch, proxy) = body_world().await;
+    let request = format!("{CHUNKED_HEAD}5\r\nhello\r\nzz\r\nbad\r\n0\r\n\r\n");
+    let seen = raw_client(proxy.proxy, request.as_bytes(), false);
+    assert_client_fault(&proxy, &seen, 400, "malformed").await;
+}
+
+/// Streamed path (chunked, no length): the client sends one chunk, then nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_streamed_body_gets_408_after_the_idle_timeout() {
+    let (_sandbox, _scratch, proxy) = body_world().await;
+    let request = format!("{CHUNKED_HEAD}5\r\nhello\r\n");
+    let seen = raw_client(proxy.proxy, request.as_bytes(), false);
+    assert_client_fault(&proxy, &seen, 408, "stalled").await;
+    assert!(seen.elapsed < Duration::from_secs(5), "{:?}", seen.elapsed);
+}
+
+/// Kept path (small declared length, read whole for replay): the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_kept_body_gets_408_after_the_idle_timeout() {
+    let (sandbox, _scratch, proxy) = body_world().await;
+    let request =
+        "POST /__sandbox/echo HTTP/1.1\r\nHost: p\r\nContent-Length: 100\r\n\r\nonly ten b";
+    let seen = raw_client(proxy.proxy, request.as_bytes(), false);
+    assert_client_fault(&proxy, &seen, 408, "stalled").await;
+    assert!(seen.elapsed < Duration::from_secs(5), "{:?}", seen.elapsed);
+    assert_eq!(sandbox.request_count(), 0, "nothing goes upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_leaving_mid_upload_is_the_clients_fault() {
+    let (_sandbox, _scratch, proxy) = body_world().await;
+    // Kept path: the declared length never arrives.
+    let request =
+        "POST /__sandbox/echo HTTP/1.1\r\nHost: p\r\nContent-Length: 100\r\n\r\nonly ten b";
+    let seen = raw_client(proxy.proxy, request.as_bytes(), true);
+    assert_client_fault(&proxy, &seen, 400, "aborted").await;
+    // Streamed path: the chunked body never ends.
+    let request = format!("{CHUNKED_HEAD}5\r\nhello\r\n");
+    let seen = raw_client(proxy.proxy, request.as_bytes(), true);
+    assert_eq!(raw_status(&seen.response), 400, "{}", seen.response);
+    let series = "hubspot_proxy_client_body_errors_total{kind=\"aborted\"}";
+    metric_becomes(&proxy, series, 2.0, Duration::from_secs(5)).await;
 }

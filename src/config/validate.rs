@@ -141,6 +141,12 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        if s.body_read_timeout_secs == 0 {
+            out.push(problem(
+                "server.body_read_timeout_secs",
+                "must be greater than 0",
+            ));
+        }
         if s.max_header_count == 0 || s.max_header_bytes < 1024 {
             out.push(problem(
                 "server.max_header_count",

@@ -1,8 +1,11 @@
-//! Body types for both directions: a size-limited outbound stream and a deadline-guarded response.
+//! Body types for both directions: a size-limited, idle-guarded outbound stream and a
+//! deadline-guarded response.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -11,12 +14,13 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use crate::metrics::ClientBodyFault;
 use crate::upstream::Slot;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Raised inside the outbound stream when a client sends more than `max_body_bytes`;
-/// found again in the upstream error chain and answered with 413.
+/// Raised inside the outbound stream when a client sends more than `max_body_bytes`; answered
+/// with 413.
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds {limit} bytes")]
 pub struct BodyTooLarge {
@@ -28,47 +32,161 @@ pub struct BodyTooLarge {
 #[error("upstream response did not finish before the deadline")]
 pub struct DeadlineExceeded;
 
+/// Raised inside the outbound stream when the client fails to deliver its body; answered 400
+/// or 408, and never counted against HubSpot.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed ({})", fault.as_str())]
+pub struct ClientBodyError {
+    pub fault: ClientBodyFault,
+    #[source]
+    source: Option<hyper::Error>,
+}
+
+impl ClientBodyError {
+    fn from_hyper(error: hyper::Error) -> Self {
+        ClientBodyError {
+            fault: fault_of(&error),
+            source: Some(error),
+        }
+    }
+}
+
+/// Hyper's chunked and length decoders report bad framing as InvalidInput or InvalidData; any
+/// other failure (an early EOF, a reset, an h2 RST_STREAM) is the client leaving.
+fn fault_of(error: &hyper::Error) -> ClientBodyFault {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{InvalidData, InvalidInput};
+            if matches!(io.kind(), InvalidInput | InvalidData) {
+                return ClientBodyFault::Malformed;
+            }
+        }
+        source = e.source();
+    }
+    ClientBodyFault::Aborted
+}
+
+/// Why the outbound body failed: the client's doing, not HubSpot's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundFault {
+    TooLarge { limit: u64 },
+    Client(ClientBodyFault),
+}
+
+impl OutboundFault {
+    /// The fault behind an error the outbound body raised, if it was one of ours.
+    pub fn of(error: &(dyn std::error::Error + 'static)) -> Option<OutboundFault> {
+        if let Some(e) = error.downcast_ref::<BodyTooLarge>() {
+            return Some(OutboundFault::TooLarge { limit: e.limit });
+        }
+        let e = error.downcast_ref::<ClientBodyError>()?;
+        Some(OutboundFault::Client(e.fault))
+    }
+}
+
+/// Where a streamed body records its fault for the exchange to read. Over HTTP/1.1 the body's
+/// error reaches the exchange in hyper's error chain, but over h2 hyper only resets the stream
+/// and drops it, so the error chain alone would blame HubSpot for the client's fault.
+pub type FaultCell = Arc<OnceLock<OutboundFault>>;
+
+/// How much of a client's body is accepted, and how long it may go quiet mid-way.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: u64,
+    pub idle: Duration,
+}
+
 pin_project! {
-    /// The client's body on its way upstream, cut off once it passes the limit.
+    /// The client's body on its way upstream, cut off once it passes the limit, or once the
+    /// client has sent nothing for `idle` (so a stalled upload cannot hold an upstream slot).
     pub struct LimitedBody {
         #[pin]
         inner: Incoming,
         remaining: u64,
-        limit: u64,
+        limits: BodyLimits,
+        // Armed when the client goes quiet after a frame, not per frame: a body that flows
+        // never touches the timer, and a wait for upstream capacity is not the client's stall.
+        // Boxed, and only once needed: hyper-util's client wants an `Unpin` body.
+        idle_timer: Option<Pin<Box<Sleep>>>,
+        armed: bool,
+        fault: Option<FaultCell>,
     }
 }
 
 impl LimitedBody {
-    pub fn new(inner: Incoming, limit: u64) -> Self {
+    /// `fault`, when given, receives the reason the body failed.
+    pub fn new(inner: Incoming, limits: BodyLimits, fault: Option<FaultCell>) -> Self {
         LimitedBody {
             inner,
-            remaining: limit,
-            limit,
+            remaining: limits.max_bytes,
+            limits,
+            idle_timer: None,
+            armed: false,
+            fault,
         }
     }
+}
+
+type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+
+/// Records `fault` where the exchange will look, and raises `error` to hyper.
+fn fail(fault: &Option<FaultCell>, recorded: OutboundFault, error: BoxError) -> Polled {
+    if let Some(cell) = fault {
+        let _ = cell.set(recorded);
+    }
+    Poll::Ready(Some(Err(error)))
 }
 
 impl Body for LimitedBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                *this.armed = false;
                 let len = frame.data_ref().map_or(0, |d| d.len() as u64);
                 if len > *this.remaining {
-                    return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: *this.limit }))));
+                    let limit = this.limits.max_bytes;
+                    let error = Box::new(BodyTooLarge { limit });
+                    return fail(this.fault, OutboundFault::TooLarge { limit }, error);
                 }
                 *this.remaining -= len;
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => {
+                let error = ClientBodyError::from_hyper(e);
+                fail(
+                    this.fault,
+                    OutboundFault::Client(error.fault),
+                    Box::new(error),
+                )
+            }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if !*this.armed {
+                    *this.armed = true;
+                    let at = Instant::now() + this.limits.idle;
+                    match this.idle_timer {
+                        Some(timer) => timer.as_mut().reset(at),
+                        None => *this.idle_timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                    }
+                }
+                let timer = this.idle_timer.as_mut().expect("armed above");
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        let fault = ClientBodyFault::Stalled;
+                        let error = ClientBodyError {
+                            fault,
+                            source: None,
+                        };
+                        fail(this.fault, OutboundFault::Client(fault), Box::new(error))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
@@ -100,6 +218,22 @@ impl OutboundBody {
     pub fn kept(bytes: Bytes) -> Self {
         OutboundBody::Kept {
             body: Full::new(bytes),
+        }
+    }
+
+    /// The client's body streamed; a body with anything to send gets a cell for its fault.
+    pub fn streaming(inner: Incoming, limits: BodyLimits) -> Self {
+        let fault = (!inner.is_end_stream()).then(FaultCell::default);
+        OutboundBody::Streaming {
+            body: LimitedBody::new(inner, limits, fault),
+        }
+    }
+
+    /// The client's fault, if the body failed because of one; a kept body never fails.
+    pub fn fault_cell(&self) -> Option<FaultCell> {
+        match self {
+            OutboundBody::Streaming { body } => body.fault.clone(),
+            OutboundBody::Kept { .. } => None,
         }
     }
 }
