@@ -207,3 +207,47 @@ async fn client_leaving_mid_upload_is_the_clients_fault() {
     let series = "hubspot_proxy_client_body_errors_total{kind=\"aborted\"}";
     metric_becomes(&proxy, series, 2.0, Duration::from_secs(5)).await;
 }
+
+/// `server.max_replay_buffer_bytes = 1000` and two 600-byte POSTs at once: only one body fits
+/// the budget. Both first sends get HubSpot's retryable 429; the one with a replay copy is
+/// resent and succeeds, the other streamed without a copy and gets HubSpot's 429 as is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_budget_bounds_bodies_kept_across_workers() {
+    let sandbox = Sandbox::start().await.unwrap();
+    sandbox.accept_token(TOKEN_A);
+    let scratch = Scratch::new();
+    let token = scratch.write("token", &format!("{TOKEN_A}\n"));
+    // Two workers: the budget is the process's, not each worker's.
+    let extra = "workers = 2\nmax_replay_buffer_bytes = 1000";
+    let proxy = ProxyProcess::start(&static_config(&sandbox.url(), &token, extra)).await;
+    sandbox.inject(429, Some("TEN_SECONDLY_ROLLING"));
+    sandbox.inject(429, Some("TEN_SECONDLY_ROLLING"));
+    let client = client();
+    // The kept copy is held through the 429's one-second wait, so the two overlap.
+    let calls = (0..2).map(|_| {
+        client
+            .post(proxy.url("/__sandbox/echo"))
+            .body(vec![b'r'; 600])
+            .send()
+    });
+    let mut statuses: Vec<u16> = join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 429]);
+    let seen = sandbox.requests();
+    assert_eq!(seen.len(), 3, "two first sends and one resend");
+    assert!(seen.iter().all(|r| r.body_len == 600));
+    let metrics = proxy.metrics().await;
+    let exhausted = "hubspot_proxy_replay_budget_exhausted_total";
+    assert_eq!(metric(&metrics, exhausted), Some(1.0), "{metrics}");
+    metric_becomes(
+        &proxy,
+        "hubspot_proxy_replay_buffer_bytes",
+        0.0,
+        Duration::from_secs(5),
+    )
+    .await;
+}

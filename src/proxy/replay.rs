@@ -152,3 +152,25 @@ async fn read_whole(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn reservations_fit_the_budget_and_are_given_back_on_drop() {
+        let metrics = Metrics::new();
+        let budget = ReplayBudget::new(1000, metrics.bodies().clone());
+        let first = budget.reserve(600).expect("fits");
+        assert!(budget.reserve(401).is_none(), "past the budget");
+        let second = budget.reserve(400).expect("exactly fills it");
+        assert_eq!(budget.in_use(), 1000);
+        assert_eq!(metrics.bodies().replay_bytes().get(), 1000);
+        drop(first);
+        drop(second);
+        assert_eq!(budget.in_use(), 0);
+        assert_eq!(metrics.bodies().replay_bytes().get(), 0);
+        assert!(budget.reserve(u64::MAX).is_none(), "no overflow");
+    }
+}
