@@ -523,10 +523,24 @@ token = { env = "HUBSPOT_TOKEN" }
         assert!(c.validate().is_empty());
         assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.server.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.server.body_read_timeout_secs, 30);
+        assert_eq!(c.server.max_replay_buffer_bytes, 64 * 1024 * 1024);
         assert_eq!(c.upstream.base_url, "https://api.hubapi.com");
         assert_eq!(
             c.accounts[0].token,
             Some(SecretSource::Env("HUBSPOT_TOKEN".into()))
+        );
+    }
+
+    #[test]
+    fn body_read_timeout_must_be_positive() {
+        let c = Config::parse(&format!("[server]\nbody_read_timeout_secs = 0\n{MINIMAL}")).unwrap();
+        let problems: Vec<String> = c.validate().iter().map(|p| p.to_string()).collect();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("server.body_read_timeout_secs")),
+            "{problems:?}"
         );
     }
 
