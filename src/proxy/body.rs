@@ -229,7 +229,8 @@ impl OutboundBody {
         }
     }
 
-    /// The client's fault, if the body failed because of one; a kept body never fails.
+    /// Where a streamed body records why it failed, for the exchange to read; a kept body
+    /// (already read whole) and an empty one cannot fail and have none.
     pub fn fault_cell(&self) -> Option<FaultCell> {
         match self {
             OutboundBody::Streaming { body } => body.fault.clone(),
