@@ -432,6 +432,11 @@ impl Metrics {
         &self.upstream_slots
     }
 
+    /// For series owned elsewhere (fleet mode registers its own).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Prometheus text exposition of everything registered.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
