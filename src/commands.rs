@@ -176,6 +176,12 @@ pub fn check(path: &Path) -> ExitCode {
             Err(e) => problems.extend(e.into_iter().map(|e| format!("{file}: accounts[{i}].{e}"))),
         }
     }
+    if let Some(fleet) = &config.fleet {
+        match check_fleet(fleet, config.upstream.ca_file.as_deref()) {
+            Ok(summary) => println!("fleet: {summary}"),
+            Err(e) => problems.push(format!("{file}: {e}")),
+        }
+    }
     if problems.is_empty() {
         println!("{file}: ok");
         ExitCode::SUCCESS
@@ -214,6 +220,28 @@ fn check_account(account: &crate::config::AccountConfig) -> Result<String, Vec<S
     } else {
         Err(errors)
     }
+}
+
+/// Reaches the fleet's Redis with one PING under `fleet.timeout_ms`.
+fn check_fleet(
+    fleet: &crate::config::FleetConfig,
+    ca_file: Option<&Path>,
+) -> Result<String, String> {
+    use crate::fleet::{FleetError, FleetMetrics, Redis};
+    // The connection's "falling back" warning is for `serve`; `check` reports in one line.
+    let quiet = tracing::Dispatch::none();
+    let _quiet = tracing::dispatcher::set_default(&quiet);
+    current_thread().block_on(async {
+        let redis = Redis::connect(fleet, ca_file, FleetMetrics::unregistered())
+            .map_err(|e| e.to_string())?;
+        redis.ping().await.map_err(|e| match e {
+            FleetError::Timeout(ms) => {
+                format!("fleet.redis_url: cannot reach Redis within {ms} ms (fleet.timeout_ms)")
+            }
+            other => other.to_string(),
+        })?;
+        Ok(format!("Redis answers, namespace {}", fleet.namespace))
+    })
 }
 
 fn current_thread() -> tokio::runtime::Runtime {

@@ -1,5 +1,6 @@
 //! Configuration: serde types mirroring the TOML, their defaults, and validation that names key paths.
 
+pub mod fleet;
 pub mod secret;
 mod validate;
 
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use fleet::FleetConfig;
 pub use secret::{Secret, SecretError, SecretSource};
 pub use validate::{
     developer_path_glob, parse_base_url, parse_rule, parse_sha256, valid_account_name, Problem,
@@ -27,6 +29,9 @@ pub struct Config {
     /// When any is listed, every request must name one with `X-Auth-Proxy-Key`.
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    /// Replicas share budgets and OAuth tokens through Redis (see src/fleet.rs).
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
 }
 
 /// A caller of the proxy, identified by a key it sends; scoped to accounts and method+path rules.

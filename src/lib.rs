@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod demo;
 pub mod egress;
 pub mod error;
+pub mod fleet;
 pub mod lifecycle;
 pub mod metrics;
 pub mod proxy;

@@ -523,6 +523,11 @@ impl Metrics {
         &self.bodies
     }
 
+    /// For series owned elsewhere (fleet mode registers its own).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Prometheus text exposition of everything registered.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);

@@ -18,7 +18,7 @@ impl fmt::Display for Problem {
     }
 }
 
-fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
+pub(super) fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
     Problem {
         key: key.into(),
         message: message.into(),
@@ -121,6 +121,9 @@ impl Config {
         self.validate_accounts(&mut problems);
         self.validate_legacy(&mut problems);
         self.validate_clients(&mut problems);
+        if let Some(fleet) = &self.fleet {
+            fleet.validate(&mut problems);
+        }
         problems
     }
 

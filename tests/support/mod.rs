@@ -1,6 +1,8 @@
 //! Test harness: the real binary started against the in-crate HubSpot stand-in on loopback.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
