@@ -89,9 +89,12 @@ async fn after_401(
     if !expired {
         return Ok(Verdict::Deliver(response));
     }
+    // Only a rejection of the token in the cell calls for a refresh; one of an older token
+    // (already replaced, or already dropped and being refreshed) is simply replayed.
+    let current = account.token.snapshot().map(|t| t.generation()) == Some(generation);
     let passed = if attempts.expired_token {
         Some(ExpiredPassed::ReplayRejected)
-    } else if !refresh.may_force(std::time::Instant::now()) {
+    } else if current && !refresh.may_force(std::time::Instant::now()) {
         Some(ExpiredPassed::RefreshSpaced)
     } else {
         None
@@ -101,7 +104,7 @@ async fn after_401(
         return Ok(Verdict::Deliver(response));
     }
     // A deliberate write from the request path: marking the token HubSpot rejected as stale.
-    if account.token.invalidate(generation) {
+    if current && account.token.invalidate(generation) {
         tracing::info!(account = %account.name, generation, "HubSpot reports the access token expired; refreshing");
     }
     if !sent.resendable {
