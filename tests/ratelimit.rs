@@ -423,12 +423,10 @@ async fn a_429_asking_for_longer_than_the_wait_bound_is_passed_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_while_queued_gives_its_slot_to_the_next() {
-    let w = world("per_ten_seconds = 2\nmax_queue_wait_ms = 12000").await;
+    let w = world("per_ten_seconds = 1\nmax_queue_wait_ms = 12000").await;
     let started = Instant::now();
-    for _ in 0..2 {
-        assert_eq!(get_status(&w, "/crm/v3/objects/contacts").await, 200);
-    }
-    // The 3rd is queued for the window to roll, then its client hangs up.
+    assert_eq!(get_status(&w, "/crm/v3/objects/contacts").await, 200);
+    // The 2nd is queued for the window to roll, then its client hangs up.
     let mut leaver = std::net::TcpStream::connect(w.proxy.proxy).unwrap();
     std::io::Write::write_all(
         &mut leaver,
@@ -438,7 +436,7 @@ async fn a_client_that_leaves_while_queued_gives_its_slot_to_the_next() {
     metric_becomes(
         &w.proxy,
         r#"hubspot_proxy_ratelimit_queue_wait_seconds_count{account="main"}"#,
-        3.0,
+        2.0,
         Duration::from_secs(5),
     )
     .await;
@@ -452,5 +450,5 @@ async fn a_client_that_leaves_while_queued_gives_its_slot_to_the_next() {
         .unwrap();
     assert_eq!(r.status(), 200, "{:?}", r.headers().get("retry-after"));
     assert!(started.elapsed() < Duration::from_secs(12));
-    assert_eq!(w.sandbox.request_count(), 3, "the leaver was never sent");
+    assert_eq!(w.sandbox.request_count(), 2, "the leaver was never sent");
 }
