@@ -310,7 +310,10 @@ impl Proxy {
             // A deliberate write from the request path: HubSpot's figures for the account's
             // bearer feed its budget, gauges and /status. Developer-key and forwarded-key
             // answers report another app's budget and must not.
-            adapt(account, account.metrics.ratelimit_reported(response.headers()));
+            adapt(
+                account,
+                account.metrics.ratelimit_reported(response.headers()),
+            );
         }
         let (mut parts, body) = response.into_parts();
         headers::from_upstream(&mut parts.headers);

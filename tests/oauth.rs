@@ -468,7 +468,10 @@ async fn a_revoked_refresh_token_needs_reauthorization_without_a_refresh_loop() 
     )
     .await;
     assert_eq!(
-        w.proxy.log().matches("account needs re-authorization").count(),
+        w.proxy
+            .log()
+            .matches("account needs re-authorization")
+            .count(),
         1,
         "logged once"
     );
@@ -479,7 +482,9 @@ async fn a_revoked_refresh_token_needs_reauthorization_without_a_refresh_loop() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_client_secret_names_the_client_keys_and_sighup_retries() {
     let sandbox = sandbox_with(600).await;
-    sandbox.oauth().set_client(CLIENT_ID, "cs-rotated-by-hubspot");
+    sandbox
+        .oauth()
+        .set_client(CLIENT_ID, "cs-rotated-by-hubspot");
     let w = start(sandbox, Scratch::new(), "").await;
     let url = w.proxy.url("/crm/v3/objects/contacts");
     eventually(Duration::from_secs(5), "the refusal is logged", || {
@@ -490,7 +495,10 @@ async fn a_refused_client_secret_names_the_client_keys_and_sighup_retries() {
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["category"], "PROXY_NEEDS_REAUTHORIZATION");
-    assert!(body["message"].as_str().unwrap().contains("client_id or client_secret"));
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("client_id or client_secret"));
     assert_eq!(w.sandbox.oauth().token_calls(), 1);
     // The operator fixes it at HubSpot's side (here: the stand-in takes the old secret back)
     // and sends SIGHUP: one retry, and the account is served.

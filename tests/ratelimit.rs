@@ -348,7 +348,10 @@ async fn a_developer_key_answer_does_not_move_the_accounts_budget() {
     assert_eq!(seen.bearer(), None, "the developer key went as it came");
     let status = admin_status(&w).await;
     let ten = &status["accounts"][0]["ratelimit"]["ten_second"];
-    assert_eq!((ten["budget"].clone(), ten["max"].clone()), (10.into(), 10.into()));
+    assert_eq!(
+        (ten["budget"].clone(), ten["max"].clone()),
+        (10.into(), 10.into())
+    );
     let text = w.proxy.metrics().await;
     assert_eq!(
         metric(
@@ -370,7 +373,11 @@ async fn the_budget_comes_back_up_to_the_configured_ceiling() {
     assert_eq!(budget(&w).await, 6);
     w.sandbox.limits().configure(50, 5, false);
     assert_eq!(get_status(&w, "/crm/v3/objects/contacts").await, 200);
-    assert_eq!(budget(&w).await, 20, "up again, to the configured 20 at most");
+    assert_eq!(
+        budget(&w).await,
+        20,
+        "up again, to the configured 20 at most"
+    );
     // 2 sent, 18 more fit in the window without queueing past 500 ms.
     let results = burst(&w, 18, reqwest::Method::GET, "/crm/v3/objects/contacts").await;
     assert!(results.iter().all(|r| r.0 == 200), "{results:?}");
@@ -383,7 +390,10 @@ async fn the_budget_comes_back_up_to_the_configured_ceiling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unset_budget_rises_to_hubspots_190_and_a_set_one_stays_capped() {
     for (rate_limit, want) in [("", 190), ("per_ten_seconds = 120", 120)] {
-        let w = world(&format!("{rate_limit}\nmax_queue_wait_ms = 500\nmax_retries_429 = 0")).await;
+        let w = world(&format!(
+            "{rate_limit}\nmax_queue_wait_ms = 500\nmax_retries_429 = 0"
+        ))
+        .await;
         w.sandbox.limits().configure(190, 5, true);
         let start = if rate_limit.is_empty() { 100 } else { 120 };
         assert_eq!(budget(&w).await, start);
@@ -392,7 +402,11 @@ async fn an_unset_budget_rises_to_hubspots_190_and_a_set_one_stays_capped() {
         let results = burst(&w, 150, reqwest::Method::GET, "/crm/v3/objects/contacts").await;
         let ok = results.iter().filter(|r| r.0 == 200).count();
         assert_eq!(ok, (want - 1).min(150), "{rate_limit:?}");
-        assert_eq!(w.sandbox.limits().rejected(), 0, "HubSpot never answered 429");
+        assert_eq!(
+            w.sandbox.limits().rejected(),
+            0,
+            "HubSpot never answered 429"
+        );
     }
 }
 
@@ -402,9 +416,10 @@ async fn a_429_asking_for_longer_than_the_wait_bound_is_passed_at_once() {
     for retry_after in [3600, 5] {
         let started = Instant::now();
         let r = client()
-            .get(w.proxy.url(&format!(
-                "/__sandbox/status/429?retry_after={retry_after}"
-            )))
+            .get(
+                w.proxy
+                    .url(&format!("/__sandbox/status/429?retry_after={retry_after}")),
+            )
             .send()
             .await
             .unwrap();

@@ -254,11 +254,13 @@ impl State {
                 account.name
             )
         };
-        account.status.record_reauthorization(crate::account::Reauthorization {
-            error: error.category(),
-            detail,
-            action: action.clone(),
-        });
+        account
+            .status
+            .record_reauthorization(crate::account::Reauthorization {
+                error: error.category(),
+                detail,
+                action: action.clone(),
+            });
         let text = error.to_string();
         if self.logged_refusal.as_deref() != Some(text.as_str()) {
             tracing::error!(

@@ -53,13 +53,15 @@ pub fn v1_warning(url: &str) -> Option<String> {
     let path = url.split_once("://").map_or(url, |(_, rest)| rest);
     let path = path.find('/').map_or("", |i| &path[i..]);
     let path = path.split(['?', '#']).next().unwrap_or("");
-    path.trim_end_matches('/').ends_with("/oauth/v1/token").then(|| {
-        format!(
-            "{url} is HubSpot's v1 token endpoint, which HubSpot switches off on 2027-02-16; \
+    path.trim_end_matches('/')
+        .ends_with("/oauth/v1/token")
+        .then(|| {
+            format!(
+                "{url} is HubSpot's v1 token endpoint, which HubSpot switches off on 2027-02-16; \
              use {} (the default when token_url is unset)",
-            crate::config::DEFAULT_TOKEN_PATH
-        )
-    })
+                crate::config::DEFAULT_TOKEN_PATH
+            )
+        })
 }
 
 #[derive(Deserialize)]
