@@ -78,7 +78,7 @@ fn header_rewrite(c: &mut Criterion) {
 
 fn router(metrics: &Metrics) -> Router {
     let shaping = RateLimitConfig {
-        per_ten_seconds: 0,
+        per_ten_seconds: Some(0),
         ..RateLimitConfig::default()
     };
     let accounts = ["main", "marketing", "sales"]

@@ -7,8 +7,9 @@ use http::HeaderValue;
 
 use crate::config::RateLimitConfig;
 use crate::credentials::{RefreshControl, TokenCell};
-use crate::metrics::AccountMetrics;
-use crate::ratelimit::Limiter;
+use crate::error::ProxyError;
+use crate::metrics::{AccountMetrics, AccountState};
+use crate::ratelimit::{Budget, Limiter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountKind {
@@ -45,9 +46,14 @@ impl Account {
         metrics: AccountMetrics,
         shaping: &RateLimitConfig,
     ) -> Account {
-        let limiter = (shaping.per_ten_seconds > 0).then(|| {
+        let budget = match shaping.per_ten_seconds {
+            None => Some(Budget::Follow),
+            Some(0) => None,
+            Some(n) => Some(Budget::Ceiling(n as usize)),
+        };
+        let limiter = budget.map(|budget| {
             Limiter::new(
-                shaping.per_ten_seconds,
+                budget,
                 shaping.search_per_second,
                 std::time::Duration::from_millis(shaping.max_queue_wait_ms),
             )
@@ -61,6 +67,30 @@ impl Account {
             status: AccountStatus::default(),
             limiter,
             shaping: shaping.clone(),
+        }
+    }
+
+    /// The account's state for `/readyz`, `/status` and `hubspot_proxy_account_state`.
+    pub fn state(&self, now: Instant) -> AccountState {
+        if self.status.snapshot().reauthorization.is_some() {
+            AccountState::NeedsReauthorization
+        } else if self.token.is_ready(now) {
+            AccountState::Ready
+        } else {
+            AccountState::NoToken
+        }
+    }
+
+    /// Why a request found no usable token: waiting for re-authorization, or not yet.
+    pub fn no_token_error(&self) -> ProxyError {
+        match self.status.snapshot().reauthorization {
+            Some(r) => ProxyError::NeedsReauthorization {
+                account: self.name.clone(),
+                detail: r.detail,
+            },
+            None => ProxyError::NoToken {
+                account: self.name.clone(),
+            },
         }
     }
 
@@ -102,6 +132,18 @@ pub struct StatusSnapshot {
     pub last_error: Option<&'static str>,
     /// When HubSpot last answered 429 with the DAILY policy; nothing retries that.
     pub daily_limit_hit: Option<SystemTime>,
+    /// Set while HubSpot refuses the refresh token or the client; cleared by a good refresh.
+    pub reauthorization: Option<Reauthorization>,
+}
+
+/// Why an account needs someone to act, and what to do. Holds no secret.
+#[derive(Debug, Clone)]
+pub struct Reauthorization {
+    /// `invalid_grant` or `invalid_client`.
+    pub error: &'static str,
+    pub detail: &'static str,
+    /// The command to run, or the config keys to fix.
+    pub action: String,
 }
 
 impl AccountStatus {
@@ -110,6 +152,11 @@ impl AccountStatus {
         s.last_refresh = Some(SystemTime::now());
         s.last_refresh_ok = Some(true);
         s.consecutive_failures = 0;
+        s.reauthorization = None;
+    }
+
+    pub fn record_reauthorization(&self, reauthorization: Reauthorization) {
+        self.inner.lock().expect("status lock").reauthorization = Some(reauthorization);
     }
 
     pub fn record_failure(&self, category: &'static str) {

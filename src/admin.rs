@@ -39,10 +39,17 @@ impl Admin {
         match (request.uri().path(), read) {
             ("/healthz", true) => json_response(StatusCode::OK, json!({"status": "ok"})),
             ("/readyz", true) => self.readiness(),
-            ("/metrics", true) => text(
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render(),
-            ),
+            ("/metrics", true) => {
+                // Account states are derived (a token expires without an event): set at scrape.
+                let now = Instant::now();
+                for account in self.accounts.iter() {
+                    account.metrics.set_state(account.state(now));
+                }
+                text(
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    self.metrics.render(),
+                )
+            }
             ("/status", true) => json_response(StatusCode::OK, self.status()),
             ("/quitquitquit", _) => self.quit(request.method()),
             ("/healthz" | "/readyz" | "/metrics" | "/status", false) => json_response(
@@ -63,7 +70,7 @@ impl Admin {
             .accounts
             .iter()
             .filter(|a| !a.token.is_ready(now))
-            .map(|a| json!({"account": &*a.name, "last_error": a.status.snapshot().last_error}))
+            .map(|a| json!({"account": &*a.name, "reason": a.state(now).as_str(), "last_error": a.status.snapshot().last_error}))
             .collect();
         let draining = self.lifecycle.is_draining();
         if not_ready.is_empty() && !draining {
@@ -128,8 +135,12 @@ fn account_status(account: &Account, now: Instant) -> Value {
         "consecutive_failures": snapshot.consecutive_failures,
         "last_error": snapshot.last_error,
         "daily_limit_hit_unix": snapshot.daily_limit_hit.and_then(unix),
+        "state": account.state(now).as_str(),
+        "reauthorization": snapshot.reauthorization.as_ref().map(|r| json!({
+            "error": r.error, "detail": r.detail, "action": r.action,
+        })),
         "ratelimit": {
-            "ten_second": {"remaining": ten_remaining, "max": ten_max},
+            "ten_second": {"remaining": ten_remaining, "max": ten_max, "budget": account.limiter.as_ref().map(|l| l.limit())},
             "daily": {"remaining": daily_remaining, "max": daily_max},
         },
     })

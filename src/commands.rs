@@ -171,6 +171,16 @@ pub fn check(path: &Path) -> ExitCode {
         }
     }
     for (i, account) in config.accounts.iter().enumerate() {
+        let token_url = account
+            .oauth
+            .as_ref()
+            .map(|o| o.token_url(&config.upstream));
+        if let Some(warning) = token_url
+            .as_deref()
+            .and_then(crate::credentials::token_endpoint::v1_warning)
+        {
+            println!("warning: {file}: accounts[{i}].oauth.token_url: {warning}");
+        }
         match check_account(account) {
             Ok(summary) => println!("account {}: {summary}", account.name),
             Err(e) => problems.extend(e.into_iter().map(|e| format!("{file}: accounts[{i}].{e}"))),

@@ -158,16 +158,17 @@ pub struct AccountConfig {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Requests per rolling 10 s: 100 (Free/Starter), 190 (Pro/Enterprise), 250 (add-on),
-    /// 110 (public OAuth app, per installing account). 0 turns shaping off.
-    #[serde(default = "default_per_ten_seconds")]
-    pub per_ten_seconds: u32,
+    /// 110 (public OAuth app, per installing account). 0 turns shaping off. Unset: start at
+    /// 100 and follow HubSpot's X-HubSpot-RateLimit-Max up or down; set: a ceiling.
+    #[serde(default)]
+    pub per_ten_seconds: Option<u32>,
     /// Search endpoints (`POST .../search`) per second; 0 turns the search limit off.
     #[serde(default = "default_search_per_second")]
     pub search_per_second: u32,
     /// A request that would wait longer for a slot gets a local 429 with Retry-After.
     #[serde(default = "default_max_queue_wait_ms")]
     pub max_queue_wait_ms: u64,
-    /// Lower the budget to HubSpot's X-HubSpot-RateLimit-Max when that is lower.
+    /// Shape to HubSpot's X-HubSpot-RateLimit-Max (within `per_ten_seconds` when that is set).
     #[serde(default = "default_true")]
     pub adaptive: bool,
     /// Retries after HubSpot's TEN_SECONDLY_ROLLING or SECONDLY 429 (bodies up to 1 MiB are kept).
@@ -178,9 +179,6 @@ pub struct RateLimitConfig {
     pub max_retries_5xx: u32,
 }
 
-fn default_per_ten_seconds() -> u32 {
-    100
-}
 fn default_search_per_second() -> u32 {
     5
 }
@@ -197,7 +195,7 @@ fn default_max_retries() -> u32 {
 impl Default for RateLimitConfig {
     fn default() -> Self {
         RateLimitConfig {
-            per_ten_seconds: default_per_ten_seconds(),
+            per_ten_seconds: None,
             search_per_second: default_search_per_second(),
             max_queue_wait_ms: default_max_queue_wait_ms(),
             adaptive: true,
@@ -223,10 +221,16 @@ pub struct OAuthConfig {
     /// One token endpoint call may take this long.
     #[serde(default = "default_token_timeout_secs")]
     pub token_timeout_secs: u64,
+    /// Forced refreshes (after HubSpot's EXPIRED_AUTHENTICATION) are at least this far apart.
+    #[serde(default = "default_refresh_min_interval_secs")]
+    pub refresh_min_interval_secs: u64,
 }
 
 fn default_refresh_margin_secs() -> u64 {
     300
+}
+fn default_refresh_min_interval_secs() -> u64 {
+    5
 }
 fn default_token_timeout_secs() -> u64 {
     10

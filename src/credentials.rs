@@ -6,8 +6,8 @@ pub mod static_token;
 pub mod token_endpoint;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
@@ -45,7 +45,7 @@ pub fn activate(
     let cfg = &config.accounts[index];
     let key = format!("accounts[{index}]");
     match &cfg.oauth {
-        Some(oauth) => activate_oauth(config, cfg, oauth, &key, metrics, stop),
+        Some(oauth) => activate_oauth(config, cfg, oauth, &key, metrics, reload, stop),
         None => activate_static(cfg, &key, metrics, reload, stop),
     }
 }
@@ -86,6 +86,7 @@ fn activate_oauth(
     oauth: &OAuthConfig,
     key: &str,
     metrics: &Metrics,
+    reload: &Arc<Notify>,
     stop: &watch::Receiver<bool>,
 ) -> Result<(Arc<Account>, Option<tokio::task::JoinHandle<()>>), CredentialError> {
     let load = |source: &SecretSource, field: &str| {
@@ -96,6 +97,9 @@ fn activate_oauth(
     let client_secret = load(&oauth.client_secret, "client_secret")?;
     let refresh_token = load(&oauth.refresh_token, "refresh_token")?;
     let url = oauth.token_url(&config.upstream);
+    if let Some(warning) = token_endpoint::v1_warning(&url) {
+        tracing::warn!(account = %cfg.name, "{key}.oauth.token_url: {warning}");
+    }
     let endpoint = token_endpoint::TokenEndpoint::new(
         url.clone(),
         std::time::Duration::from_secs(oauth.token_timeout_secs),
@@ -107,22 +111,34 @@ fn activate_oauth(
         source_desc: url,
         reason: e,
     })?;
-    let account = Arc::new(Account::new(
+    let mut account = Account::new(
         &cfg.name,
         AccountKind::OAuth,
         metrics.for_account(&cfg.name),
         &cfg.rate_limit,
-    ));
+    );
+    account.refresh = Some(Arc::new(RefreshControl::new(
+        std::time::Duration::from_secs(oauth.refresh_min_interval_secs),
+    )));
+    let account = Arc::new(account);
     let refresher = oauth::Refresher {
         account: account.clone(),
         endpoint,
         client_id: oauth.client_id.clone(),
         client_secret,
+        client_secret_source: oauth.client_secret.clone(),
         refresh_token,
         refresh_source: oauth.refresh_token.clone(),
         margin: std::time::Duration::from_secs(oauth.refresh_margin_secs),
+        reauthorize_command: format!(
+            "hubspot-auth-proxy oauth authorize --config <this proxy's config file> --account {} --scopes \"<the app's scopes>\"",
+            cfg.name
+        ),
     };
-    Ok((account, Some(oauth::spawn(refresher, stop.clone()))))
+    Ok((
+        account,
+        Some(oauth::spawn(refresher, reload.clone(), stop.clone())),
+    ))
 }
 
 /// A bearer token, ready to put on a request: building the header string happens once, here,
@@ -241,19 +257,30 @@ pub struct RefreshControl {
     backing_off: AtomicBool,
     /// Bumped after every attempt, success or failure, so waiters can re-check the cell.
     attempts: watch::Sender<u64>,
+    /// `oauth.refresh_min_interval_secs`: forced refreshes are at least this far apart.
+    min_interval: Duration,
+    /// When the last forced refresh (one a request asked for) started. Read on the rare
+    /// EXPIRED_AUTHENTICATION path only, so a mutex costs nothing.
+    last_forced: Mutex<Option<Instant>>,
 }
 
 impl Default for RefreshControl {
     fn default() -> Self {
-        RefreshControl {
-            wake: Notify::new(),
-            backing_off: AtomicBool::new(false),
-            attempts: watch::Sender::new(0),
-        }
+        RefreshControl::new(Duration::from_secs(5))
     }
 }
 
 impl RefreshControl {
+    pub fn new(min_interval: Duration) -> Self {
+        RefreshControl {
+            wake: Notify::new(),
+            backing_off: AtomicBool::new(false),
+            attempts: watch::Sender::new(0),
+            min_interval,
+            last_forced: Mutex::new(None),
+        }
+    }
+
     /// Waits for a usable token from the refresher, until `deadline`. Returns `None` at once
     /// while the refresher is backing off after a failure: waiting would only hold the client.
     pub async fn wait_for_token(
@@ -277,6 +304,23 @@ impl RefreshControl {
         }
     }
 
+    /// Whether a request may have the refresher refresh now: not within `min_interval` of the
+    /// last forced refresh. HubSpot rejecting even fresh tokens must not become a storm.
+    pub fn may_force(&self, now: Instant) -> bool {
+        self.next_forced(now).is_none()
+    }
+
+    /// When the next forced refresh may start, if not now.
+    pub(crate) fn next_forced(&self, now: Instant) -> Option<Instant> {
+        let last = (*self.last_forced.lock().expect("refresh lock"))?;
+        let at = last + self.min_interval;
+        (now < at).then_some(at)
+    }
+
+    pub(crate) fn forcing(&self, now: Instant) {
+        *self.last_forced.lock().expect("refresh lock") = Some(now);
+    }
+
     pub(crate) async fn woken(&self) {
         self.wake.notified().await
     }
@@ -294,7 +338,6 @@ impl RefreshControl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn store_then_load_and_expiry() {

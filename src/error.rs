@@ -59,6 +59,11 @@ pub enum ProxyError {
     Forbidden { client: Arc<str>, reason: String },
     #[error("No usable HubSpot token for account '{account}' yet; try again shortly.")]
     NoToken { account: Arc<str> },
+    #[error("HubSpot account '{account}' needs re-authorization: {detail}. The proxy's operator must act; its /status names the command.")]
+    NeedsReauthorization {
+        account: Arc<str>,
+        detail: &'static str,
+    },
     #[error(
         "This account's HubSpot rate limit is used up for now; retry after {} s.",
         retry_after_secs(retry_after)
@@ -82,7 +87,9 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::ClientBody { .. }
             | ProxyError::Smuggling(_) => StatusCode::BAD_REQUEST,
-            ProxyError::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoToken { .. } | ProxyError::NeedsReauthorization { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::UnknownAccount => StatusCode::BAD_REQUEST,
             ProxyError::ForbiddenNetwork | ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -106,6 +113,7 @@ impl ProxyError {
             | ProxyError::ClientBody { .. }
             | ProxyError::Smuggling(_) => "PROXY_BAD_REQUEST",
             ProxyError::NoToken { .. } => "PROXY_NO_TOKEN",
+            ProxyError::NeedsReauthorization { .. } => "PROXY_NEEDS_REAUTHORIZATION",
             ProxyError::UnknownAccount => "PROXY_UNKNOWN_ACCOUNT",
             ProxyError::ForbiddenNetwork => "PROXY_FORBIDDEN_NETWORK",
             ProxyError::Unauthenticated => "PROXY_UNAUTHENTICATED",

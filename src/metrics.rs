@@ -51,6 +51,8 @@ pub struct Metrics {
     client_requests: IntCounterVec,
     upstream_slots: SlotMetrics,
     bodies: BodyMetrics,
+    expired_passed: IntCounterVec,
+    account_state: IntGaugeVec,
 }
 
 /// How the `upstream.max_connections` slots are used, across all workers: a full house and a
@@ -183,6 +185,38 @@ pub enum RetryReason {
 
 impl RetryReason {
     const LABELS: [&'static str; 3] = ["rate_limited", "upstream_5xx", "expired_token"];
+}
+
+/// Why HubSpot's 401 EXPIRED_AUTHENTICATION went to the client as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiredPassed {
+    /// The request was already replayed with a refreshed token, and that was rejected too.
+    ReplayRejected = 0,
+    /// A forced refresh ran less than `refresh_min_interval_secs` ago: refreshing again now
+    /// would only storm the token endpoint.
+    RefreshSpaced = 1,
+}
+
+impl ExpiredPassed {
+    const LABELS: [&'static str; 2] = ["replay_rejected", "refresh_spaced"];
+}
+
+/// What an account can do now; a closed set, reported by `hubspot_proxy_account_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountState {
+    Ready = 0,
+    /// No usable token: the first one not fetched yet, or refreshes failing for a transient reason.
+    NoToken = 1,
+    /// HubSpot refused the refresh token or the client credentials; someone must act.
+    NeedsReauthorization = 2,
+}
+
+impl AccountState {
+    const LABELS: [&'static str; 3] = ["ready", "no_token", "needs_reauthorization"];
+
+    pub fn as_str(self) -> &'static str {
+        Self::LABELS[self as usize]
+    }
 }
 
 static RL_MAX: HeaderName = HeaderName::from_static("x-hubspot-ratelimit-max");
@@ -425,6 +459,18 @@ impl Metrics {
         );
         let upstream_slots = SlotMetrics::new(&registry);
         let bodies = BodyMetrics::new(&registry);
+        let expired_passed = counter_vec(
+            &registry,
+            "hubspot_proxy_expired_authentication_passed_total",
+            "HubSpot 401 EXPIRED_AUTHENTICATION answers passed to the client without a refresh and replay, by reason.",
+            &["account", "reason"],
+        );
+        let account_state = int_gauge_vec(
+            &registry,
+            "hubspot_proxy_account_state",
+            "1 for the state each account is in (ready, no_token, needs_reauthorization), 0 for the others.",
+            &["account", "state"],
+        );
         register_build_info(&registry);
         register_process_collector(&registry);
         Metrics {
@@ -453,6 +499,8 @@ impl Metrics {
             client_requests,
             upstream_slots,
             bodies,
+            expired_passed,
+            account_state,
         }
     }
 
@@ -507,6 +555,10 @@ impl Metrics {
             retries: RetryReason::LABELS.map(|r| self.retries.with_label_values(&[account, r])),
             api_vec: self.api_requests.clone(),
             api: (0..api_family::SLOTS).map(|_| OnceLock::new()).collect(),
+            expired_passed: ExpiredPassed::LABELS
+                .map(|r| self.expired_passed.with_label_values(&[account, r])),
+            state: AccountState::LABELS
+                .map(|st| self.account_state.with_label_values(&[account, st])),
         }
     }
 
@@ -601,6 +653,8 @@ pub struct AccountMetrics {
     retries: [IntCounter; 3],
     api_vec: IntCounterVec,
     api: Box<[OnceLock<IntCounter>]>,
+    expired_passed: [IntCounter; 2],
+    state: [IntGauge; 3],
 }
 
 impl AccountMetrics {
@@ -616,17 +670,17 @@ impl AccountMetrics {
         self.duration.observe(elapsed.as_secs_f64());
     }
 
-    /// Called for every HubSpot response: latency to headers, status class, rate-limit budget.
-    /// Returns HubSpot's 10-second maximum when the response carries one.
-    pub fn upstream_answered(
-        &self,
-        status: StatusCode,
-        headers: &HeaderMap,
-        elapsed: Duration,
-    ) -> Option<i64> {
+    /// Called for every HubSpot response: latency to headers, status class.
+    pub fn upstream_answered(&self, status: StatusCode, elapsed: Duration) {
         self.upstream_duration.observe(elapsed.as_secs_f64());
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.responses[class].inc();
+    }
+
+    /// HubSpot's rate-limit figures, from an answer to a request that carried the account's
+    /// bearer (a developer key's answer reports the developer app's budget, not the account's).
+    /// Returns HubSpot's 10-second maximum when the response carries one.
+    pub fn ratelimit_reported(&self, headers: &HeaderMap) -> Option<i64> {
         for (slot, name) in [&RL_REMAINING, &RL_MAX, &RL_DAILY_REMAINING, &RL_DAILY]
             .into_iter()
             .enumerate()
@@ -710,6 +764,17 @@ impl AccountMetrics {
 
     pub fn refresh_token_persist_failed(&self) {
         self.persist_failed.inc();
+    }
+
+    pub fn expired_passed(&self, reason: ExpiredPassed) {
+        self.expired_passed[reason as usize].inc();
+    }
+
+    /// Sets the account's state series: 1 for `state`, 0 for the rest.
+    pub fn set_state(&self, state: AccountState) {
+        for (i, gauge) in self.state.iter().enumerate() {
+            gauge.set(i64::from(i == state as usize));
+        }
     }
 
     pub fn token_reloaded(&self, ok: bool) {

@@ -273,11 +273,12 @@ impl Proxy {
                 let (bearer, generation) = account
                     .bearer(Instant::now(), sent.deadline)
                     .await
-                    .ok_or_else(|| no_token(account))?;
+                    .ok_or_else(|| account.no_token_error())?;
                 headers::set_bearer(request.headers_mut(), bearer);
                 sent.generation = Some(generation);
             }
-            let response = self.send(account, request, sent.deadline).await?;
+            let bearer = credential == Credential::Bearer;
+            let response = self.send(account, request, sent.deadline, bearer).await?;
             if !retry::may_resend(response.status()) {
                 return Ok(response);
             }
@@ -291,6 +292,7 @@ impl Proxy {
                     if reason == crate::metrics::RetryReason::ExpiredToken {
                         account.metrics.replayed_expired();
                     }
+                    // `judge` kept `after` within the request's deadline and the queue bound.
                     tokio::time::sleep(after).await;
                     request = replay.as_ref().expect("resendable").request();
                 }
@@ -303,6 +305,7 @@ impl Proxy {
         account: &Account,
         request: Request<OutboundBody>,
         deadline: tokio::time::Instant,
+        bearer: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let sent = Instant::now();
         let (response, slot) = self
@@ -310,12 +313,18 @@ impl Proxy {
             .send(request, deadline)
             .await
             .inspect_err(|e| count_upstream_error(account, e))?;
-        let ten_second_max = account.metrics.upstream_answered(
-            response.status(),
-            response.headers(),
-            sent.elapsed(),
-        );
-        adapt(account, ten_second_max);
+        account
+            .metrics
+            .upstream_answered(response.status(), sent.elapsed());
+        if bearer {
+            // A deliberate write from the request path: HubSpot's figures for the account's
+            // bearer feed its budget, gauges and /status. Developer-key and forwarded-key
+            // answers report another app's budget and must not.
+            adapt(
+                account,
+                account.metrics.ratelimit_reported(response.headers()),
+            );
+        }
         let (mut parts, body) = response.into_parts();
         if headers::drop_conflicting_length(&mut parts.headers) {
             self.metrics.bodies().framing_conflict();
@@ -331,6 +340,7 @@ impl Proxy {
 }
 
 /// Waits for the request's slot under the account's limit, or refuses past the wait bound.
+/// A client that leaves while queued drops this future, and with it the held slot.
 async fn admit(
     account: &Account,
     search: bool,
@@ -339,13 +349,13 @@ async fn admit(
     let Some(limiter) = &account.limiter else {
         return Ok(());
     };
-    let now = Instant::now();
-    match limiter.reserve(search, now, deadline.into_std()) {
+    let now = tokio::time::Instant::now();
+    match limiter.reserve(search, now, deadline) {
         ratelimit::Admission::SendAt(at) => {
             let wait = at.saturating_duration_since(now);
             account.metrics.queued(wait);
             if !wait.is_zero() {
-                tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                ratelimit::Held::new(limiter, search, at).wait().await;
             }
             Ok(())
         }
@@ -356,19 +366,22 @@ async fn admit(
     }
 }
 
-/// HubSpot reports the app's real 10-second budget; shape to it when it is below the config.
+/// HubSpot reports the app's real 10-second budget: shape to it, within the configured ceiling.
 fn adapt(account: &Account, ten_second_max: Option<i64>) {
     let (Some(limiter), Some(max)) = (&account.limiter, ten_second_max) else {
         return;
     };
-    if account.shaping.adaptive && max > 0 && limiter.lower_to(max as usize) {
-        tracing::info!(account = %account.name, max, "HubSpot reports a lower 10-second limit; shaping to it");
+    if !account.shaping.adaptive {
+        return;
     }
-}
-
-fn no_token(account: &Account) -> ProxyError {
-    ProxyError::NoToken {
-        account: account.name.clone(),
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    if let Some(previous) = limiter.follow_reported(max) {
+        let now = limiter.limit();
+        if now < previous {
+            tracing::info!(account = %account.name, max, budget = now, "HubSpot reports a lower 10-second limit; shaping to it");
+        } else {
+            tracing::info!(account = %account.name, max, budget = now, "HubSpot reports a higher 10-second limit; shaping to it");
+        }
     }
 }
 

@@ -1,13 +1,19 @@
 //! Per-account request shaping under HubSpot's limits: an exact rolling window (N per 10 s, and
-//! 5 per second for search), with slots reserved in arrival order and a bounded queue wait.
+//! 5 per second for search), with send times handed out in arrival order and a bounded wait.
 //!
 //! A token bucket or GCRA with a burst of N lets nearly 2N requests into one rolling window,
-//! which HubSpot would answer with 429s; reserving "N-th previous reservation + window" cannot.
+//! which HubSpot would answer with 429s; keeping every planned send time and placing a new one
+//! where no span of the window would hold more than N cannot.
+//!
+//! The API is shaped for a shared backend (fleet mode, one Redis script per call): `reserve`
+//! answers a send time or a refusal, and `release` gives back a send time that was never used.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// The windows are a little longer than HubSpot's. A slot is planned at an instant, but the
 /// request reaches HubSpot some milliseconds later, by a varying amount; with exact windows the
@@ -16,47 +22,91 @@ use std::time::{Duration, Instant};
 pub const TEN_SECONDS: Duration = Duration::from_millis(10_250);
 pub const ONE_SECOND: Duration = Duration::from_millis(1_100);
 
+/// The 10-second budget when the config sets none: HubSpot's smallest tier (Free/Starter).
+/// HubSpot's `X-HubSpot-RateLimit-Max` then moves it to the app's real tier.
+pub const DEFAULT_TEN_SECOND_BUDGET: usize = 100;
+/// The most a followed budget may rise to: above HubSpot's largest tier (250 with the add-on),
+/// so a garbled header cannot make the proxy shape to nothing.
+const FOLLOW_CAP: usize = 1_000;
+
+/// Where the 10-second budget comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// Set in the config: HubSpot's figure may lower it, and raise it back, never above this.
+    Ceiling(usize),
+    /// Not set: start at 100 and follow HubSpot's figure up or down.
+    Follow,
+}
+
 /// One rolling window: at most `limit` sends in any `span`.
 struct Window {
     span: Duration,
-    /// The configured budget; adaptive lowering never goes above it.
-    configured: usize,
+    /// The most `limit` may be; HubSpot's reports move it between 1 and this.
+    ceiling: usize,
     limit: AtomicUsize,
-    /// Send times already handed out, oldest first; never more than `configured` kept.
+    /// Send times handed out and not released, in time order. Times a span or more in the past
+    /// are pruned; the wait bound keeps the rest few (limit × wait / span).
     reserved: Mutex<VecDeque<Instant>>,
 }
 
 impl Window {
-    fn new(limit: usize, span: Duration) -> Window {
+    fn new(limit: usize, ceiling: usize, span: Duration) -> Window {
         Window {
             span,
-            configured: limit,
-            limit: AtomicUsize::new(limit),
+            ceiling,
+            limit: AtomicUsize::new(limit.min(ceiling)),
             reserved: Mutex::new(VecDeque::with_capacity(limit)),
         }
     }
 
-    /// The earliest send time not before `earliest` that keeps the window within its limit.
+    /// The earliest send time not before `earliest` at which no span of the window would hold
+    /// more than `limit` sends. With `limit` sorted times s, a time T is refused exactly when it
+    /// lies strictly inside (s[j+limit-1] - span, s[j] + span) for some j; both ends grow with j,
+    /// so one pass pushing T past each such interval finds the answer. Released times leave
+    /// holes, which this fills.
     fn next_slot(&self, reserved: &VecDeque<Instant>, earliest: Instant) -> Instant {
         let limit = self.limit.load(Ordering::Relaxed).max(1);
-        match reserved.len().checked_sub(limit) {
-            Some(i) => earliest.max(reserved[i] + self.span),
-            None => earliest,
+        let mut at = earliest;
+        if reserved.len() < limit {
+            return at;
+        }
+        // Intervals whose right end is at or before `earliest` cannot hold it.
+        let first = reserved.partition_point(|s| *s + self.span <= earliest);
+        for j in first..=(reserved.len() - limit) {
+            let (low, high) = (reserved[j + limit - 1], reserved[j] + self.span);
+            if low >= at + self.span {
+                break;
+            }
+            if at < high {
+                at = high;
+            }
+        }
+        at
+    }
+
+    fn prune(&self, reserved: &mut VecDeque<Instant>, now: Instant) {
+        while reserved.front().is_some_and(|s| *s + self.span <= now) {
+            reserved.pop_front();
         }
     }
 
     fn commit(&self, reserved: &mut VecDeque<Instant>, at: Instant) {
-        if reserved.len() == self.configured {
-            reserved.pop_front();
+        let index = reserved.partition_point(|s| *s <= at);
+        reserved.insert(index, at);
+    }
+
+    fn release(&self, at: Instant) {
+        let mut reserved = self.reserved.lock().expect("limiter lock");
+        if let Some(index) = reserved.iter().rposition(|s| *s == at) {
+            reserved.remove(index);
         }
-        reserved.push_back(at);
     }
 }
 
 /// What the limiter decided for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    /// Send at this instant (now, or after queueing).
+    /// Send at this instant (now, or after queueing). Give it back with `release` if unused.
     SendAt(Instant),
     /// The wait would pass the bound: answer 429 and suggest retrying after this long.
     Refused { retry_after: Duration },
@@ -65,31 +115,48 @@ pub enum Admission {
 pub struct Limiter {
     general: Window,
     search: Option<Window>,
+    follows: bool,
     max_wait: Duration,
 }
 
 impl Limiter {
-    /// `per_ten_seconds` must be > 0 (0 means "no limiter" and is handled by the caller).
-    pub fn new(per_ten_seconds: u32, search_per_second: u32, max_wait: Duration) -> Limiter {
+    pub fn new(budget: Budget, search_per_second: u32, max_wait: Duration) -> Limiter {
+        let (start, ceiling, follows) = match budget {
+            Budget::Ceiling(n) => (n, n, false),
+            Budget::Follow => (DEFAULT_TEN_SECOND_BUDGET, FOLLOW_CAP, true),
+        };
+        let search = search_per_second as usize;
         Limiter {
-            general: Window::new(per_ten_seconds as usize, TEN_SECONDS),
-            search: (search_per_second > 0)
-                .then(|| Window::new(search_per_second as usize, ONE_SECOND)),
+            general: Window::new(start, ceiling, TEN_SECONDS),
+            search: (search > 0).then(|| Window::new(search, search, ONE_SECOND)),
+            follows,
             max_wait,
         }
     }
 
-    /// Reserves a send slot, in arrival order. Nothing is reserved when the answer is `Refused`.
+    /// Reserves a send time, in arrival order. Nothing is reserved when the answer is `Refused`.
     pub fn reserve(&self, search: bool, now: Instant, deadline: Instant) -> Admission {
         let search_window = self.search.as_ref().filter(|_| search);
         // Lock order is always search, then general.
         let mut search_slots = search_window.map(|w| w.reserved.lock().expect("limiter lock"));
         let mut general_slots = self.general.reserved.lock().expect("limiter lock");
-        let earliest = match (search_window, search_slots.as_deref()) {
-            (Some(w), Some(slots)) => w.next_slot(slots, now),
-            _ => now,
-        };
-        let at = self.general.next_slot(&general_slots, earliest);
+        if let (Some(w), Some(slots)) = (search_window, search_slots.as_deref_mut()) {
+            w.prune(slots, now);
+        }
+        self.general.prune(&mut general_slots, now);
+        // A time free in one window may be taken in the other: alternate until both agree.
+        let mut at = now;
+        loop {
+            let in_search = match (search_window, search_slots.as_deref()) {
+                (Some(w), Some(slots)) => w.next_slot(slots, at),
+                _ => at,
+            };
+            let in_both = self.general.next_slot(&general_slots, in_search);
+            if in_both == at {
+                break;
+            }
+            at = in_both;
+        }
         let bound = (now + self.max_wait).min(deadline);
         if at > bound {
             return Admission::Refused {
@@ -103,21 +170,76 @@ impl Limiter {
         Admission::SendAt(at)
     }
 
-    /// HubSpot's `X-HubSpot-RateLimit-Max` is lower than configured: shape to it from now on.
-    /// Returns true when the budget changed.
-    pub fn lower_to(&self, max: usize) -> bool {
-        let target = max.clamp(1, self.general.configured);
-        self.general.limit.fetch_min(target, Ordering::Relaxed) > target
+    /// Gives back a send time whose request was never sent (its client left while it waited),
+    /// so later arrivals can have it.
+    pub fn release(&self, search: bool, at: Instant) {
+        if let Some(w) = self.search.as_ref().filter(|_| search) {
+            w.release(at);
+        }
+        self.general.release(at);
     }
 
+    /// HubSpot's `X-HubSpot-RateLimit-Max`, from an answer to a request that carried the
+    /// account's bearer: shape to it from now on, within the ceiling. Returns the previous
+    /// budget when it changed.
+    pub fn follow_reported(&self, max: usize) -> Option<usize> {
+        let target = max.clamp(1, self.general.ceiling);
+        let previous = self.general.limit.swap(target, Ordering::Relaxed);
+        (previous != target).then_some(previous)
+    }
+
+    /// Whether the budget follows HubSpot up past the default (no `per_ten_seconds` set).
+    pub fn follows(&self) -> bool {
+        self.follows
+    }
+
+    /// The 10-second budget shaped to now.
     pub fn limit(&self) -> usize {
         self.general.limit.load(Ordering::Relaxed)
+    }
+
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
     }
 }
 
 /// HubSpot's search endpoints (`POST /crm/v3/objects/{type}/search` and the like) have their own limit.
 pub fn is_search(method: &http::Method, path: &str) -> bool {
     method == http::Method::POST && path.trim_end_matches('/').ends_with("/search")
+}
+
+/// A send time held while its request waits for it. Dropped before `sent`, as when the client
+/// disconnects and its handler is dropped mid-wait, it releases the time.
+pub struct Held<'a> {
+    limiter: &'a Limiter,
+    search: bool,
+    at: Instant,
+    used: bool,
+}
+
+impl<'a> Held<'a> {
+    pub fn new(limiter: &'a Limiter, search: bool, at: Instant) -> Held<'a> {
+        Held {
+            limiter,
+            search,
+            at,
+            used: false,
+        }
+    }
+
+    /// Waits for the send time; from then on the time is spent, whatever becomes of the request.
+    pub async fn wait(mut self) {
+        tokio::time::sleep_until(self.at).await;
+        self.used = true;
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if !self.used {
+            self.limiter.release(self.search, self.at);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -131,18 +253,22 @@ mod tests {
         }
     }
 
+    fn limiter(n: usize, search: u32, wait_secs: u64) -> Limiter {
+        Limiter::new(Budget::Ceiling(n), search, Duration::from_secs(wait_secs))
+    }
+
     #[test]
     fn a_burst_fills_the_window_then_waits_for_it_to_roll() {
-        let limiter = Limiter::new(3, 0, Duration::from_secs(60));
+        let limiter = limiter(3, 0, 60);
         let t0 = Instant::now();
         let far = t0 + Duration::from_secs(600);
         for _ in 0..3 {
             assert_eq!(at(limiter.reserve(false, t0, far)), t0);
         }
-        // The 4th goes when the 1st leaves the window; the 6th when the 3rd does.
-        assert_eq!(at(limiter.reserve(false, t0, far)), t0 + TEN_SECONDS);
-        assert_eq!(at(limiter.reserve(false, t0, far)), t0 + TEN_SECONDS);
-        assert_eq!(at(limiter.reserve(false, t0, far)), t0 + TEN_SECONDS);
+        // The 4th goes when the 1st leaves the window; the 7th when the 4th does.
+        for _ in 0..3 {
+            assert_eq!(at(limiter.reserve(false, t0, far)), t0 + TEN_SECONDS);
+        }
         assert_eq!(at(limiter.reserve(false, t0, far)), t0 + 2 * TEN_SECONDS);
         // Never more than 3 in any 10 s: later arrivals after a quiet spell go at once.
         let later = t0 + Duration::from_secs(100);
@@ -151,7 +277,7 @@ mod tests {
 
     #[test]
     fn the_wait_bound_refuses_without_reserving() {
-        let limiter = Limiter::new(2, 0, Duration::from_secs(5));
+        let limiter = self::limiter(2, 0, 5);
         let t0 = Instant::now();
         let far = t0 + Duration::from_secs(600);
         limiter.reserve(false, t0, far);
@@ -166,7 +292,7 @@ mod tests {
         let t10 = t0 + TEN_SECONDS;
         assert_eq!(at(limiter.reserve(false, t10, far)), t10);
         // A tighter request deadline also bounds the wait.
-        let limiter = Limiter::new(1, 0, Duration::from_secs(60));
+        let limiter = self::limiter(1, 0, 60);
         limiter.reserve(false, t0, far);
         assert!(matches!(
             limiter.reserve(false, t0, t0 + Duration::from_secs(3)),
@@ -176,7 +302,7 @@ mod tests {
 
     #[test]
     fn search_has_its_own_per_second_window_and_counts_in_the_general_one() {
-        let limiter = Limiter::new(100, 2, Duration::from_secs(60));
+        let limiter = self::limiter(100, 2, 60);
         let t0 = Instant::now();
         let far = t0 + Duration::from_secs(600);
         assert_eq!(at(limiter.reserve(true, t0, far)), t0);
@@ -187,7 +313,7 @@ mod tests {
             t0,
             "non-search traffic is not held back"
         );
-        let limiter = Limiter::new(3, 5, Duration::from_secs(60));
+        let limiter = self::limiter(3, 5, 60);
         for _ in 0..3 {
             limiter.reserve(true, t0, far);
         }
@@ -203,10 +329,9 @@ mod tests {
     }
 
     #[test]
-    fn adaptive_lowering_only_goes_down() {
-        let limiter = Limiter::new(190, 0, Duration::from_secs(60));
-        assert!(limiter.lower_to(100));
-        assert!(!limiter.lower_to(150));
+    fn a_configured_budget_is_a_ceiling_hubspot_moves_under() {
+        let limiter = self::limiter(190, 0, 60);
+        assert_eq!(limiter.follow_reported(100), Some(190));
         assert_eq!(limiter.limit(), 100);
         let t0 = Instant::now();
         let far = t0 + Duration::from_secs(600);
@@ -214,5 +339,87 @@ mod tests {
             assert_eq!(at(limiter.reserve(false, t0, far)), t0);
         }
         assert_eq!(at(limiter.reserve(false, t0, far)), t0 + TEN_SECONDS);
+        // HubSpot reports more again: back up, but never past the configured 190.
+        assert_eq!(limiter.follow_reported(150), Some(100));
+        assert_eq!(limiter.limit(), 150);
+        assert_eq!(limiter.follow_reported(250), Some(150));
+        assert_eq!(limiter.limit(), 190);
+        assert_eq!(limiter.follow_reported(250), None);
+    }
+
+    #[test]
+    fn an_unset_budget_starts_at_100_and_follows_hubspot_both_ways() {
+        let limiter = Limiter::new(Budget::Follow, 0, Duration::from_secs(1));
+        assert!(limiter.follows());
+        assert_eq!(limiter.limit(), 100);
+        limiter.follow_reported(190);
+        assert_eq!(limiter.limit(), 190);
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(600);
+        for _ in 0..190 {
+            assert_eq!(at(limiter.reserve(false, t0, far)), t0);
+        }
+        assert!(matches!(
+            limiter.reserve(false, t0, far),
+            Admission::Refused { .. }
+        ));
+        limiter.follow_reported(110);
+        assert_eq!(limiter.limit(), 110);
+        limiter.follow_reported(0);
+        assert_eq!(limiter.limit(), 1, "never shaped to nothing");
+        limiter.follow_reported(1_000_000);
+        assert_eq!(limiter.limit(), FOLLOW_CAP);
+    }
+
+    #[test]
+    fn a_released_time_goes_to_the_next_arrival() {
+        let limiter = self::limiter(2, 0, 60);
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(600);
+        limiter.reserve(false, t0, far);
+        limiter.reserve(false, t0, far);
+        let third = at(limiter.reserve(false, t0, far));
+        let fourth = at(limiter.reserve(false, t0, far));
+        assert_eq!((third, fourth), (t0 + TEN_SECONDS, t0 + TEN_SECONDS));
+        // The client of the 4th left: the next arrival takes its time, not t0 + 20 s.
+        limiter.release(false, fourth);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(at(limiter.reserve(false, t1, far)), t0 + TEN_SECONDS);
+        assert_eq!(at(limiter.reserve(false, t1, far)), t0 + 2 * TEN_SECONDS);
+        // Releasing an early time fills the hole without breaking the window for later ones.
+        let limiter = self::limiter(2, 0, 60);
+        let a = at(limiter.reserve(false, t0, far));
+        limiter.reserve(false, t0, far);
+        limiter.reserve(false, t0, far);
+        limiter.release(false, a);
+        assert_eq!(at(limiter.reserve(false, t0, far)), t0);
+        assert_eq!(at(limiter.reserve(false, t0, far)), t0 + TEN_SECONDS);
+        assert_eq!(at(limiter.reserve(false, t0, far)), t0 + 2 * TEN_SECONDS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_dropped_before_its_time_releases_it() {
+        let limiter = self::limiter(1, 0, 30);
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(600);
+        at(limiter.reserve(false, t0, far));
+        let queued = at(limiter.reserve(false, t0, far));
+        assert_eq!(queued, t0 + TEN_SECONDS);
+        // The client leaves after 3 s of waiting: its handler, and with it the wait, is dropped.
+        let wait = Held::new(&limiter, false, queued).wait();
+        assert!(tokio::time::timeout(Duration::from_secs(3), wait)
+            .await
+            .is_err());
+        let now = Instant::now();
+        assert_eq!(at(limiter.reserve(false, now, far)), t0 + TEN_SECONDS);
+        // A wait that reached its time keeps it.
+        let limiter = self::limiter(1, 0, 30);
+        let first = at(limiter.reserve(false, now, far));
+        Held::new(&limiter, false, first).wait().await;
+        assert_eq!(
+            at(limiter.reserve(false, now, far)),
+            first + TEN_SECONDS,
+            "a sent request's time is spent"
+        );
     }
 }

@@ -5,7 +5,7 @@ mod api;
 pub mod oauth;
 pub mod ratelimit;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,6 +61,8 @@ pub struct State {
     pub oauth: oauth::OAuthState,
     pub limits: ratelimit::RateLimits,
     tokens: Mutex<HashSet<String>>,
+    /// Developer API keys (`?hapikey=` on app-settings paths) → their app's 10-second Max.
+    developer_keys: Mutex<HashMap<String, u64>>,
     recorded: Mutex<VecDeque<Recorded>>,
     /// Answers to give the next authenticated requests instead of the real ones.
     injected: Mutex<VecDeque<Injected>>,
@@ -77,6 +79,18 @@ impl State {
 
     pub fn revoke_token(&self, token: &str) {
         self.tokens.lock().unwrap().remove(token);
+    }
+
+    /// Accepts a developer API key; its answers report `ratelimit_max`, the developer app's budget.
+    pub fn accept_developer_key(&self, key: &str, ratelimit_max: u64) {
+        self.developer_keys
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), ratelimit_max);
+    }
+
+    pub(crate) fn developer_key_max(&self, key: &str) -> Option<u64> {
+        self.developer_keys.lock().unwrap().get(key).copied()
     }
 
     pub(crate) fn static_token_valid(&self, token: &str) -> bool {

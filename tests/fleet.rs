@@ -61,8 +61,8 @@ async fn admit_all(
     join_all(futures).await
 }
 
-fn send_times(answers: &[Admission]) -> Vec<Instant> {
-    let mut times: Vec<Instant> = answers
+fn send_times(answers: &[Admission]) -> Vec<tokio::time::Instant> {
+    let mut times: Vec<tokio::time::Instant> = answers
         .iter()
         .filter_map(|a| match a {
             Admission::SendAt(t) => Some(*t),

@@ -393,7 +393,7 @@ async fn rotated_refresh_tokens_land_in_their_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_refresh_token_is_reported_once_and_a_fixed_file_recovers() {
+async fn a_revoked_refresh_token_needs_reauthorization_without_a_refresh_loop() {
     let scratch = Scratch::new();
     scratch.write("marketing.refresh", "na1-revoked-token");
     let w = start(sandbox_with(600).await, scratch, "").await;
@@ -404,27 +404,155 @@ async fn a_refused_refresh_token_is_reported_once_and_a_fixed_file_recovers() {
     .await;
     let response = client().get(&url).send().await.unwrap();
     assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()["x-auth-proxy-error"],
+        "PROXY_NEEDS_REAUTHORIZATION"
+    );
     let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["category"], "PROXY_NO_TOKEN");
-    assert_eq!(status_of(&w.proxy.admin_url("/readyz")).await, 503);
+    assert_eq!(body["category"], "PROXY_NEEDS_REAUTHORIZATION");
+    let ready = client()
+        .get(w.proxy.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["not_ready"][0]["reason"], "needs_reauthorization");
+    let status: serde_json::Value = client()
+        .get(w.proxy.admin_url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let account = &status["accounts"][0];
+    assert_eq!(account["state"], "needs_reauthorization");
+    assert_eq!(account["reauthorization"]["error"], "invalid_grant");
+    assert!(account["reauthorization"]["action"]
+        .as_str()
+        .unwrap()
+        .contains("hubspot-auth-proxy oauth authorize --config"));
+    metric_becomes(
+        &w.proxy,
+        r#"hubspot_proxy_account_state{account="marketing",state="needs_reauthorization"}"#,
+        1.0,
+        Duration::from_secs(1),
+    )
+    .await;
     assert!(
         w.proxy.log().contains("missing or unknown refresh token"),
         "HubSpot's error_description is logged"
     );
-    // Someone puts a good refresh token in the file: the next retry picks it up.
-    std::fs::write(w.scratch.path("marketing.refresh"), REFRESH).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // No refresh loop: requests and time do not bring more token calls (transient failures
+    // would have retried at 1 s and 2 s by now).
+    let calls = w.sandbox.oauth().token_calls();
+    assert_eq!(calls, 1);
+    for _ in 0..20 {
+        assert_eq!(status_of(&url).await, 503);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(w.sandbox.oauth().token_calls(), calls, "no refresh storm");
+    // Someone puts a good refresh token in the file: the proxy picks it up at once.
+    w.scratch.replace_atomically("marketing.refresh", REFRESH);
+    let deadline = Instant::now() + Duration::from_secs(5);
     while status_of(&url).await != 200 {
         assert!(Instant::now() < deadline, "no recovery:\n{}", w.proxy.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    metric_becomes(
+        &w.proxy,
+        r#"hubspot_proxy_account_state{account="marketing",state="ready"}"#,
+        1.0,
+        Duration::from_secs(1),
+    )
+    .await;
     assert_eq!(
-        w.proxy.log().matches("token refresh refused").count(),
+        w.proxy
+            .log()
+            .matches("account needs re-authorization")
+            .count(),
         1,
         "logged once"
     );
     assert_no_secrets(&w);
     assert!(!w.proxy.log().contains("na1-revoked-token"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_secret_names_the_client_keys_and_sighup_retries() {
+    let sandbox = sandbox_with(600).await;
+    sandbox
+        .oauth()
+        .set_client(CLIENT_ID, "cs-rotated-by-hubspot");
+    let w = start(sandbox, Scratch::new(), "").await;
+    let url = w.proxy.url("/crm/v3/objects/contacts");
+    eventually(Duration::from_secs(5), "the refusal is logged", || {
+        w.proxy.log().contains("invalid_client").then_some(())
+    })
+    .await;
+    let response = client().get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["category"], "PROXY_NEEDS_REAUTHORIZATION");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("client_id or client_secret"));
+    assert_eq!(w.sandbox.oauth().token_calls(), 1);
+    // The operator fixes it at HubSpot's side (here: the stand-in takes the old secret back)
+    // and sends SIGHUP: one retry, and the account is served.
+    w.sandbox.oauth().set_client(CLIENT_ID, CLIENT_SECRET);
+    w.proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status_of(&url).await != 200 {
+        assert!(Instant::now() < deadline, "no recovery:\n{}", w.proxy.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(w.sandbox.oauth().token_calls(), 2);
+    assert_no_secrets(&w);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubspot_rejecting_every_token_causes_no_refresh_storm() {
+    let w = start(sandbox_with(600).await, Scratch::new(), "").await;
+    ready(&w).await;
+    assert_eq!(w.sandbox.oauth().token_calls(), 1);
+    w.sandbox.oauth().reject_all_as_expired(true);
+    let url = w.proxy.url("/crm/v3/objects/contacts");
+    let results = join_all((0..30).map(|_| {
+        let url = url.clone();
+        async move {
+            let r = client().get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, body["category"].as_str().unwrap_or("").to_string())
+        }
+    }))
+    .await;
+    for (status, category) in &results {
+        assert_eq!(
+            (*status, category.as_str()),
+            (401, "EXPIRED_AUTHENTICATION"),
+            "HubSpot's 401 is passed on"
+        );
+    }
+    assert!(
+        w.sandbox.oauth().token_calls() <= 2,
+        "one forced refresh at most, not {}",
+        w.sandbox.oauth().token_calls()
+    );
+    let text = w.proxy.metrics().await;
+    let passed = |reason: &str| {
+        metric(
+            &text,
+            &format!(
+                r#"hubspot_proxy_expired_authentication_passed_total{{account="marketing",reason="{reason}"}}"#
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(passed("replay_rejected") + passed("refresh_spaced"), 30.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

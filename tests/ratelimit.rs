@@ -305,3 +305,165 @@ async fn the_budget_follows_hubspots_lower_max() {
         }
     }
 }
+
+async fn admin_status(w: &World) -> serde_json::Value {
+    client()
+        .get(w.proxy.admin_url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The account's 10-second budget as `/status` reports it.
+async fn budget(w: &World) -> serde_json::Value {
+    admin_status(w).await["accounts"][0]["ratelimit"]["ten_second"]["budget"].clone()
+}
+
+async fn get_status(w: &World, path: &str) -> u16 {
+    client()
+        .get(w.proxy.url(path))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_developer_key_answer_does_not_move_the_accounts_budget() {
+    let w = world("per_ten_seconds = 10\nmax_queue_wait_ms = 500\nmax_retries_429 = 0").await;
+    w.sandbox.limits().configure(10, 5, false);
+    assert_eq!(get_status(&w, "/crm/v3/objects/contacts").await, 200);
+    assert_eq!(budget(&w).await, 10);
+    // The developer app's answer reports its own budget of 2.
+    w.sandbox.state().accept_developer_key("dev-key-77", 2);
+    assert_eq!(
+        get_status(&w, "/webhooks/v3/123/subscriptions?hapikey=dev-key-77").await,
+        200
+    );
+    let seen = w.sandbox.requests().pop().unwrap();
+    assert_eq!(seen.bearer(), None, "the developer key went as it came");
+    let status = admin_status(&w).await;
+    let ten = &status["accounts"][0]["ratelimit"]["ten_second"];
+    assert_eq!(
+        (ten["budget"].clone(), ten["max"].clone()),
+        (10.into(), 10.into())
+    );
+    let text = w.proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"hubspot_proxy_upstream_ratelimit_max{account="main",window="ten_second"}"#
+        ),
+        Some(10.0)
+    );
+    // Ordinary requests still flow at the account's budget: 8 more fit in the 10.
+    let results = burst(&w, 8, reqwest::Method::GET, "/crm/v3/objects/contacts").await;
+    assert!(results.iter().all(|r| r.0 == 200), "{results:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_comes_back_up_to_the_configured_ceiling() {
+    let w = world("per_ten_seconds = 20\nmax_queue_wait_ms = 500\nmax_retries_429 = 0").await;
+    w.sandbox.limits().configure(6, 5, false);
+    assert_eq!(get_status(&w, "/crm/v3/objects/contacts").await, 200);
+    assert_eq!(budget(&w).await, 6);
+    w.sandbox.limits().configure(50, 5, false);
+    assert_eq!(get_status(&w, "/crm/v3/objects/contacts").await, 200);
+    assert_eq!(
+        budget(&w).await,
+        20,
+        "up again, to the configured 20 at most"
+    );
+    // 2 sent, 18 more fit in the window without queueing past 500 ms.
+    let results = burst(&w, 18, reqwest::Method::GET, "/crm/v3/objects/contacts").await;
+    assert!(results.iter().all(|r| r.0 == 200), "{results:?}");
+    assert!(w
+        .proxy
+        .log()
+        .contains("HubSpot reports a higher 10-second limit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unset_budget_rises_to_hubspots_190_and_a_set_one_stays_capped() {
+    for (rate_limit, want) in [("", 190), ("per_ten_seconds = 120", 120)] {
+        let w = world(&format!(
+            "{rate_limit}\nmax_queue_wait_ms = 500\nmax_retries_429 = 0"
+        ))
+        .await;
+        w.sandbox.limits().configure(190, 5, true);
+        let start = if rate_limit.is_empty() { 100 } else { 120 };
+        assert_eq!(budget(&w).await, start);
+        assert_eq!(get_status(&w, "/crm/v3/objects/contacts").await, 200);
+        assert_eq!(budget(&w).await, want, "{rate_limit:?}");
+        let results = burst(&w, 150, reqwest::Method::GET, "/crm/v3/objects/contacts").await;
+        let ok = results.iter().filter(|r| r.0 == 200).count();
+        assert_eq!(ok, (want - 1).min(150), "{rate_limit:?}");
+        assert_eq!(
+            w.sandbox.limits().rejected(),
+            0,
+            "HubSpot never answered 429"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_asking_for_longer_than_the_wait_bound_is_passed_at_once() {
+    let w = world("per_ten_seconds = 100\nmax_queue_wait_ms = 2000").await;
+    for retry_after in [3600, 5] {
+        let started = Instant::now();
+        let r = client()
+            .get(
+                w.proxy
+                    .url(&format!("/__sandbox/status/429?retry_after={retry_after}")),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], retry_after.to_string().as_str());
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["policyName"], "TEN_SECONDLY_ROLLING", "HubSpot's body");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "Retry-After {retry_after}: passed after {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(w.sandbox.request_count(), 2, "nothing was resent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_queued_gives_its_slot_to_the_next() {
+    let w = world("per_ten_seconds = 1\nmax_queue_wait_ms = 12000").await;
+    let started = Instant::now();
+    assert_eq!(get_status(&w, "/crm/v3/objects/contacts").await, 200);
+    // The 2nd is queued for the window to roll, then its client hangs up.
+    let mut leaver = std::net::TcpStream::connect(w.proxy.proxy).unwrap();
+    std::io::Write::write_all(
+        &mut leaver,
+        b"GET /crm/v3/objects/contacts HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    metric_becomes(
+        &w.proxy,
+        r#"hubspot_proxy_ratelimit_queue_wait_seconds_count{account="main"}"#,
+        2.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    drop(leaver);
+    // Without the release the next arrival's slot would be a second window away (20 s): past
+    // the 12 s bound, a local 429. With it, it takes the freed slot when the window rolls.
+    let r = client()
+        .get(w.proxy.url("/crm/v3/objects/contacts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.headers().get("retry-after"));
+    assert!(started.elapsed() < Duration::from_secs(12));
+    assert_eq!(w.sandbox.request_count(), 2, "the leaver was never sent");
+}

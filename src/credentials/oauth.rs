@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::persist::write_secret_file;
 use super::token_endpoint::{Grant, TokenEndpoint, TokenError};
@@ -38,9 +38,34 @@ pub struct Refresher {
     pub endpoint: TokenEndpoint,
     pub client_id: String,
     pub client_secret: Secret<String>,
+    /// Read again on SIGHUP while HubSpot refuses the client (`invalid_client`).
+    pub client_secret_source: SecretSource,
     pub refresh_token: Secret<String>,
     pub refresh_source: SecretSource,
     pub margin: Duration,
+    /// The `oauth authorize` command line that gets this account a new refresh token.
+    pub reauthorize_command: String,
+}
+
+/// After `invalid_grant` or `invalid_client` nothing changes until someone acts: the refresher
+/// retries only this often, when the refresh-token file changes, or on SIGHUP.
+pub const REAUTHORIZATION_RETRY: Duration = Duration::from_secs(600);
+/// How often the refresh-token file is looked at while waiting for re-authorization.
+const REAUTHORIZATION_FILE_POLL: Duration = Duration::from_secs(1);
+
+/// When to call the token endpoint again after a failed call: a refusal of the grant or the
+/// client is retried every 10 minutes (retrying sooner cannot help); any other failure backs off.
+pub fn retry_delay(error: &TokenError, failures: u32, jitter: f64) -> Duration {
+    if needs_reauthorization(error) {
+        REAUTHORIZATION_RETRY
+    } else {
+        backoff_delay(failures, jitter)
+    }
+}
+
+/// HubSpot refused the refresh token (revoked, app uninstalled) or the app's client credentials.
+fn needs_reauthorization(error: &TokenError) -> bool {
+    matches!(error.category(), "invalid_grant" | "invalid_client")
 }
 
 struct State {
@@ -49,11 +74,25 @@ struct State {
     /// put a new token there, and it wins over the one in memory.
     file_value: Option<Secret<String>>,
     failures: u32,
+    /// Set while HubSpot refuses the grant or the client: no retry loop, see `retry_delay`.
+    needs_reauthorization: bool,
     /// The last refusal logged, so a bad secret is logged once, not every 30 s.
     logged_refusal: Option<String>,
 }
 
-pub fn spawn(refresher: Refresher, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+/// Why the refresher's loop woke.
+enum Wake {
+    Due,
+    Request,
+    Reload,
+    FilePoll,
+}
+
+pub fn spawn(
+    refresher: Refresher,
+    reload: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let file_value = refresher
             .refresh_source
@@ -63,22 +102,45 @@ pub fn spawn(refresher: Refresher, mut stop: watch::Receiver<bool>) -> tokio::ta
             r: refresher,
             file_value,
             failures: 0,
+            needs_reauthorization: false,
             logged_refusal: None,
         };
         let control = state.r.account.refresh.clone().expect("oauth account");
         let mut next = tokio::time::Instant::now();
+        let mut file_poll = tokio::time::interval(REAUTHORIZATION_FILE_POLL);
+        file_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
-                _ = control.woken() => {
-                    // A request found no usable token. While backing off, the schedule stands:
-                    // waking early for every request would hammer a failing endpoint.
-                    let backing_off = state.failures > 0 && tokio::time::Instant::now() < next;
+            let polling = state.needs_reauthorization && state.r.refresh_source.file().is_some();
+            let wake = tokio::select! {
+                _ = tokio::time::sleep_until(next) => Wake::Due,
+                _ = control.woken() => Wake::Request,
+                _ = reload.notified() => Wake::Reload,
+                _ = file_poll.tick(), if polling => Wake::FilePoll,
+                _ = stop.changed() => return,
+            };
+            let now = tokio::time::Instant::now();
+            match wake {
+                Wake::Due => {}
+                // A request found no usable token. While backing off or waiting for someone to
+                // re-authorize, the schedule stands: waking early for every request would
+                // hammer a failing endpoint. Forced refreshes are spaced, so HubSpot rejecting
+                // even fresh tokens cannot cause a storm.
+                Wake::Request => {
+                    let backing_off = state.failures > 0 && now < next;
                     if backing_off || state.r.account.token.is_ready(Instant::now()) {
                         continue;
                     }
+                    if let Some(at) = control.next_forced(Instant::now()) {
+                        next = next.min(tokio::time::Instant::from_std(at));
+                        continue;
+                    }
+                    control.forcing(Instant::now());
                 }
-                _ = stop.changed() => return,
+                // SIGHUP: the operator may have fixed the refresh token or the client secret.
+                Wake::Reload if state.needs_reauthorization => state.reload_client_secret(),
+                Wake::Reload => continue,
+                Wake::FilePoll if state.refresh_file_changed() => {}
+                Wake::FilePoll => continue,
             }
             next = tokio::time::Instant::from_std(state.attempt().await);
         }
@@ -127,6 +189,9 @@ impl State {
         }
         self.failures = 0;
         self.logged_refusal = None;
+        if std::mem::take(&mut self.needs_reauthorization) {
+            tracing::info!(account = %account.name, "account re-authorized; refreshes resume");
+        }
         tracing::info!(
             account = %account.name,
             generation,
@@ -142,7 +207,11 @@ impl State {
         let account = &self.r.account;
         account.metrics.refreshed(false, None);
         account.status.record_failure(error.category());
-        let delay = backoff_delay(self.failures, rand::random());
+        let delay = retry_delay(error, self.failures, rand::random());
+        if needs_reauthorization(error) {
+            self.reauthorization_needed(error);
+            return Instant::now() + delay;
+        }
         match error {
             TokenError::Refused { .. } => {
                 let text = error.to_string();
@@ -165,6 +234,61 @@ impl State {
             }
         }
         Instant::now() + delay
+    }
+
+    /// `invalid_grant` or `invalid_client`: report it once, with what to do, and stop looping.
+    fn reauthorization_needed(&mut self, error: &TokenError) {
+        self.needs_reauthorization = true;
+        let account = &self.r.account;
+        let grant = error.category() == "invalid_grant";
+        let detail = if grant {
+            "HubSpot refused the refresh token (invalid_grant): it was revoked or the app was uninstalled"
+        } else {
+            "HubSpot refused the app's client_id or client_secret (invalid_client)"
+        };
+        let action = if grant {
+            format!("run `{}`", self.r.reauthorize_command)
+        } else {
+            format!(
+                "fix accounts[].oauth.client_id or client_secret for account '{}', then send SIGHUP",
+                account.name
+            )
+        };
+        account
+            .status
+            .record_reauthorization(crate::account::Reauthorization {
+                error: error.category(),
+                detail,
+                action: action.clone(),
+            });
+        let text = error.to_string();
+        if self.logged_refusal.as_deref() != Some(text.as_str()) {
+            tracing::error!(
+                account = %account.name,
+                endpoint = self.r.endpoint.url(),
+                "account needs re-authorization: {text}; {action}. The proxy retries when the refresh-token file changes, on SIGHUP, and every 10 minutes"
+            );
+            self.logged_refusal = Some(text);
+        }
+    }
+
+    fn reload_client_secret(&mut self) {
+        match self.r.client_secret_source.load() {
+            Ok(secret) => self.r.client_secret = secret,
+            Err(e) => tracing::error!(
+                account = %self.r.account.name,
+                source = %self.r.client_secret_source.describe(),
+                "could not read the client secret again, keeping the previous one: {e}"
+            ),
+        }
+    }
+
+    /// While waiting for re-authorization: whether someone wrote a new refresh token.
+    fn refresh_file_changed(&self) -> bool {
+        match self.r.refresh_source.load() {
+            Ok(value) => self.file_value.as_ref() != Some(&value),
+            Err(_) => false,
+        }
     }
 
     fn pick_up_changed_file(&mut self) {
@@ -231,6 +355,38 @@ mod tests {
         // A small margin wins over 25 %.
         assert_eq!(refresh_delay(s(1800), s(60), 0.0), s(1740));
         assert_eq!(refresh_delay(Duration::ZERO, s(60), 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn refused_grants_and_clients_wait_for_someone_to_act() {
+        let refused = |error: &str| TokenError::Refused {
+            error: error.into(),
+            description: "missing or unknown refresh token".into(),
+        };
+        for failures in [1, 2, 50] {
+            assert_eq!(
+                retry_delay(&refused("invalid_grant"), failures, 0.5),
+                REAUTHORIZATION_RETRY
+            );
+            assert_eq!(
+                retry_delay(&refused("invalid_client"), failures, 0.5),
+                REAUTHORIZATION_RETRY
+            );
+        }
+        // Transient failures keep the capped, jittered backoff.
+        let transient = [
+            TokenError::Status {
+                status: 502,
+                message: "bad gateway".into(),
+            },
+            TokenError::Timeout(Duration::from_secs(2)),
+            TokenError::Transport("refused".into()),
+            refused("invalid_request"),
+        ];
+        for error in &transient {
+            assert_eq!(retry_delay(error, 1, 0.5), Duration::from_secs(1));
+            assert_eq!(retry_delay(error, 9, 1.0), BACKOFF_CAP);
+        }
     }
 
     #[test]

@@ -48,6 +48,22 @@ impl TokenError {
     }
 }
 
+/// HubSpot switches `/oauth/v1/token` off on 2027-02-16: a warning for a `token_url` still on it.
+pub fn v1_warning(url: &str) -> Option<String> {
+    let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = path.find('/').map_or("", |i| &path[i..]);
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    path.trim_end_matches('/')
+        .ends_with("/oauth/v1/token")
+        .then(|| {
+            format!(
+                "{url} is HubSpot's v1 token endpoint, which HubSpot switches off on 2027-02-16; \
+             use {} (the default when token_url is unset)",
+                crate::config::DEFAULT_TOKEN_PATH
+            )
+        })
+}
+
 #[derive(Deserialize)]
 struct GrantBody {
     access_token: Option<String>,
@@ -231,6 +247,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_v1_token_url_is_warned_about_with_its_date() {
+        let warning = v1_warning("https://api.hubapi.com/oauth/v1/token").unwrap();
+        assert!(warning.contains("2027-02-16"), "{warning}");
+        assert!(v1_warning("http://127.0.0.1:9/oauth/v1/token/").is_some());
+        assert!(v1_warning("https://api.hubapi.com/oauth/v3/token").is_none());
+        assert!(v1_warning("https://api.hubapi.com/oauth/2026-03/token").is_none());
+    }
+
+    #[test]
     fn grants_and_errors_parse() {
         let g = parse_grant(br#"{"token_type":"bearer","access_token":"CJ-abc","refresh_token":"r-1","expires_in":1800,"hub_id":62515,"scopes":["oauth","crm.objects.contacts.read"]}"#).unwrap();
         assert_eq!(g.expires_in, Duration::from_secs(1800));
@@ -248,6 +273,8 @@ mod tests {
         let e = parse_error(400, br#"{"status":"BAD_REFRESH_TOKEN","message":"missing or unknown refresh token","error":"invalid_grant","error_description":"missing or unknown refresh token"}"#);
         assert_eq!(e.category(), "invalid_grant");
         assert!(e.to_string().contains("missing or unknown refresh token"));
+        let e = parse_error(400, br#"{"status":"BAD_CLIENT_ID","message":"missing or invalid client_id or client_secret","error":"invalid_client","error_description":"missing or invalid client_id or client_secret"}"#);
+        assert_eq!(e.category(), "invalid_client");
         let e = parse_error(502, b"bad gateway");
         assert_eq!(e.category(), "http_status");
     }

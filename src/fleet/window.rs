@@ -8,7 +8,9 @@
 //! The answer is a wait relative to Redis's `now`, so replica clocks never enter into it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use redis::Script;
 

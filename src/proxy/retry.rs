@@ -1,7 +1,8 @@
 //! What to do with HubSpot's answer: deliver it, or send the request again. Resent are: a 401
 //! EXPIRED_AUTHENTICATION (once, with the refreshed token), a 429 TEN_SECONDLY_ROLLING or
 //! SECONDLY (HubSpot did not act on it), and 502/503/504/521-524 for idempotent methods.
-//! Only requests whose body was kept can be resent.
+//! Only requests whose body was kept can be resent. Every wait before a resend ends within the
+//! request's deadline and `max_queue_wait_ms`; an answer that asks for longer goes to the client.
 
 use std::time::Duration;
 
@@ -12,13 +13,11 @@ use super::body::ProxyBody;
 use super::inspect::small_json;
 use crate::account::Account;
 use crate::error::ProxyError;
-use crate::metrics::{RateLimitPolicy, RetryReason};
+use crate::metrics::{ExpiredPassed, RateLimitPolicy, RetryReason};
 
 /// When HubSpot's 429 names no Retry-After: a rolling window frees a slot within about a second.
 const DEFAULT_429_WAIT: Duration = Duration::from_secs(1);
 const FIRST_5XX_BACKOFF: Duration = Duration::from_millis(250);
-/// A Retry-After longer than this is not worth holding the client for.
-const MAX_429_WAIT: Duration = Duration::from_secs(30);
 
 // Boxing the response would cost an allocation on every request, for a value that lives only
 // from `judge` to the caller's match.
@@ -73,14 +72,16 @@ pub async fn judge(
 }
 
 /// HubSpot says a 401 is a refresh signal only with category EXPIRED_AUTHENTICATION. The token
-/// is then dead whatever its expiry said: drop it so no other request uses it.
+/// is then dead whatever its expiry said: drop it so no other request uses it, and resend once
+/// with the refreshed one. Forced refreshes are spaced: within `refresh_min_interval_secs` of
+/// the last one, HubSpot is rejecting fresh tokens too, and its 401 goes to the client.
 async fn after_401(
     account: &Account,
     response: Response<ProxyBody>,
     sent: &Sent,
     attempts: &mut Attempts,
 ) -> Result<Verdict, ProxyError> {
-    let (Some(generation), Some(_)) = (sent.generation, &account.refresh) else {
+    let (Some(generation), Some(refresh)) = (sent.generation, &account.refresh) else {
         return Ok(Verdict::Deliver(response));
     };
     let (response, json) = small_json(response).await?;
@@ -88,10 +89,25 @@ async fn after_401(
     if !expired {
         return Ok(Verdict::Deliver(response));
     }
-    if account.token.invalidate(generation) {
+    // Only a rejection of the token in the cell calls for a refresh; one of an older token
+    // (already replaced, or already dropped and being refreshed) is simply replayed.
+    let current = account.token.snapshot().map(|t| t.generation()) == Some(generation);
+    let passed = if attempts.expired_token {
+        Some(ExpiredPassed::ReplayRejected)
+    } else if current && !refresh.may_force(std::time::Instant::now()) {
+        Some(ExpiredPassed::RefreshSpaced)
+    } else {
+        None
+    };
+    if let Some(reason) = passed {
+        account.metrics.expired_passed(reason);
+        return Ok(Verdict::Deliver(response));
+    }
+    // A deliberate write from the request path: marking the token HubSpot rejected as stale.
+    if current && account.token.invalidate(generation) {
         tracing::info!(account = %account.name, generation, "HubSpot reports the access token expired; refreshing");
     }
-    if !sent.resendable || attempts.expired_token {
+    if !sent.resendable {
         return Ok(Verdict::Deliver(response));
     }
     attempts.expired_token = true;
@@ -99,6 +115,13 @@ async fn after_401(
         after: Duration::ZERO,
         reason: RetryReason::ExpiredToken,
     })
+}
+
+/// Whether waiting `wait` before a resend ends within the request's deadline and the account's
+/// queue bound; past either, the client is better served by HubSpot's answer now.
+fn may_wait(account: &Account, sent: &Sent, wait: Duration) -> bool {
+    let bound = Duration::from_millis(account.shaping.max_queue_wait_ms);
+    wait <= bound && Instant::now() + wait < sent.deadline
 }
 
 /// Counted by policy; the rolling and per-second policies are waited out and resent (whatever
@@ -113,7 +136,8 @@ async fn after_429(
     let policy =
         RateLimitPolicy::from_policy_name(json.as_ref().and_then(|v| v["policyName"].as_str()));
     account.metrics.rate_limited(policy);
-    if policy == RateLimitPolicy::Daily {
+    // A developer key's DAILY limit is the developer app's, not this account's.
+    if policy == RateLimitPolicy::Daily && sent.generation.is_some() {
         account.status.record_daily_limit();
         tracing::warn!(account = %account.name, "HubSpot's DAILY limit is reached; requests will fail until it resets");
     }
@@ -125,8 +149,7 @@ async fn after_429(
     if retryable
         && sent.resendable
         && attempts.rate_limited < account.shaping.max_retries_429
-        && wait <= MAX_429_WAIT
-        && Instant::now() + wait < sent.deadline
+        && may_wait(account, sent, wait)
     {
         attempts.rate_limited += 1;
         return Ok(Verdict::Resend {
@@ -152,7 +175,7 @@ fn after_5xx(
     if idempotent
         && sent.resendable
         && attempts.upstream_5xx < account.shaping.max_retries_5xx
-        && Instant::now() + wait < sent.deadline
+        && may_wait(account, sent, wait)
     {
         attempts.upstream_5xx += 1;
         return Verdict::Resend {

@@ -107,6 +107,9 @@ pub(super) async fn respond(state: &State, request: &Recorded, body: Bytes) -> R
     {
         return token_endpoint(&state.oauth, request, &body).await;
     }
+    if let Some(answer) = developer_key_answer(state, request) {
+        return answer;
+    }
     let daily = match authenticate(state, request).await {
         Ok(kind) => kind == BearerKind::Static,
         Err(denied) => return denied,
@@ -194,6 +197,22 @@ async fn authenticate(
             "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
         )),
     }
+}
+
+/// A known developer key without a bearer: HubSpot answers with the developer app's own budget.
+fn developer_key_answer(state: &State, request: &Recorded) -> Option<Response<ProxyBody>> {
+    if request.bearer().is_some() {
+        return None;
+    }
+    let max = state.developer_key_max(query_param(&request.target, "hapikey")?)?;
+    let mut response = json_response(200, json!({ "developerKey": true }));
+    let headers = response.headers_mut();
+    headers.insert("x-hubspot-ratelimit-max", HeaderValue::from(max));
+    headers.insert(
+        "x-hubspot-ratelimit-remaining",
+        HeaderValue::from(max.saturating_sub(1)),
+    );
+    Some(response)
 }
 
 fn missing_credentials(request: &Recorded) -> Response<ProxyBody> {
@@ -369,9 +388,12 @@ fn status_route(request: &Recorded, code: u16) -> Response<ProxyBody> {
         .headers_mut()
         .insert("x-sandbox-status", HeaderValue::from(code));
     if code == 429 {
+        let retry_after = query_param(&request.target, "retry_after")
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(1);
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     }
     response
 }

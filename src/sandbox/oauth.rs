@@ -44,6 +44,8 @@ pub struct OAuthState {
     calls: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    /// Answer EXPIRED_AUTHENTICATION for every access token, even one just issued.
+    reject_all: AtomicBool,
 }
 
 impl Default for OAuthState {
@@ -60,6 +62,7 @@ impl Default for OAuthState {
             calls: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            reject_all: AtomicBool::new(false),
         }
     }
 }
@@ -116,6 +119,11 @@ impl OAuthState {
         }
     }
 
+    /// HubSpot rejecting every token as expired, fresh ones too (a refresh storm's trigger).
+    pub fn reject_all_as_expired(&self, on: bool) {
+        self.reject_all.store(on, Ordering::SeqCst);
+    }
+
     pub fn issued_access_tokens(&self) -> Vec<String> {
         self.access.lock().unwrap().keys().cloned().collect()
     }
@@ -141,6 +149,7 @@ impl OAuthState {
 
     pub(super) fn check_access(&self, token: &str) -> AccessCheck {
         match self.access.lock().unwrap().get(token) {
+            Some(_) if self.reject_all.load(Ordering::SeqCst) => AccessCheck::Expired,
             Some(expiry) if Instant::now() < *expiry => AccessCheck::Valid,
             Some(_) => AccessCheck::Expired,
             None => AccessCheck::Unknown,
