@@ -67,12 +67,12 @@ async fn query_bytes_arrive_unchanged() {
         "/__sandbox/echo?a=1&a=2&b=%20&c=%2B&d=&flag&e=x+y&f=%zz;g=h",
         "/__sandbox/echo?",
         "/__sandbox/echo?q=%E2%9C%93&&x==y",
-        "/__sandbox/echo/../echo?x=%2F%3F&y=a%26b",
+        "/__sandbox/echo/x?x=%2F%3F&y=a%26b%2e%2e",
     ];
     for target in targets {
         let request = format!("GET {target} HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n");
         let response = raw_exchange(w.proxy.proxy, request.as_bytes());
-        // The last target's path is not normalized by us; the stand-in answers 404 for it.
+        // Encoded slashes and dots are refused in the path (the path gate), never in the query.
         assert!(matches!(raw_status(&response), 200 | 404), "{response}");
     }
     let seen: Vec<String> = w.sandbox.requests().into_iter().map(|r| r.target).collect();
