@@ -41,7 +41,7 @@ pub fn serve(path: &Path) -> ExitCode {
         let running = match crate::start(config).await {
             Ok(running) => running,
             Err(e) => {
-                tracing::error!("{e}");
+                // One line for the operator; a log line as well would say it twice.
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
