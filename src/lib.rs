@@ -64,6 +64,7 @@ pub struct Running {
     reload: Arc<Notify>,
     stop_proxy: watch::Sender<bool>,
     min_delay: Duration,
+    grace: Duration,
     stop_background: watch::Sender<bool>,
     workers: workers::Workers,
     admin_task: JoinHandle<()>,
@@ -154,6 +155,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tracing::info!(addr = %admin_addr, "admin listening");
     Ok(Running {
         min_delay: Duration::from_secs(config.server.shutdown_min_delay_secs),
+        grace,
         accounts,
         proxy_addr,
         admin_addr,
@@ -229,9 +231,19 @@ impl Running {
         let _ = self.stop_proxy.send(true);
         self.workers.finished().await;
         let _ = self.stop_background.send(true);
-        let _ = self.admin_task.await;
-        for task in self.background {
-            let _ = task.await;
+        // Control-plane tasks stop at once, unless something they wait on hangs (a stuck
+        // secret mount); the process does not wait for them past the grace period.
+        let background = async {
+            let _ = self.admin_task.await;
+            for task in self.background {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(self.grace, background).await.is_err() {
+            tracing::warn!(
+                grace_secs = self.grace.as_secs(),
+                "background tasks did not stop within the grace period; exiting anyway"
+            );
         }
         tracing::info!("shutdown complete");
     }

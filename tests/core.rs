@@ -612,3 +612,60 @@ async fn waiting_for_an_upstream_slot_ends_at_the_deadline() {
     assert_eq!(statuses, [200, 504]);
     assert_eq!(w.sandbox.most_concurrent_slow(), 1);
 }
+
+/// One admin GET that must answer 200 within `limit`.
+async fn admin_answers(w: &World, path: &str, limit: Duration) {
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(limit, client().get(w.proxy.admin_url(path)).send())
+        .await
+        .unwrap_or_else(|_| panic!("{path} did not answer within {limit:?}"))
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    assert!(started.elapsed() < limit);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_token_file_blocks_neither_admin_nor_shutdown() {
+    let mut w = world_configured("", |c| {
+        c.replace("shutdown_grace_secs = 10", "shutdown_grace_secs = 2")
+    })
+    .await;
+    // A FIFO nobody writes stands in for a hung network or FUSE secret mount: opening it blocks.
+    let token = w.scratch.path("token");
+    std::fs::remove_file(&token).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&token)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    w.proxy.signal("HUP");
+    let limit = Duration::from_secs(2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !w.proxy.log().contains("took longer than") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no read timeout logged:\n{}",
+            w.proxy.log()
+        );
+        admin_answers(&w, "/healthz", limit).await;
+        admin_answers(&w, "/metrics", limit).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The old token is still served, and the hang is logged once, not once a second.
+    for _ in 0..3 {
+        let response = client()
+            .get(w.proxy.url("/crm/v3/objects/contacts"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        admin_answers(&w, "/healthz", limit).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(w.sandbox.requests().last().unwrap().bearer(), Some(TOKEN_A));
+    let log = w.proxy.log();
+    assert_eq!(log.matches("token reload failed").count(), 1, "{log}");
+    w.proxy.signal("TERM");
+    let status = w.proxy.wait_exit(Duration::from_secs(2 + 3)).await;
+    assert!(status.success(), "{status:?}");
+}
