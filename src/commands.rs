@@ -8,6 +8,32 @@ use crate::authorize::AuthorizeArgs;
 use crate::config::{Config, SecretSource};
 use crate::demo::Demo;
 
+/// The `--log-level` filter, refused unless every directive sets a level. tracing's syntax
+/// reads a bare word as a target with no level, so a typo such as `inf` would silently turn
+/// all logging off, token-reload failures included.
+pub fn log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    const LEVELS: &str = "off, error, warn, info, debug or trace";
+    let is_level = |word: &str| {
+        word.parse::<tracing_subscriber::filter::LevelFilter>()
+            .is_ok()
+    };
+    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !is_level(level) {
+            return Err(format!(
+                "{directive:?} in {spec:?} names no level; use {LEVELS}, or target=level (e.g. hubspot_auth_proxy=debug)"
+            ));
+        }
+    }
+    if spec.trim().is_empty() {
+        return Err(format!("the filter is empty; use {LEVELS}"));
+    }
+    tracing_subscriber::EnvFilter::try_new(spec)
+        .map_err(|e| format!("{spec:?} is not a valid filter: {e}"))
+}
+
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         for line in e.lines() {
@@ -271,4 +297,25 @@ pub fn hash_key() -> ExitCode {
     }
     println!("{}", hex::encode(sha2::Sha256::digest(key.as_bytes())));
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn log_filters_must_set_a_level() {
+        for good in [
+            "info",
+            "DEBUG",
+            "off",
+            "warn,hubspot_auth_proxy=debug",
+            "hyper=warn, info",
+        ] {
+            assert!(log_filter(good).is_ok(), "{good}");
+        }
+        for bad in ["inf", "", "hubspot_auth_proxy", "info,hyper", "hyper=loud"] {
+            assert!(log_filter(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -250,3 +250,46 @@ fn startup_errors_are_printed_once() {
         .collect();
     assert_eq!(named.len(), 1, "the error is printed once:\n{err}");
 }
+
+#[test]
+fn an_invalid_log_filter_exits_2_naming_its_source() {
+    let scratch = Scratch::new();
+    let token = scratch.write("token", TOKEN_A);
+    let config = scratch.write(
+        "c.toml",
+        &static_config("https://api.hubapi.com", &token, ""),
+    );
+    let config = config.to_str().unwrap();
+    let limit = std::time::Duration::from_secs(10);
+    let (code, err) = run_to_exit(
+        &["--log-level", "inf", "check", "--config", config],
+        &[],
+        limit,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--log-level") && err.contains("\"inf\""),
+        "{err}"
+    );
+    let (code, err) = run_to_exit(
+        &["serve", "--config", config],
+        &[("HUBSPOT_AUTH_PROXY_LOG", "inf")],
+        limit,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("HUBSPOT_AUTH_PROXY_LOG"), "{err}");
+    let (code, err) = run_to_exit(
+        &[
+            "--log-level",
+            "warn,hubspot_auth_proxy=debug",
+            "check",
+            "--config",
+            config,
+        ],
+        &[],
+        limit,
+    );
+    assert_eq!(code, 0, "{err}");
+}
