@@ -190,7 +190,7 @@ pub fn check(path: &Path) -> ExitCode {
     let mut problems = Vec::new();
     if let Err(e) = crate::upstream::Upstream::new(
         &config.upstream,
-        1,
+        config.upstream.max_connections,
         crate::metrics::Metrics::new().upstream_slots().clone(),
     ) {
         problems.push(format!("{file}: {e}"));

@@ -79,10 +79,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let accounts = Arc::new(accounts);
     let lifecycle = Arc::new(Lifecycle::default());
 
-    let worker_count = match config.server.workers {
-        0 => workers::default_count(),
-        n => n,
-    };
+    let worker_count = workers::count(config.server.workers, config.upstream.max_connections);
     let (proxy_listeners, proxy_addr) = workers::bind(config.server.listen, worker_count)?;
     let admin_listener = server::bind(config.server.admin_listen, "server.admin_listen").await?;
     let admin_addr = admin_listener.local_addr().expect("bound socket");
@@ -102,12 +99,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let access = Arc::new(access::Access::new(&config, &metrics));
     // Each worker gets its own proxy: its own upstream pool, nothing shared but Arcs.
     let proxies = (0..worker_count)
-        .map(|_| {
+        .map(|index| {
             Ok(Proxy::new(
                 access.clone(),
                 Upstream::new(
                     &config.upstream,
-                    worker_count,
+                    workers::slot_share(config.upstream.max_connections, worker_count, index),
                     metrics.upstream_slots().clone(),
                 )?,
                 Router::new(accounts.clone(), &config.legacy),

@@ -20,6 +20,22 @@ pub fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// How many workers run: `workers = 0` means one per core, but never more workers than
+/// upstream slots, since each worker needs one (validation refuses an explicit count above it).
+pub fn count(configured: usize, max_connections: usize) -> usize {
+    match configured {
+        0 => default_count().min(max_connections).max(1),
+        n => n,
+    }
+}
+
+/// Worker `index`'s exact share of `total` upstream slots: the first `total % workers`
+/// workers get one more, so the shares add up to `total`, never more.
+pub fn slot_share(total: usize, workers: usize, index: usize) -> usize {
+    let workers = workers.max(1);
+    total / workers + usize::from(index < total % workers)
+}
+
 /// `count` handles on one listening socket. The socket is bound without `SO_REUSEPORT`, so a
 /// second proxy on the same address fails to start instead of silently taking half the
 /// traffic; the workers share the one socket through duplicated descriptors, each registered
@@ -119,4 +135,26 @@ fn run(
         server::serve(listener, handler, limits, tls, stop, grace).await;
     });
     let _ = finished.send(());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_shares_add_up_exactly() {
+        for (total, workers) in [(4, 4), (12, 8), (128, 3), (5, 2), (1, 1), (7, 7)] {
+            let shares: Vec<usize> = (0..workers)
+                .map(|i| slot_share(total, workers, i))
+                .collect();
+            assert_eq!(
+                shares.iter().sum::<usize>(),
+                total,
+                "{total} over {workers}"
+            );
+            assert!(shares.iter().all(|&s| s >= total / workers && s >= 1));
+        }
+        assert_eq!(count(0, 1), 1);
+        assert_eq!(count(3, 128), 3);
+    }
 }

@@ -293,3 +293,19 @@ fn an_invalid_log_filter_exits_2_naming_its_source() {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn fewer_upstream_slots_than_workers_is_refused() {
+    let scratch = Scratch::new();
+    let token = scratch.write("token", TOKEN_A);
+    let config = static_config("https://api.hubapi.com", &token, "workers = 8")
+        .replace("timeout_secs = 5", "timeout_secs = 5\nmax_connections = 4");
+    let config = scratch.write("c.toml", &config);
+    let (code, _, err) = run(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("upstream.max_connections") && err.contains("server.workers (8)"),
+        "{err}"
+    );
+}

@@ -669,3 +669,22 @@ async fn a_hung_token_file_blocks_neither_admin_nor_shutdown() {
     let status = w.proxy.wait_exit(Duration::from_secs(2 + 3)).await;
     assert!(status.success(), "{status:?}");
 }
+
+/// Three workers share four upstream slots exactly (2 + 1 + 1), not four rounded up each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_slots_are_split_exactly_between_workers() {
+    let w = world_configured("workers = 3", |config| {
+        config.replace("timeout_secs = 5", "timeout_secs = 20\nmax_connections = 4")
+    })
+    .await;
+    let calls = (0..24).map(|_| {
+        // One client per call: one connection each, spread over the workers.
+        let request = client().get(w.proxy.url("/__sandbox/slow/300")).send();
+        async move { request.await.unwrap().status().as_u16() }
+    });
+    for status in join_all(calls).await {
+        assert_eq!(status, 200);
+    }
+    let most = w.sandbox.most_concurrent_slow();
+    assert!(most <= 4, "{most} requests were in flight upstream at once");
+}
