@@ -8,6 +8,32 @@ use crate::authorize::AuthorizeArgs;
 use crate::config::{Config, SecretSource};
 use crate::demo::Demo;
 
+/// The `--log-level` filter, refused unless every directive sets a level. tracing's syntax
+/// reads a bare word as a target with no level, so a typo such as `inf` would silently turn
+/// all logging off, token-reload failures included.
+pub fn log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    const LEVELS: &str = "off, error, warn, info, debug or trace";
+    let is_level = |word: &str| {
+        word.parse::<tracing_subscriber::filter::LevelFilter>()
+            .is_ok()
+    };
+    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !is_level(level) {
+            return Err(format!(
+                "{directive:?} in {spec:?} names no level; use {LEVELS}, or target=level (e.g. hubspot_auth_proxy=debug)"
+            ));
+        }
+    }
+    if spec.trim().is_empty() {
+        return Err(format!("the filter is empty; use {LEVELS}"));
+    }
+    tracing_subscriber::EnvFilter::try_new(spec)
+        .map_err(|e| format!("{spec:?} is not a valid filter: {e}"))
+}
+
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         for line in e.lines() {
@@ -37,11 +63,11 @@ pub fn serve(path: &Path) -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let running = match crate::start(config).await {
             Ok(running) => running,
             Err(e) => {
-                tracing::error!("{e}");
+                // One line for the operator; a log line as well would say it twice.
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
@@ -49,7 +75,11 @@ pub fn serve(path: &Path) -> ExitCode {
         wait_for_signals(&running).await;
         running.shutdown().await;
         ExitCode::SUCCESS
-    })
+    });
+    // Dropping a runtime waits for every blocking task, and a secret read stuck on a hung
+    // mount never ends: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 pub fn demo(port: u16, admin_port: u16) -> ExitCode {
@@ -160,7 +190,7 @@ pub fn check(path: &Path) -> ExitCode {
     let mut problems = Vec::new();
     if let Err(e) = crate::upstream::Upstream::new(
         &config.upstream,
-        1,
+        config.upstream.max_connections,
         crate::metrics::Metrics::new().upstream_slots().clone(),
     ) {
         problems.push(format!("{file}: {e}"));
@@ -305,4 +335,25 @@ pub fn hash_key() -> ExitCode {
     }
     println!("{}", hex::encode(sha2::Sha256::digest(key.as_bytes())));
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn log_filters_must_set_a_level() {
+        for good in [
+            "info",
+            "DEBUG",
+            "off",
+            "warn,hubspot_auth_proxy=debug",
+            "hyper=warn, info",
+        ] {
+            assert!(log_filter(good).is_ok(), "{good}");
+        }
+        for bad in ["inf", "", "hubspot_auth_proxy", "info,hyper", "hyper=loud"] {
+            assert!(log_filter(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use fleet::FleetConfig;
-pub use secret::{Secret, SecretError, SecretSource};
+pub use secret::{Secret, SecretError, SecretReader, SecretSource};
 pub use validate::{
     developer_path_glob, parse_base_url, parse_rule, parse_sha256, valid_account_name, Problem,
 };

@@ -65,6 +65,7 @@ pub struct Running {
     reload: Arc<Notify>,
     stop_proxy: watch::Sender<bool>,
     min_delay: Duration,
+    grace: Duration,
     stop_background: watch::Sender<bool>,
     workers: workers::Workers,
     admin_task: JoinHandle<()>,
@@ -79,10 +80,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let accounts = Arc::new(accounts);
     let lifecycle = Arc::new(Lifecycle::default());
 
-    let worker_count = match config.server.workers {
-        0 => workers::default_count(),
-        n => n,
-    };
+    let worker_count = workers::count(config.server.workers, config.upstream.max_connections);
     let (proxy_listeners, proxy_addr) = workers::bind(config.server.listen, worker_count)?;
     let admin_listener = server::bind(config.server.admin_listen, "server.admin_listen").await?;
     let admin_addr = admin_listener.local_addr().expect("bound socket");
@@ -107,12 +105,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     );
     // Each worker gets its own proxy: its own upstream pool, nothing shared but Arcs.
     let proxies = (0..worker_count)
-        .map(|_| {
+        .map(|index| {
             Ok(Proxy::new(
                 access.clone(),
                 Upstream::new(
                     &config.upstream,
-                    worker_count,
+                    workers::slot_share(config.upstream.max_connections, worker_count, index),
                     metrics.upstream_slots().clone(),
                 )?,
                 Router::new(accounts.clone(), &config.legacy),
@@ -161,6 +159,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tracing::info!(addr = %admin_addr, "admin listening");
     Ok(Running {
         min_delay: Duration::from_secs(config.server.shutdown_min_delay_secs),
+        grace,
         accounts,
         proxy_addr,
         admin_addr,
@@ -236,9 +235,19 @@ impl Running {
         let _ = self.stop_proxy.send(true);
         self.workers.finished().await;
         let _ = self.stop_background.send(true);
-        let _ = self.admin_task.await;
-        for task in self.background {
-            let _ = task.await;
+        // Control-plane tasks stop at once, unless something they wait on hangs (a stuck
+        // secret mount); the process does not wait for them past the grace period.
+        let background = async {
+            let _ = self.admin_task.await;
+            for task in self.background {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(self.grace, background).await.is_err() {
+            tracing::warn!(
+                grace_secs = self.grace.as_secs(),
+                "background tasks did not stop within the grace period; exiting anyway"
+            );
         }
         tracing::info!("shutdown complete");
     }

@@ -119,7 +119,22 @@ struct ConfigArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log_level);
+    let filter = match commands::log_filter(&cli.log_level) {
+        Ok(filter) => filter,
+        Err(e) => {
+            let from_env = std::env::var("HUBSPOT_AUTH_PROXY_LOG")
+                .is_ok_and(|v| v == cli.log_level)
+                && !std::env::args().any(|a| a == "--log-level" || a.starts_with("--log-level="));
+            let what = if from_env {
+                "HUBSPOT_AUTH_PROXY_LOG"
+            } else {
+                "--log-level"
+            };
+            eprintln!("error: {what}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.log_format, filter);
     match cli.command {
         Command::Serve(args) => commands::serve(&args.config),
         Command::Demo { port, admin_port } => commands::demo(port, admin_port),
@@ -147,10 +162,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat, filter: &str) {
+fn init_logging(format: LogFormat, filter: tracing_subscriber::EnvFilter) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -23,7 +23,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 const METHODS: [&str; 8] = [
     "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "OTHER",
 ];
-const STATUS_CODES: usize = 500; // 100..=599
+/// 100..=599, then one slot for anything else an upstream sends (labelled `invalid`).
+const STATUS_CODES: usize = 501;
 
 pub struct Metrics {
     registry: Registry,
@@ -660,11 +661,15 @@ pub struct AccountMetrics {
 impl AccountMetrics {
     pub fn observe(&self, method: &Method, status: StatusCode, elapsed: Duration) {
         let m = method_index(method);
-        let s = usize::from(status.as_u16()).clamp(100, 599) - 100;
+        // hyper accepts 100..=999; RFC 9110 §15 defines 100..=599. The rest share one label.
+        let (s, label) = match status.as_u16() {
+            code @ 100..=599 => (usize::from(code) - 100, status.as_str()),
+            _ => (STATUS_CODES - 1, "invalid"),
+        };
         self.requests[m * STATUS_CODES + s]
             .get_or_init(|| {
                 self.requests_vec
-                    .with_label_values(&[&self.account, METHODS[m], status.as_str()])
+                    .with_label_values(&[&self.account, METHODS[m], label])
             })
             .inc();
         self.duration.observe(elapsed.as_secs_f64());
@@ -673,8 +678,11 @@ impl AccountMetrics {
     /// Called for every HubSpot response: latency to headers, status class.
     pub fn upstream_answered(&self, status: StatusCode, elapsed: Duration) {
         self.upstream_duration.observe(elapsed.as_secs_f64());
-        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-        self.responses[class].inc();
+        match status.as_u16() {
+            code @ 100..=599 => self.responses[usize::from(code / 100) - 1].inc(),
+            // A status outside RFC 9110's range is a protocol fault, not a 5xx.
+            _ => self.upstream_error(UpstreamErrorKind::Protocol),
+        }
     }
 
     /// HubSpot's rate-limit figures, from an answer to a request that carried the account's

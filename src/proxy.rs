@@ -4,6 +4,7 @@ pub mod body;
 pub mod hapikey;
 pub mod headers;
 pub mod inspect;
+pub mod path_gate;
 pub mod replay;
 pub mod retry;
 pub mod route;
@@ -66,6 +67,13 @@ impl RequestLimits {
         {
             return Err(ProxyError::Smuggling(
                 "The request has more than one Host header.",
+            ));
+        }
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400 (h2 has :authority,
+        // HTTP/1.0 predates Host).
+        if request.version() == Version::HTTP_11 && !request.headers().contains_key(header::HOST) {
+            return Err(ProxyError::BadRequest(
+                "An HTTP/1.1 request needs a Host header.",
             ));
         }
         self.check_headers(request.headers())?;
@@ -202,6 +210,8 @@ impl Proxy {
             .check(&request)
             .map_err(|e| refuse(default, e))?;
         let (mut parts, body) = request.into_parts();
+        // Before routing: rules, routes and HubSpot all see the one path this returns.
+        path_gate::apply(&mut parts.uri).map_err(|e| refuse(default, e))?;
         let key_client = self
             .access
             .key_client(&mut parts.headers)

@@ -52,10 +52,10 @@ pub struct Slot {
 }
 
 impl Upstream {
-    /// One worker's client; `workers` share `upstream.max_connections` equally.
+    /// One worker's client, with `slots` of `upstream.max_connections` (its exact share).
     pub fn new(
         config: &UpstreamConfig,
-        workers: usize,
+        slots: usize,
         slot_metrics: SlotMetrics,
     ) -> Result<Upstream, UpstreamBuildError> {
         let base = parse_base_url(&config.base_url).map_err(UpstreamBuildError::BaseUrl)?;
@@ -88,9 +88,7 @@ impl Upstream {
             authority,
             host,
             timeout: Duration::from_secs(config.timeout_secs),
-            slots: Arc::new(Semaphore::new(
-                config.max_connections.div_ceil(workers.max(1)),
-            )),
+            slots: Arc::new(Semaphore::new(slots)),
             slot_metrics,
         })
     }

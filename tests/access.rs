@@ -338,6 +338,68 @@ async fn client_keys_are_required_and_scoped() {
     ]);
 }
 
+/// One raw HTTP/1.1 request (reqwest would normalise these paths away before sending).
+fn raw_get(w: &World, target: &str, extra: &str) -> String {
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: p\r\nX-Auth-Proxy-Key: {REPORTING_KEY}\r\n{extra}Connection: close\r\n\r\n"
+    );
+    raw_exchange(w.proxy.proxy, request.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_and_encoded_slashes_cannot_escape_client_rules() {
+    let w = world("", &clients_section()).await;
+    for path in [
+        "/crm/v3/objects/../../../settings/v3/users",
+        "/crm/v3/objects/%2e%2e/%2e%2e/%2e%2e/settings/v3/users",
+        "/crm/v3/objects/%2E%2E/%2E%2E/%2E%2E/settings/v3/users",
+        "/crm/v3/objects/..%2f..%2f..%2fsettings/v3/users",
+        "/crm/v3/objects/.%2e/.%2e/.%2e/settings/v3/users",
+        "/crm/v3/objects/contacts/./x",
+        "/crm/v3/objects/a%5c..%5c..%5csettings",
+        "/crm/v3/objects\\..\\settings",
+    ] {
+        let response = raw_get(&w, path, "");
+        assert_eq!(raw_status(&response), 400, "{path}: {response}");
+        assert!(response.contains("PROXY_BAD_REQUEST"), "{path}: {response}");
+    }
+    assert_eq!(
+        w.sandbox.request_count(),
+        0,
+        "a dot-segment path reached HubSpot"
+    );
+
+    // Encoded unreserved characters are decoded: the rule sees, and HubSpot gets, one path.
+    let response = raw_get(&w, "/crm/v3/%6Fbjects/contacts?limit=1", "");
+    assert_eq!(raw_status(&response), 200, "{response}");
+    assert_eq!(
+        w.sandbox.requests()[0].target,
+        "/crm/v3/objects/contacts?limit=1"
+    );
+    let response = raw_get(&w, "/crm/v3/%73ettings", "");
+    assert_eq!(raw_status(&response), 403, "{response}");
+    assert_eq!(w.sandbox.request_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http11_without_host_is_refused_and_http10_is_not() {
+    let w = world("", "").await;
+    let response = raw_exchange(
+        w.proxy.proxy,
+        b"GET /crm/v3/objects/contacts HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(raw_status(&response), 400, "{response}");
+    assert!(response.contains("PROXY_BAD_REQUEST"), "{response}");
+    assert_eq!(w.sandbox.request_count(), 0);
+    // RFC 9112 §3.2 asks for Host only from HTTP/1.1 clients.
+    let response = raw_exchange(
+        w.proxy.proxy,
+        b"GET /crm/v3/objects/contacts HTTP/1.0\r\n\r\n",
+    );
+    assert_eq!(raw_status(&response), 200, "{response}");
+    assert_eq!(w.sandbox.request_count(), 1);
+}
+
 struct Pki {
     ca_pem: String,
     ca: rcgen::Certificate,

@@ -168,3 +168,144 @@ fn check_covers_oauth_sources_and_tls_files() {
     assert_eq!(code, 2);
     assert!(err.contains("server.tls.cert_file"), "{err}");
 }
+
+/// Runs the binary to its exit, or panics if it is still running after `limit`.
+fn run_to_exit(args: &[&str], env: &[(&str, &str)], limit: std::time::Duration) -> (i32, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("HUBSPOT_AUTH_PROXY_CONFIG")
+        .env_remove("HUBSPOT_AUTH_PROXY_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} was still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.code().unwrap_or(-1), err)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_the_same_listen_address_fails_to_start() {
+    let scratch = Scratch::new();
+    let token = scratch.write("token", TOKEN_A);
+    let first =
+        ProxyProcess::start(&static_config("https://127.0.0.1:1", &token, "workers = 3")).await;
+    let config = static_config("https://127.0.0.1:1", &token, "workers = 3").replace(
+        "\nlisten = \"127.0.0.1:0\"",
+        &format!("\nlisten = \"{}\"", first.proxy),
+    );
+    let path = scratch.write("second.toml", &config);
+    let (code, err) = run_to_exit(
+        &["serve", "--config", path.to_str().unwrap()],
+        &[],
+        std::time::Duration::from_secs(10),
+    );
+    assert_eq!(code, 2, "{err}");
+    let named: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("server.listen"))
+        .collect();
+    assert_eq!(named.len(), 1, "one line names server.listen:\n{err}");
+    assert!(named[0].contains(&first.proxy.to_string()), "{err}");
+    // The first instance's workers still share their port.
+    let answers = join_all((0..6).map(|_| {
+        let url = first.url("/crm/v3/objects/contacts");
+        async move { client().get(url).send().await.unwrap().status().as_u16() }
+    }))
+    .await;
+    assert!(answers.iter().all(|s| *s == 502), "{answers:?}");
+}
+
+#[test]
+fn startup_errors_are_printed_once() {
+    let scratch = Scratch::new();
+    let missing = scratch.path("no-such-token");
+    let config = scratch.write(
+        "c.toml",
+        &static_config("https://api.hubapi.com", &missing, ""),
+    );
+    let (code, err) = run_to_exit(
+        &["serve", "--config", config.to_str().unwrap()],
+        &[],
+        std::time::Duration::from_secs(10),
+    );
+    assert_eq!(code, 2, "{err}");
+    let named: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("no-such-token"))
+        .collect();
+    assert_eq!(named.len(), 1, "the error is printed once:\n{err}");
+}
+
+#[test]
+fn an_invalid_log_filter_exits_2_naming_its_source() {
+    let scratch = Scratch::new();
+    let token = scratch.write("token", TOKEN_A);
+    let config = scratch.write(
+        "c.toml",
+        &static_config("https://api.hubapi.com", &token, ""),
+    );
+    let config = config.to_str().unwrap();
+    let limit = std::time::Duration::from_secs(10);
+    let (code, err) = run_to_exit(
+        &["--log-level", "inf", "check", "--config", config],
+        &[],
+        limit,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--log-level") && err.contains("\"inf\""),
+        "{err}"
+    );
+    let (code, err) = run_to_exit(
+        &["serve", "--config", config],
+        &[("HUBSPOT_AUTH_PROXY_LOG", "inf")],
+        limit,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("HUBSPOT_AUTH_PROXY_LOG"), "{err}");
+    let (code, err) = run_to_exit(
+        &[
+            "--log-level",
+            "warn,hubspot_auth_proxy=debug",
+            "check",
+            "--config",
+            config,
+        ],
+        &[],
+        limit,
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn fewer_upstream_slots_than_workers_is_refused() {
+    let scratch = Scratch::new();
+    let token = scratch.write("token", TOKEN_A);
+    let config = static_config("https://api.hubapi.com", &token, "workers = 8")
+        .replace("timeout_secs = 5", "timeout_secs = 5\nmax_connections = 4");
+    let config = scratch.write("c.toml", &config);
+    let (code, _, err) = run(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("upstream.max_connections") && err.contains("server.workers (8)"),
+        "{err}"
+    );
+}

@@ -326,3 +326,42 @@ fn hash_key_reads_stdin() {
         "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_variants_of_hapikey_are_keys_too() {
+    // Without mapped keys: stripped and translated like `hapikey`, never forwarded or logged.
+    let w = world("").await;
+    for target in [
+        format!("/crm/v3/objects/contacts?HAPIKEY={KEY_MAIN}&limit=1"),
+        format!("/crm/v3/objects/contacts?limit=1&HapiKey={KEY_MAIN}"),
+        format!("/crm/v3/objects/contacts?%48APIKEY={KEY_MAIN}&limit=1"),
+    ] {
+        let (status, _) = get(&w.proxy, &target).await;
+        assert_eq!(status, 200, "{target}");
+        let seen = w.sandbox.requests().pop().unwrap();
+        assert_eq!(seen.target, "/crm/v3/objects/contacts?limit=1", "{target}");
+        assert_eq!(seen.bearer(), Some(TOKEN_A));
+    }
+    // The request log (debug here) saw the targets; the key is redacted in each.
+    eventually(
+        std::time::Duration::from_secs(5),
+        "three request lines",
+        || (w.proxy.log().matches("REDACTED").count() >= 3).then_some(()),
+    )
+    .await;
+    w.proxy.assert_log_free_of(&[KEY_MAIN, TOKEN_A]);
+
+    // With mapped keys, HubSpot's spelling is required: a case variant is an unknown key.
+    let w = world(&keyed()).await;
+    let (status, body) = get(
+        &w.proxy,
+        &format!("/crm/v3/objects/contacts?HAPIKEY={KEY_MARKETING}"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["category"].as_str()),
+        (401, Some("PROXY_UNKNOWN_API_KEY"))
+    );
+    assert_eq!(w.sandbox.request_count(), 0, "nothing was forwarded");
+    w.proxy.assert_log_free_of(&[KEY_MARKETING]);
+}

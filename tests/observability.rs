@@ -433,3 +433,30 @@ async fn quitquitquit_only_when_enabled() {
     let status = w.proxy.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_outside_the_http_range_get_one_fixed_label() {
+    let w = world("", &[]).await;
+    for path in [
+        "/__sandbox/status/777",
+        "/__sandbox/status/599",
+        "/__sandbox/status/999",
+    ] {
+        client().get(w.proxy.url(path)).send().await.unwrap();
+    }
+    let metrics = w.proxy.metrics().await;
+    let series = |status: &str| {
+        format!(r#"hubspot_proxy_requests_total{{account="main",method="GET",status="{status}"}}"#)
+    };
+    assert_eq!(metric(&metrics, &series("599")), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, &series("invalid")), Some(2.0), "{metrics}");
+    assert!(!metrics.contains(r#"status="777""#), "{metrics}");
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"hubspot_proxy_upstream_errors_total{account="main",kind="protocol"}"#
+        ),
+        Some(2.0),
+        "{metrics}"
+    );
+}

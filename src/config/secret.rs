@@ -57,6 +57,76 @@ pub enum SecretError {
     ValueEmpty,
     #[error("{0} holds characters that cannot go in an HTTP header")]
     NotHeaderSafe(String),
+    #[error("reading {path} took longer than {secs} s (a hung mount, or a FIFO nobody writes?)")]
+    ReadTimedOut { path: PathBuf, secs: u64 },
+    #[error("the read of {0} failed to run")]
+    ReadAborted(PathBuf),
+}
+
+/// Re-reads a secret from a running proxy without blocking an async worker: a file read can
+/// hang (a stuck network or FUSE mount, a FIFO), so it runs on the blocking pool, bounded by a
+/// deadline. A read that outlives its deadline is picked up again on the next call instead of
+/// starting another, so a hung file holds one blocked thread, not one per attempt.
+pub struct SecretReader {
+    source: SecretSource,
+    header_safe: bool,
+    pending: Option<tokio::task::JoinHandle<Result<Secret<String>, SecretError>>>,
+}
+
+impl SecretReader {
+    /// Reads like [`SecretSource::load`], or like `load_header_safe` when `header_safe`.
+    pub fn new(source: SecretSource, header_safe: bool) -> SecretReader {
+        SecretReader {
+            source,
+            header_safe,
+            pending: None,
+        }
+    }
+
+    pub fn source(&self) -> &SecretSource {
+        &self.source
+    }
+
+    /// The secret as the source holds it now, or why not within `limit`.
+    pub async fn read(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Result<Secret<String>, SecretError> {
+        let Some(path) = self.source.file().map(Path::to_path_buf) else {
+            // Environment and inline values do not touch the disk.
+            return self.load_now();
+        };
+        let mut read = match self.pending.take() {
+            Some(read) => read,
+            None => {
+                let (source, header_safe) = (self.source.clone(), self.header_safe);
+                tokio::task::spawn_blocking(move || load(&source, header_safe))
+            }
+        };
+        match tokio::time::timeout(limit, &mut read).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(SecretError::ReadAborted(path)),
+            Err(_) => {
+                self.pending = Some(read);
+                Err(SecretError::ReadTimedOut {
+                    path,
+                    secs: limit.as_secs(),
+                })
+            }
+        }
+    }
+
+    fn load_now(&self) -> Result<Secret<String>, SecretError> {
+        load(&self.source, self.header_safe)
+    }
+}
+
+fn load(source: &SecretSource, header_safe: bool) -> Result<Secret<String>, SecretError> {
+    if header_safe {
+        source.load_header_safe()
+    } else {
+        source.load()
+    }
 }
 
 impl SecretSource {
@@ -136,9 +206,8 @@ mod tests {
 
     #[test]
     fn file_is_trimmed_and_empty_is_an_error() {
-        let dir = std::env::temp_dir().join(format!("hsap-secret-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("tok");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tok");
         std::fs::write(&path, "  pat-na1-abc\n").unwrap();
         let src = SecretSource::File(path.clone());
         assert_eq!(src.load().unwrap().expose(), "pat-na1-abc");
@@ -152,6 +221,31 @@ mod tests {
             src.load(),
             Err(SecretError::FileUnreadable { .. })
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_hung_read_times_out_and_is_picked_up_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let mut reader = SecretReader::new(SecretSource::File(fifo.clone()), true);
+        let limit = std::time::Duration::from_millis(100);
+        // Opening a FIFO with no writer blocks: the read times out, and so does the next.
+        for _ in 0..2 {
+            assert!(matches!(
+                reader.read(limit).await,
+                Err(SecretError::ReadTimedOut { .. })
+            ));
+        }
+        // A writer arrives; the read still in flight finishes and delivers.
+        let writer = tokio::task::spawn_blocking(move || std::fs::write(fifo, "pat-na1-x\n"));
+        let secret = reader.read(std::time::Duration::from_secs(5)).await;
+        writer.await.unwrap().unwrap();
+        assert_eq!(secret.unwrap().expose(), "pat-na1-x");
     }
 
     #[test]

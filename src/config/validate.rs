@@ -177,6 +177,15 @@ impl Config {
                 "upstream.max_connections",
                 "must be greater than 0",
             ));
+        } else if u.max_connections < self.server.workers {
+            // Each worker holds its own share of the slots; a worker with none could never send.
+            out.push(problem(
+                "upstream.max_connections",
+                format!(
+                    "must be at least server.workers ({}), since each worker needs an upstream slot",
+                    self.server.workers
+                ),
+            ));
         }
     }
 

@@ -10,10 +10,12 @@ use tokio::sync::{watch, Notify};
 use super::persist::write_secret_file;
 use super::token_endpoint::{Grant, TokenEndpoint, TokenError};
 use crate::account::Account;
-use crate::config::{Secret, SecretSource};
+use crate::config::{Secret, SecretError, SecretReader, SecretSource};
 
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// A refresh-token file read that takes longer than this is given up on for this attempt.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long after a token was issued to refresh it: when `min(margin, 25% of its lifetime)` is
 /// left, minus up to a quarter of that window as jitter so many proxies do not refresh in step.
@@ -78,6 +80,10 @@ struct State {
     needs_reauthorization: bool,
     /// The last refusal logged, so a bad secret is logged once, not every 30 s.
     logged_refusal: Option<String>,
+    /// Reads the refresh-token file off the async workers.
+    reader: SecretReader,
+    /// Set while file reads hang, so a stuck mount logs one error.
+    read_stuck: bool,
 }
 
 /// Why the refresher's loop woke.
@@ -98,12 +104,15 @@ pub fn spawn(
             .refresh_source
             .file()
             .map(|_| refresher.refresh_token.clone());
+        let reader = SecretReader::new(refresher.refresh_source.clone(), false);
         let mut state = State {
             r: refresher,
             file_value,
             failures: 0,
             needs_reauthorization: false,
             logged_refusal: None,
+            reader,
+            read_stuck: false,
         };
         let control = state.r.account.refresh.clone().expect("oauth account");
         let mut next = tokio::time::Instant::now();
@@ -137,10 +146,13 @@ pub fn spawn(
                     control.forcing(Instant::now());
                 }
                 // SIGHUP: the operator may have fixed the refresh token or the client secret.
-                Wake::Reload if state.needs_reauthorization => state.reload_client_secret(),
+                Wake::Reload if state.needs_reauthorization => state.reload_client_secret().await,
                 Wake::Reload => continue,
-                Wake::FilePoll if state.refresh_file_changed() => {}
-                Wake::FilePoll => continue,
+                Wake::FilePoll => {
+                    if !state.refresh_file_changed().await {
+                        continue;
+                    }
+                }
             }
             next = tokio::time::Instant::from_std(state.attempt().await);
         }
@@ -152,7 +164,7 @@ impl State {
     async fn attempt(&mut self) -> Instant {
         let control = self.r.account.refresh.clone().expect("oauth account");
         control.attempt_started();
-        self.pick_up_changed_file();
+        self.pick_up_changed_file().await;
         let started = Instant::now();
         let result = self
             .r
@@ -272,8 +284,10 @@ impl State {
         }
     }
 
-    fn reload_client_secret(&mut self) {
-        match self.r.client_secret_source.load() {
+    async fn reload_client_secret(&mut self) {
+        // A one-off reader: SIGHUP is rare, and the read must not block the async worker.
+        let mut reader = SecretReader::new(self.r.client_secret_source.clone(), false);
+        match reader.read(READ_TIMEOUT).await {
             Ok(secret) => self.r.client_secret = secret,
             Err(e) => tracing::error!(
                 account = %self.r.account.name,
@@ -284,23 +298,35 @@ impl State {
     }
 
     /// While waiting for re-authorization: whether someone wrote a new refresh token.
-    fn refresh_file_changed(&self) -> bool {
-        match self.r.refresh_source.load() {
+    /// Read off the async workers, like every refresh-token file read.
+    async fn refresh_file_changed(&mut self) -> bool {
+        match self.reader.read(READ_TIMEOUT).await {
             Ok(value) => self.file_value.as_ref() != Some(&value),
             Err(_) => false,
         }
     }
 
-    fn pick_up_changed_file(&mut self) {
+    async fn pick_up_changed_file(&mut self) {
         if self.r.refresh_source.file().is_none() {
             return;
         }
-        if let Ok(value) = self.r.refresh_source.load() {
-            if self.file_value.as_ref() != Some(&value) {
-                tracing::info!(account = %self.r.account.name, "refresh token file changed; using the new token");
-                self.r.refresh_token = value.clone();
-                self.file_value = Some(value);
+        match self.reader.read(READ_TIMEOUT).await {
+            Ok(value) => {
+                self.read_stuck = false;
+                if self.file_value.as_ref() != Some(&value) {
+                    tracing::info!(account = %self.r.account.name, "refresh token file changed; using the new token");
+                    self.r.refresh_token = value.clone();
+                    self.file_value = Some(value);
+                }
             }
+            Err(e @ SecretError::ReadTimedOut { .. }) => {
+                if !self.read_stuck {
+                    self.read_stuck = true;
+                    tracing::error!(account = %self.r.account.name, "refresh token file read hung, keeping the refresh token in memory: {e}");
+                }
+            }
+            // A missing or empty file keeps the token in memory, as before.
+            Err(_) => self.read_stuck = false,
         }
     }
 

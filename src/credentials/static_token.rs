@@ -6,11 +6,14 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use crate::account::Account;
-use crate::config::{Secret, SecretError, SecretSource};
+use crate::config::{Secret, SecretError, SecretReader, SecretSource};
 
 /// Kubernetes swaps secret volumes by renaming a symlinked directory, which inotify reports
 /// poorly; re-reading a small file once a second is simpler and meets the 2-second promise.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A token file read that takes longer than this is given up on (the old token stays).
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StaticTokenError {
@@ -49,7 +52,7 @@ pub fn spawn_watcher(
     Some(tokio::spawn(async move {
         let mut watcher = Watcher {
             account,
-            source,
+            reader: SecretReader::new(source, true),
             current,
             failing: false,
         };
@@ -61,22 +64,25 @@ pub fn spawn_watcher(
                 _ = reload.notified() => {}
                 _ = stop.changed() => return,
             }
-            watcher.check();
+            tokio::select! {
+                _ = watcher.check() => {}
+                _ = stop.changed() => return,
+            }
         }
     }))
 }
 
 struct Watcher {
     account: Arc<Account>,
-    source: SecretSource,
+    reader: SecretReader,
     current: Secret<String>,
     /// Set while reads fail, so a broken file logs one error, not one a second.
     failing: bool,
 }
 
 impl Watcher {
-    fn check(&mut self) {
-        match self.source.load_header_safe() {
+    async fn check(&mut self) {
+        match self.reader.read(READ_TIMEOUT).await {
             Ok(secret) if secret == self.current => self.failing = false,
             Ok(secret) => self.swap(secret),
             Err(e) => self.fail(&e.to_string()),
@@ -103,7 +109,7 @@ impl Watcher {
             self.account.status.record_failure("reload_failed");
             tracing::error!(
                 account = %self.account.name,
-                source = %self.source.describe(),
+                source = %self.reader.source().describe(),
                 "token reload failed, keeping the previous token: {reason}"
             );
         }

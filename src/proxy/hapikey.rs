@@ -1,4 +1,9 @@
 //! Legacy `?hapikey=` handling: find, strip and redact the pairs, leaving every other query byte as sent.
+//!
+//! The key name is matched without regard to case (`HAPIKEY`, `HapiKey`, `%48APIKEY`). HubSpot
+//! reads only `hapikey`, but a case variant forwarded would still put a key in HubSpot's logs
+//! and in ours; so every spelling is stripped, translated and redacted like `hapikey`. Only a
+//! `[legacy] keys` mapping asks for the exact name (see [`first_is_exact`]).
 
 use std::borrow::Cow;
 
@@ -9,17 +14,37 @@ fn pairs(query: &str) -> impl Iterator<Item = &str> {
     query.split('&')
 }
 
-/// True when the pair's key is `hapikey`, also when spelled with percent-escapes (`%68apikey`).
+fn key_of(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(k, _)| k)
+}
+
+/// True when the pair's key is `hapikey` in any case, also with percent-escapes (`%68apikey`).
 fn is_hapikey_pair(pair: &str) -> bool {
-    let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-    key == "hapikey"
-        || (key.contains('%') && percent_decode_str(key).eq(b"hapikey".iter().copied()))
+    let key = key_of(pair);
+    key.eq_ignore_ascii_case("hapikey")
+        || (key.contains('%')
+            && percent_decode_str(key)
+                .map(|b| b.to_ascii_lowercase())
+                .eq(b"hapikey".iter().copied()))
 }
 
 /// Whether the query holds any hapikey pair. Allocation-free: this runs on every request.
 pub fn present(query: &str) -> bool {
-    // Cheap pre-check: every spelling has "apikey" or a percent-escape in it.
-    (query.contains("apikey") || query.contains('%')) && pairs(query).any(is_hapikey_pair)
+    // Cheap pre-check: every spelling has "apikey" (in any case) or a percent-escape in it.
+    let hint = query.contains('%')
+        || query
+            .as_bytes()
+            .windows(6)
+            .any(|w| w.eq_ignore_ascii_case(b"apikey"));
+    hint && pairs(query).any(is_hapikey_pair)
+}
+
+/// Whether the first hapikey pair spells its name exactly `hapikey` (after percent-decoding),
+/// as HubSpot required: a mapped legacy key is only honoured under the name it was used with.
+pub fn first_is_exact(query: &str) -> bool {
+    pairs(query)
+        .find(|p| is_hapikey_pair(p))
+        .is_some_and(|p| percent_decode_str(key_of(p)).eq(b"hapikey".iter().copied()))
 }
 
 /// The first hapikey value, percent-decoded (the key as the script's author wrote it).
@@ -67,10 +92,9 @@ mod tests {
             ("hapikey=K", ""),
             ("hapikey=K&hapikey=L&x=%20&hapikey", "x=%20"),
             ("%68apikey=K&a=b+c", "a=b+c"),
-            (
-                "HAPIKEY=K&xhapikey=1&hapikey2=3",
-                "HAPIKEY=K&xhapikey=1&hapikey2=3",
-            ),
+            // Case variants are keys too (a deliberate change: they used to be forwarded).
+            ("HAPIKEY=K&xhapikey=1&hapikey2=3", "xhapikey=1&hapikey2=3"),
+            ("a=1&HapiKey=K&%48APIKEY=L", "a=1"),
             ("a=1;hapikey=K&b", "a=1;hapikey=K&b"),
             ("a=&&hapikey=K&", "a=&&"),
         ];
@@ -93,6 +117,10 @@ mod tests {
         );
         assert_eq!(first_value("hapikey").unwrap(), b"");
         assert_eq!(redact("hapikey=secret&a=1"), "hapikey=REDACTED&a=1");
+        assert_eq!(redact("HAPIKEY=secret&a=1"), "HAPIKEY=REDACTED&a=1");
+        assert_eq!(redact("h%41pikey=secret"), "h%41pikey=REDACTED");
+        assert!(first_is_exact("a=1&%68apikey=K&HAPIKEY=L"));
+        assert!(!first_is_exact("HAPIKEY=K&hapikey=L"));
     }
 
     /// A query as a list of pairs, some of them hapikey pairs in various spellings.
@@ -104,6 +132,9 @@ mod tests {
             "hapikey=[a-zA-Z0-9%-]{0,12}",
             "%68apikey=[a-f0-9-]{0,8}",
             "h%61pikey=[a-f0-9-]{0,8}",
+            "HAPIKEY=[a-zA-Z0-9-]{0,8}",
+            "HaPiKeY=[a-f0-9-]{0,8}",
+            "%48%41pikey=[a-f0-9-]{0,8}",
             Just("hapikey".to_string()),
         ]
         .prop_map(|s| (true, s));
@@ -120,7 +151,10 @@ mod tests {
             let stripped = strip(&query);
             prop_assert_eq!(&*stripped, if has_key { expected.as_str() } else { query.as_str() });
             prop_assert!(!present(&stripped));
-            prop_assert!(!redact(&query).contains("hapikey=") || !has_key || redact(&query).contains("REDACTED"));
+            // Every key pair's value is redacted, whatever its spelling.
+            for pair in redact(&query).split('&').filter(|p| is_hapikey_pair(p)) {
+                prop_assert!(pair.split_once('=').is_none_or(|(_, v)| v == "REDACTED"), "{}", pair);
+            }
         }
 
         #[test]

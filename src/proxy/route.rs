@@ -128,6 +128,10 @@ impl Router {
         let query = parts.uri.query().unwrap_or_default();
         let (account, legacy_client) = if self.keys.is_empty() {
             (chosen, None)
+        } else if !hapikey::first_is_exact(query) {
+            // `HAPIKEY=` never worked at HubSpot; with keys mapped, it is an unknown key.
+            chosen.metrics.hapikey(HapikeyAction::UnknownKey);
+            return Err(self.refuse(chosen, ProxyError::UnknownApiKey));
         } else {
             let value = hapikey::first_value(query).unwrap_or_default();
             let hash: [u8; 32] = Sha256::digest(&value).into();
