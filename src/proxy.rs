@@ -220,7 +220,7 @@ impl Proxy {
             .map_err(|e| refuse(account, e))?;
         // The pooled client picks HTTP/1.1 or h2 per connection by ALPN.
         parts.version = Version::HTTP_11;
-        headers::to_upstream(&mut parts.headers, self.upstream.host_header());
+        headers::to_upstream(&mut parts.headers);
         let (first, replay) = replay::outbound(
             parts,
             body,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -38,7 +38,6 @@ pub struct Upstream {
     client: Client<HttpsConnector<Connector>, OutboundBody>,
     scheme: Scheme,
     authority: Authority,
-    host: HeaderValue,
     timeout: Duration,
     slots: Arc<Semaphore>,
     slot_metrics: SlotMetrics,
@@ -80,23 +79,16 @@ impl Upstream {
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .build(connector);
         let authority = base.authority().cloned().expect("validated: has a host");
-        let host = HeaderValue::from_str(authority.as_str())
-            .map_err(|e| UpstreamBuildError::BaseUrl(e.to_string()))?;
         Ok(Upstream {
             client,
             scheme: base.scheme().cloned().expect("validated: has a scheme"),
             authority,
-            host,
             timeout: Duration::from_secs(config.timeout_secs),
             slots: Arc::new(Semaphore::new(
                 config.max_connections.div_ceil(workers.max(1)),
             )),
             slot_metrics,
         })
-    }
-
-    pub fn host_header(&self) -> &HeaderValue {
-        &self.host
     }
 
     pub fn timeout(&self) -> Duration {
