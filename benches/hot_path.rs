@@ -68,7 +68,7 @@ fn header_rewrite(c: &mut Criterion) {
                 h.insert("x-hop", HeaderValue::from_static("1"));
                 h
             },
-            |h| headers::to_upstream(h),
+            headers::to_upstream,
             BatchSize::SmallInput,
         )
     });
