@@ -257,6 +257,8 @@ impl Proxy {
         let mut attempts = retry::Attempts::default();
         let mut request = first;
         loop {
+            // The bearer this attempt carries, for a copy resent because HubSpot never processed it.
+            let mut bearer_sent = None;
             if credential == Credential::Bearer {
                 // Developer keys are the developer app's budget, not the account's.
                 admit(account, search, sent.deadline).await?;
@@ -264,10 +266,20 @@ impl Proxy {
                     .bearer(Instant::now(), sent.deadline)
                     .await
                     .ok_or_else(|| no_token(account))?;
-                headers::set_bearer(request.headers_mut(), bearer);
+                headers::set_bearer(request.headers_mut(), bearer.clone());
+                bearer_sent = Some(bearer);
                 sent.generation = Some(generation);
             }
-            let response = self.send(account, request, sent.deadline).await?;
+            // A resend of a request HubSpot never processed keeps this attempt's rate-limit
+            // admission: HubSpot did not count it, so admitting it again would shape twice.
+            let again = || {
+                let mut copy = replay.as_ref()?.request();
+                if let Some(bearer) = &bearer_sent {
+                    headers::set_bearer(copy.headers_mut(), bearer.clone());
+                }
+                Some(copy)
+            };
+            let response = self.send(account, request, again, sent.deadline).await?;
             if !retry::may_resend(response.status()) {
                 return Ok(response);
             }
@@ -292,12 +304,18 @@ impl Proxy {
         &self,
         account: &Account,
         request: Request<OutboundBody>,
+        again: impl Fn() -> Option<Request<OutboundBody>>,
         deadline: tokio::time::Instant,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let sent = Instant::now();
+        let resent = || {
+            account
+                .metrics
+                .retried(crate::metrics::RetryReason::Unprocessed)
+        };
         let (response, slot) = self
             .upstream
-            .send(request, deadline)
+            .send(request, again, resent, deadline)
             .await
             .inspect_err(|e| count_upstream_error(account, e))?;
         let ten_second_max = account.metrics.upstream_answered(
