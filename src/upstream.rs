@@ -250,6 +250,9 @@ fn classify(error: &(dyn std::error::Error + 'static), is_connect: bool) -> Prox
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+            if wraps_tls_error(io) {
+                return unreachable(UpstreamErrorKind::Tls);
+            }
         }
         source = e.source();
     }
@@ -260,6 +263,21 @@ fn classify(error: &(dyn std::error::Error + 'static), is_connect: bool) -> Prox
         (true, false) => unreachable(UpstreamErrorKind::Connect),
         (false, false) => unreachable(UpstreamErrorKind::Protocol),
     }
+}
+
+/// tokio-rustls wraps a handshake failure in an io::Error (and the connector wraps that in
+/// another); `source()` skips the error an io::Error wraps, so unwrap them by hand.
+fn wraps_tls_error(io: &std::io::Error) -> bool {
+    let mut inner = io.get_ref();
+    while let Some(e) = inner {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+    }
+    false
 }
 
 fn unreachable(kind: UpstreamErrorKind) -> ProxyError {

@@ -424,6 +424,47 @@ async fn connect_is_refused() {
     assert_eq!(w.sandbox.request_count(), 0);
 }
 
+/// A TLS upstream whose certificate the proxy does not trust is refused, named as a TLS fault,
+/// and nothing reaches it: over h2's single dial as over the HTTP/1.1 pool.
+async fn untrusted_upstream_certificate_is_502_tls(transport: Transport) {
+    let sandbox = sandbox_with(transport.options()).await;
+    sandbox.accept_token(TOKEN_A);
+    let scratch = Scratch::new();
+    let token = scratch.write("token", TOKEN_A);
+    // No ca_file: the stand-in's throwaway CA is not among the webpki roots.
+    let proxy = ProxyProcess::start(&static_config(&sandbox.url(), &token, "")).await;
+    let response = client()
+        .get(proxy.url("/crm/v3/objects/contacts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(
+        response.headers()["x-auth-proxy-error"],
+        "PROXY_UPSTREAM_UNREACHABLE"
+    );
+    assert_eq!(sandbox.request_count(), 0);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"hubspot_proxy_upstream_errors_total{account="main",kind="tls"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_upstream_certificate_over_h2_is_502_tls() {
+    untrusted_upstream_certificate_is_502_tls(Transport::TlsH2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_upstream_certificate_over_http1_is_502_tls() {
+    untrusted_upstream_certificate_is_502_tls(Transport::TlsHttp1).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_502_json() {
     let scratch = Scratch::new();
