@@ -214,16 +214,19 @@ struct Failed {
     error: ProxyError,
 }
 
-/// Whether the upstream provably never processed the request, so any method may go again:
-/// RFC 9113 §8.7: a stream refused with REFUSED_STREAM, or one above the last stream id of a
-/// GOAWAY (h2 fails those, and any stream opened after it, with the remote GOAWAY error);
-/// hyper's "canceled": the request was never written to the connection.
+/// Whether the upstream provably never processed the request, so any method may go again
+/// (RFC 9113 §8.7): a stream refused with REFUSED_STREAM, or one above the last stream id of a
+/// graceful GOAWAY (h2 fails exactly those, and streams opened after it, with the remote
+/// NO_ERROR GOAWAY; an error GOAWAY is also handed to streams it may have processed, so it is
+/// not trusted); or hyper's "canceled": the request was never written to the connection.
 fn never_processed(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(e) = source {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            let reason = h2.reason();
             return h2.is_remote()
-                && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+                && ((h2.is_go_away() && reason == Some(h2::Reason::NO_ERROR))
+                    || (h2.is_reset() && reason == Some(h2::Reason::REFUSED_STREAM)));
         }
         if e.downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_canceled)
