@@ -163,9 +163,9 @@ impl Upstream {
     /// One attempt: on the worker's h2 connection, or through the HTTP/1.1 pool.
     async fn exchange(&self, request: Request<OutboundBody>) -> Result<Response<Incoming>, Failed> {
         let route = match &self.multiplexed {
-            Some(multiplexed) => multiplexed.route().await.map_err(|e| Failed {
+            Some(multiplexed) => multiplexed.route().await.map_err(|error| Failed {
                 unprocessed: false,
-                error: classify(&*e, true),
+                error,
             })?,
             None => multiplex::Route::Http1,
         };

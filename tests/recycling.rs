@@ -138,3 +138,42 @@ fn assert_one_dial_per_recycle(run: &Run, what: &str) {
         run.connections
     );
 }
+
+/// Requests waiting on a dial that fails share its answer: an upstream whose TLS handshakes
+/// hang for a second then fail must not cost one second per queued request, one after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_share_a_failed_dial() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("https://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                drop(stream);
+            });
+        }
+    });
+    let scratch = Scratch::new();
+    let token = scratch.write("token", TOKEN_A);
+    let proxy = ProxyProcess::start(&static_config(&upstream, &token, "workers = 1")).await;
+    let url = proxy.url("/crm/v3/objects/contacts");
+    let started = std::time::Instant::now();
+    let statuses = join_all((0..16).map(|_| {
+        let url = url.clone();
+        async move { client().get(&url).send().await.unwrap().status().as_u16() }
+    }))
+    .await;
+    assert!(statuses.iter().all(|s| *s == 502), "{statuses:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "16 waiters took {:?}: they dialled one after another",
+        started.elapsed()
+    );
+    assert!(
+        accepted.load(Ordering::SeqCst) <= 2,
+        "one dial for all waiters"
+    );
+}

@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use crate::egress::Connector;
+use crate::error::{ProxyError, UpstreamErrorKind};
 use crate::proxy::body::{BoxError, OutboundBody};
 
 /// Pings an h2 connection while requests are open on it, so a dead peer is found within
@@ -44,6 +45,11 @@ pub struct Multiplexed {
     generations: AtomicU64,
     /// Held while dialling, so waiting requests share one dial.
     dialling: tokio::sync::Mutex<()>,
+    /// Dials begun so far, and how the last one failed: requests that waited on a failed dial
+    /// share its answer instead of each dialling in turn (HubSpot down must not mean one
+    /// connect timeout per queued request, one after another).
+    dials: AtomicU64,
+    failed_dial: Mutex<Option<UpstreamErrorKind>>,
     /// Sticky once the edge picks http/1.1.
     http1: AtomicBool,
 }
@@ -56,19 +62,44 @@ impl Multiplexed {
             current: Mutex::new(None),
             generations: AtomicU64::new(0),
             dialling: tokio::sync::Mutex::new(()),
+            dials: AtomicU64::new(0),
+            failed_dial: Mutex::new(None),
             http1: AtomicBool::new(false),
         }
     }
 
     /// The open h2 connection, or the one this call (or a concurrent one) dials.
-    pub async fn route(&self) -> Result<Route, BoxError> {
+    pub async fn route(&self) -> Result<Route, ProxyError> {
         if let Some(route) = self.ready() {
             return Ok(route);
         }
+        let dials_before = self.dials.load(Ordering::SeqCst);
         let _dialling = self.dialling.lock().await;
         if let Some(route) = self.ready() {
             return Ok(route);
         }
+        if self.dials.load(Ordering::SeqCst) != dials_before {
+            if let Some(kind) = *self.failed_dial.lock().unwrap() {
+                return Err(ProxyError::UpstreamUnreachable { kind });
+            }
+        }
+        self.dials.fetch_add(1, Ordering::SeqCst);
+        let dialled = self.dial().await;
+        *self.failed_dial.lock().unwrap() = match &dialled {
+            Err(ProxyError::UpstreamUnreachable { kind }) => Some(*kind),
+            Err(_) => Some(UpstreamErrorKind::Connect),
+            Ok(_) => None,
+        };
+        dialled
+    }
+
+    async fn dial(&self) -> Result<Route, ProxyError> {
+        self.handshake()
+            .await
+            .map_err(|e| super::classify(&*e, true))
+    }
+
+    async fn handshake(&self) -> Result<Route, BoxError> {
         let io = self.connector.clone().call(self.base.clone()).await?;
         if !io.connected().is_negotiated_h2() {
             tracing::info!("HubSpot's edge chose http/1.1; using pooled HTTP/1.1 connections");
