@@ -218,7 +218,7 @@ impl Proxy {
             .upstream
             .target(parts.uri)
             .map_err(|e| refuse(account, e))?;
-        // The pooled client picks HTTP/1.1 or h2 per connection by ALPN.
+        // The upstream client picks HTTP/1.1 or h2 per connection by ALPN.
         parts.version = Version::HTTP_11;
         headers::to_upstream(&mut parts.headers);
         let (first, replay) = replay::outbound(

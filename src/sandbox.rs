@@ -294,5 +294,11 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Proxy
         },
     };
     state.record(recorded.clone());
+    if recorded.version == http::Version::HTTP_2
+        && recorded.headers.contains_key(http::header::HOST)
+    {
+        // As nginx does: an h2 client names the authority in `:authority` (RFC 9113 §8.3.1).
+        return api::error(400, "INVALID_REQUEST", "duplicate host in an h2 request");
+    }
     api::respond(&state, &recorded, body).await
 }

@@ -177,7 +177,11 @@ async fn connection<I, H, F>(
         _ = stopped(&mut stop) => return,
         _ = recycle.notified() => connection.as_mut().graceful_shutdown(),
     }
-    let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
+    // The streams opened before the GOAWAY finish; the stand-in stopping ends them too.
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = stopped(&mut stop) => {}
+    }
 }
 
 /// Resolves once `stop` turns true (or its sender is gone), holding no borrow of it.
