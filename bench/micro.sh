@@ -10,7 +10,7 @@ import datetime, json, pathlib
 rows = [
     ("hapikey", "absent", "`?hapikey=` check, query without a key"),
     ("hapikey", "present_strip", "`?hapikey=` found and stripped from the query"),
-    ("headers", "to_upstream_and_bearer", "header rewrite: hop-by-hop, Host, bearer (7 client headers)"),
+    ("headers", "to_upstream_and_bearer", "header rewrite: hop-by-hop, client Host dropped, bearer (7 client headers)"),
     ("headers", "to_upstream_with_connection_list", "same, with a `Connection` list naming a header"),
     ("route", "default", "account selection: default account"),
     ("route", "named_header", "account selection: `X-Auth-Proxy-Account`"),

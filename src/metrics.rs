@@ -182,10 +182,18 @@ pub enum RetryReason {
     RateLimited = 0,
     Upstream5xx = 1,
     ExpiredToken = 2,
+    /// HubSpot provably never processed it (REFUSED_STREAM, above GOAWAY's last stream id,
+    /// never written): resent on a fresh connection, whatever the method.
+    Unprocessed = 3,
 }
 
 impl RetryReason {
-    const LABELS: [&'static str; 3] = ["rate_limited", "upstream_5xx", "expired_token"];
+    const LABELS: [&'static str; 4] = [
+        "rate_limited",
+        "upstream_5xx",
+        "expired_token",
+        "unprocessed",
+    ];
 }
 
 /// Why HubSpot's 401 EXPIRED_AUTHENTICATION went to the client as it was.
@@ -651,7 +659,7 @@ pub struct AccountMetrics {
     rate_limited: [IntCounter; 4],
     queue_wait: Histogram,
     shaping_rejected: IntCounter,
-    retries: [IntCounter; 3],
+    retries: [IntCounter; 4],
     api_vec: IntCounterVec,
     api: Box<[OnceLock<IntCounter>]>,
     expired_passed: [IntCounter; 2],

@@ -243,9 +243,9 @@ impl Proxy {
             .upstream
             .target(parts.uri)
             .map_err(|e| refuse(account, e))?;
-        // The pooled client picks HTTP/1.1 or h2 per connection by ALPN.
+        // The upstream client picks HTTP/1.1 or h2 per connection by ALPN.
         parts.version = Version::HTTP_11;
-        headers::to_upstream(&mut parts.headers, self.upstream.host_header());
+        headers::to_upstream(&mut parts.headers);
         let budget = account.may_resend().then_some(&self.replay_budget);
         let (first, replay) = replay::outbound(parts, body, self.limits.body(), budget, deadline)
             .await
@@ -277,6 +277,8 @@ impl Proxy {
         let mut attempts = retry::Attempts::default();
         let mut request = first;
         loop {
+            // The bearer this attempt carries, for a copy resent because HubSpot never processed it.
+            let mut bearer_sent = None;
             if credential == Credential::Bearer {
                 // Developer keys are the developer app's budget, not the account's.
                 admit(account, search, sent.deadline).await?;
@@ -284,11 +286,23 @@ impl Proxy {
                     .bearer(Instant::now(), sent.deadline)
                     .await
                     .ok_or_else(|| account.no_token_error())?;
-                headers::set_bearer(request.headers_mut(), bearer);
+                headers::set_bearer(request.headers_mut(), bearer.clone());
+                bearer_sent = Some(bearer);
                 sent.generation = Some(generation);
             }
+            // A resend of a request HubSpot never processed keeps this attempt's rate-limit
+            // admission: HubSpot did not count it, so admitting it again would shape twice.
+            let again = || {
+                let mut copy = replay.as_ref()?.request();
+                if let Some(bearer) = &bearer_sent {
+                    headers::set_bearer(copy.headers_mut(), bearer.clone());
+                }
+                Some(copy)
+            };
             let bearer = credential == Credential::Bearer;
-            let response = self.send(account, request, sent.deadline, bearer).await?;
+            let response = self
+                .send(account, request, again, sent.deadline, bearer)
+                .await?;
             if !retry::may_resend(response.status()) {
                 return Ok(response);
             }
@@ -314,13 +328,19 @@ impl Proxy {
         &self,
         account: &Account,
         request: Request<OutboundBody>,
+        again: impl Fn() -> Option<Request<OutboundBody>>,
         deadline: tokio::time::Instant,
         bearer: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let sent = Instant::now();
+        let resent = || {
+            account
+                .metrics
+                .retried(crate::metrics::RetryReason::Unprocessed)
+        };
         let (response, slot) = self
             .upstream
-            .send(request, deadline)
+            .send(request, again, resent, deadline)
             .await
             .inspect_err(|e| count_upstream_error(account, e))?;
         account

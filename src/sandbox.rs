@@ -2,6 +2,7 @@
 //! so the two never drift apart. It records every request exactly as it arrived.
 
 mod api;
+mod listener;
 pub mod oauth;
 pub mod ratelimit;
 
@@ -19,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::proxy::body::ProxyBody;
-use crate::server::{self, ConnectionLimits};
+pub use listener::Alpn;
 
 /// The stand-in keeps this many recent requests; older ones are forgotten so a long demo stays small.
 const RECORD_LIMIT: usize = 10_000;
@@ -38,6 +39,10 @@ pub struct Injected {
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: Method,
+    /// HTTP/1.1 or HTTP/2, as the request arrived.
+    pub version: http::Version,
+    /// The authority the client named: `Host` on HTTP/1.1, `:authority` on h2.
+    pub authority: Option<String>,
     /// Path and query, byte for byte as sent.
     pub target: String,
     pub headers: HeaderMap,
@@ -125,11 +130,22 @@ impl Drop for SlowGuard<'_> {
     }
 }
 
+/// How the stand-in listens.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Serve TLS (a fresh throwaway CA, see `Sandbox::ca_pem`) offering these protocols.
+    pub tls: Option<Alpn>,
+    /// Recycle each connection after this many requests (GOAWAY on h2, close on HTTP/1.1).
+    pub recycle_after: Option<usize>,
+}
+
 /// A running stand-in on 127.0.0.1.
 pub struct Sandbox {
     addr: SocketAddr,
     state: Arc<State>,
     stop: watch::Sender<bool>,
+    ca_pem: Option<String>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Sandbox {
@@ -138,34 +154,67 @@ impl Sandbox {
     }
 
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Sandbox> {
+        Sandbox::start_with(addr, Options::default()).await
+    }
+
+    pub async fn start_with(addr: SocketAddr, options: Options) -> std::io::Result<Sandbox> {
+        let (tls, ca_pem) = match options.tls {
+            None => (None, None),
+            Some(alpn) => {
+                let certs = listener::Certificates::generate().map_err(std::io::Error::other)?;
+                let acceptor = certs.acceptor(alpn).map_err(std::io::Error::other)?;
+                (Some(acceptor), Some(certs.ca_pem))
+            }
+        };
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::default());
         api::seed_contacts(&state);
         let (stop, stop_rx) = watch::channel(false);
         let handler_state = state.clone();
-        let limits = ConnectionLimits {
-            header_read_timeout: std::time::Duration::from_secs(30),
-            max_header_count: 200,
-            max_header_bytes: 64 * 1024,
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let listening = listener::Listening {
+            tls,
+            recycle_after: options.recycle_after,
+            accepted: accepted.clone(),
         };
-        tokio::spawn(server::serve(
+        tokio::spawn(listener::serve(
             listener,
-            move |request, _peer| handle(handler_state.clone(), request),
-            limits,
-            None,
+            listening,
+            move |request| handle(handler_state.clone(), request),
             stop_rx,
-            std::time::Duration::from_secs(1),
         ));
-        Ok(Sandbox { addr, state, stop })
+        Ok(Sandbox {
+            addr,
+            state,
+            stop,
+            ca_pem,
+            accepted,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// `http://127.0.0.1:PORT`, or `https://…` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The PEM of the CA that signed the stand-in's TLS certificate (for `upstream.ca_file`).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections_accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     pub fn state(&self) -> &Arc<State> {
@@ -232,8 +281,18 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Proxy
             )
         }
     };
+    let authority = match parts.version {
+        http::Version::HTTP_2 => parts.uri.authority().map(|a| a.to_string()),
+        _ => parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string),
+    };
     let recorded = Recorded {
         method: parts.method.clone(),
+        version: parts.version,
+        authority,
         target: parts
             .uri
             .path_and_query()
@@ -249,5 +308,11 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Proxy
         },
     };
     state.record(recorded.clone());
+    if recorded.version == http::Version::HTTP_2
+        && recorded.headers.contains_key(http::header::HOST)
+    {
+        // As nginx does: an h2 client names the authority in `:authority` (RFC 9113 §8.3.1).
+        return api::error(400, "INVALID_REQUEST", "duplicate host in an h2 request");
+    }
     api::respond(&state, &recorded, body).await
 }

@@ -1,11 +1,14 @@
-//! The upstream client: pooled hyper-util client over rustls (webpki roots plus an optional CA file).
+//! The upstream client over rustls (webpki roots plus an optional CA file): one multiplexed h2
+//! connection per worker when HubSpot's edge speaks h2, else hyper-util's HTTP/1.1 pool.
+
+mod multiplex;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -34,11 +37,15 @@ pub enum UpstreamBuildError {
     Proxy(String),
 }
 
+/// A request HubSpot provably never processed is sent again at most this many times.
+const MAX_UNPROCESSED_RESENDS: u32 = 3;
+
 pub struct Upstream {
     client: Client<HttpsConnector<Connector>, OutboundBody>,
+    /// Only for an `https` base URL: plain HTTP is never h2 here (no h2c prior knowledge).
+    multiplexed: Option<multiplex::Multiplexed>,
     scheme: Scheme,
     authority: Authority,
-    host: HeaderValue,
     timeout: Duration,
     slots: Arc<Semaphore>,
     slot_metrics: SlotMetrics,
@@ -73,6 +80,8 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(Connector::new(http, egress));
+        let multiplexed = (base.scheme() == Some(&Scheme::HTTPS))
+            .then(|| multiplex::Multiplexed::new(connector.clone(), base.clone()));
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -80,21 +89,15 @@ impl Upstream {
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .build(connector);
         let authority = base.authority().cloned().expect("validated: has a host");
-        let host = HeaderValue::from_str(authority.as_str())
-            .map_err(|e| UpstreamBuildError::BaseUrl(e.to_string()))?;
         Ok(Upstream {
             client,
+            multiplexed,
             scheme: base.scheme().cloned().expect("validated: has a scheme"),
             authority,
-            host,
             timeout: Duration::from_secs(config.timeout_secs),
             slots: Arc::new(Semaphore::new(slots)),
             slot_metrics,
         })
-    }
-
-    pub fn host_header(&self) -> &HeaderValue {
-        &self.host
     }
 
     pub fn timeout(&self) -> Duration {
@@ -117,23 +120,79 @@ impl Upstream {
         Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("The request target is invalid."))
     }
 
-    /// Waits for a free slot, then sends; both within the request's deadline.
+    /// Waits for a free slot, then sends; both within the request's deadline. A request HubSpot
+    /// provably never processed (refused, or above a GOAWAY's last stream) goes again on a
+    /// fresh connection, whatever its method, as `again()` rebuilds it from the kept copy;
+    /// the slot is kept, and `resent` counts each time.
     pub async fn send(
         &self,
         request: Request<OutboundBody>,
+        again: impl Fn() -> Option<Request<OutboundBody>>,
+        resent: impl Fn(),
         deadline: Instant,
     ) -> Result<(Response<Incoming>, Slot), ProxyError> {
         let body_fault = request.body().fault_cell();
         let exchange = async {
             let slot = self.take_slot().await;
-            (self.client.request(request).await, slot)
+            let mut request = request;
+            let mut resends = 0;
+            loop {
+                match self.exchange(request).await {
+                    Err(e) if e.unprocessed && resends < MAX_UNPROCESSED_RESENDS => {
+                        let Some(copy) = again() else {
+                            return Err(e.error);
+                        };
+                        resends += 1;
+                        resent();
+                        request = copy;
+                    }
+                    Err(e) => return Err(e.error),
+                    Ok(response) => return Ok((response, slot)),
+                }
+            }
         };
         match tokio::time::timeout_at(deadline, exchange).await {
-            Ok((Ok(response), slot)) => Ok((response, slot)),
-            Ok((Err(e), _)) => Err(classify(&e, body_fault.as_deref().and_then(|c| c.get()))),
+            // A body the client failed to deliver is the client's fault, not HubSpot's: the body
+            // records it (over h2, hyper drops the body's error and reports a reset stream).
+            Ok(Err(error)) => Err(body_fault
+                .as_deref()
+                .and_then(|cell| cell.get())
+                .map_or(error, |fault| (*fault).into())),
+            Ok(result) => result,
             Err(_) => Err(ProxyError::UpstreamTimeout {
                 secs: self.timeout.as_secs(),
             }),
+        }
+    }
+
+    /// One attempt: on the worker's h2 connection, or through the HTTP/1.1 pool.
+    async fn exchange(&self, request: Request<OutboundBody>) -> Result<Response<Incoming>, Failed> {
+        let route = match &self.multiplexed {
+            Some(multiplexed) => multiplexed.route().await.map_err(|error| Failed {
+                unprocessed: false,
+                error,
+            })?,
+            None => multiplex::Route::Http1,
+        };
+        match route {
+            multiplex::Route::Http1 => self.client.request(request).await.map_err(|e| Failed {
+                unprocessed: never_processed(&e),
+                error: classify(&e, e.is_connect()),
+            }),
+            multiplex::Route::H2 { sender, generation } => {
+                multiplex::send(sender, request).await.map_err(|e| {
+                    let unprocessed = never_processed(&e);
+                    if unprocessed || e.is_closed() {
+                        if let Some(m) = &self.multiplexed {
+                            m.retire(generation);
+                        }
+                    }
+                    Failed {
+                        unprocessed,
+                        error: classify(&e, false),
+                    }
+                })
+            }
         }
     }
 
@@ -154,17 +213,38 @@ impl Upstream {
     }
 }
 
-/// Sorts a failed exchange into what the client is told and what the metrics count. A body
-/// the client failed to deliver is the client's fault, not HubSpot's: `body_fault` is what the
-/// body recorded (over h2 hyper drops the body's error and reports a reset stream); over
-/// HTTP/1.1 the same error is also found in the chain.
-fn classify(
-    error: &hyper_util::client::legacy::Error,
-    body_fault: Option<&OutboundFault>,
-) -> ProxyError {
-    if let Some(fault) = body_fault {
-        return (*fault).into();
+/// A failed attempt, and whether HubSpot provably never processed it.
+struct Failed {
+    unprocessed: bool,
+    error: ProxyError,
+}
+
+/// Whether the upstream provably never processed the request, so any method may go again
+/// (RFC 9113 §8.7): a stream refused with REFUSED_STREAM, or one above the last stream id of a
+/// graceful GOAWAY (h2 fails exactly those, and streams opened after it, with the remote
+/// NO_ERROR GOAWAY; an error GOAWAY is also handed to streams it may have processed, so it is
+/// not trusted); or hyper's "canceled": the request was never written to the connection.
+fn never_processed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            let reason = h2.reason();
+            return h2.is_remote()
+                && ((h2.is_go_away() && reason == Some(h2::Reason::NO_ERROR))
+                    || (h2.is_reset() && reason == Some(h2::Reason::REFUSED_STREAM)));
+        }
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        source = e.source();
     }
+    false
+}
+
+/// Sorts a failed exchange into what the client is told and what the metrics count.
+fn classify(error: &(dyn std::error::Error + 'static), is_connect: bool) -> ProxyError {
     let mut timed_out = false;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
@@ -176,16 +256,34 @@ fn classify(
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+            if wraps_tls_error(io) {
+                return unreachable(UpstreamErrorKind::Tls);
+            }
         }
         source = e.source();
     }
-    match (error.is_connect(), timed_out) {
+    match (is_connect, timed_out) {
         (_, true) => ProxyError::UpstreamUnreachable {
             kind: UpstreamErrorKind::Timeout,
         },
         (true, false) => unreachable(UpstreamErrorKind::Connect),
         (false, false) => unreachable(UpstreamErrorKind::Protocol),
     }
+}
+
+/// tokio-rustls wraps a handshake failure in an io::Error (and the connector wraps that in
+/// another); `source()` skips the error an io::Error wraps, so unwrap them by hand.
+fn wraps_tls_error(io: &std::io::Error) -> bool {
+    let mut inner = io.get_ref();
+    while let Some(e) = inner {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+    }
+    false
 }
 
 fn unreachable(kind: UpstreamErrorKind) -> ProxyError {

@@ -36,9 +36,53 @@ async fn world() -> World {
     world_with("").await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bearer_is_injected_and_client_authorization_replaced() {
-    let w = world().await;
+/// A world whose stand-in serves over `transport`, with the proxy trusting its CA.
+async fn world_over(transport: Transport) -> World {
+    let sandbox = sandbox_with(transport.options()).await;
+    sandbox.accept_token(TOKEN_A);
+    let scratch = Scratch::new();
+    let token = scratch.write("token", &format!("{TOKEN_A}\n"));
+    let config = static_config(&sandbox.url(), &token, "");
+    let proxy = ProxyProcess::start(&trust_sandbox(config, &sandbox, &scratch)).await;
+    World {
+        sandbox,
+        scratch,
+        proxy,
+    }
+}
+
+/// Runs a forwarding check over plain HTTP, TLS+h2 (HubSpot's production path) and TLS+http/1.1.
+macro_rules! over_every_transport {
+    ($check:ident) => {
+        mod $check {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn plain() {
+                super::$check(Transport::Plain).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tls_h2() {
+                super::$check(Transport::TlsH2).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tls_http1() {
+                super::$check(Transport::TlsHttp1).await;
+            }
+        }
+    };
+}
+
+over_every_transport!(bearer_is_injected_and_client_authorization_replaced);
+over_every_transport!(query_bytes_arrive_unchanged);
+over_every_transport!(post_bodies_arrive_intact);
+over_every_transport!(large_post_body_streams_intact);
+over_every_transport!(hop_by_hop_headers_are_dropped_both_ways);
+
+async fn bearer_is_injected_and_client_authorization_replaced(transport: Transport) {
+    let w = world_over(transport).await;
     let response = client()
         .get(w.proxy.url("/crm/v3/objects/contacts?limit=2"))
         .header("authorization", "Bearer client-supplied-should-vanish")
@@ -55,14 +99,13 @@ async fn bearer_is_injected_and_client_authorization_replaced() {
     assert_eq!(seen[0].target, "/crm/v3/objects/contacts?limit=2");
     assert_eq!(seen[0].bearer(), Some(TOKEN_A));
     assert_eq!(seen[0].headers.get_all("authorization").iter().count(), 1);
-    assert_eq!(seen[0].headers["host"], w.sandbox.addr().to_string());
+    assert_arrived_over(&w.sandbox, transport);
     w.proxy
         .assert_log_free_of(&[TOKEN_A, "client-supplied-should-vanish"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn query_bytes_arrive_unchanged() {
-    let w = world().await;
+async fn query_bytes_arrive_unchanged(transport: Transport) {
+    let w = world_over(transport).await;
     let targets = [
         "/__sandbox/echo?a=1&a=2&b=%20&c=%2B&d=&flag&e=x+y&f=%zz;g=h",
         "/__sandbox/echo?",
@@ -77,11 +120,33 @@ async fn query_bytes_arrive_unchanged() {
     }
     let seen: Vec<String> = w.sandbox.requests().into_iter().map(|r| r.target).collect();
     assert_eq!(seen, targets);
+    assert_arrived_over(&w.sandbox, transport);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_post_body_streams_intact() {
-    let w = world().await;
+/// A JSON POST reaches the stand-in byte for byte, and its answer comes back whole.
+async fn post_bodies_arrive_intact(transport: Transport) {
+    let w = world_over(transport).await;
+    let body = r#"{"properties":{"email":"new@example.com","firstname":"Nova","lastname":"Å"}}"#;
+    let response = client()
+        .post(w.proxy.url("/crm/v3/objects/contacts"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let created: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(created["properties"]["lastname"], "Å");
+    let seen = &w.sandbox.requests()[0];
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.body, body.as_bytes());
+    assert_eq!(seen.headers["content-type"], "application/json");
+    assert_eq!(seen.bearer(), Some(TOKEN_A));
+    assert_arrived_over(&w.sandbox, transport);
+}
+
+async fn large_post_body_streams_intact(transport: Transport) {
+    let w = world_over(transport).await;
     let body: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
     let expected = hex::encode(Sha256::digest(&body));
     let response = client()
@@ -105,11 +170,11 @@ async fn large_post_body_streams_intact() {
         .await
         .unwrap();
     assert_eq!(download.len(), 5_000_000);
+    assert_arrived_over(&w.sandbox, transport);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hop_by_hop_headers_are_dropped_both_ways() {
-    let w = world().await;
+async fn hop_by_hop_headers_are_dropped_both_ways(transport: Transport) {
+    let w = world_over(transport).await;
     let request = "GET /__sandbox/hop HTTP/1.1\r\nHost: proxy\r\nConnection: close, X-Named-Hop\r\n\
 X-Named-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic c2VjcmV0\r\nProxy-Connection: keep-alive\r\n\
 TE: trailers\r\nX-HubSpot-Client: kept\r\nAccept-Encoding: gzip\r\n\r\n";
@@ -140,6 +205,7 @@ TE: trailers\r\nX-HubSpot-Client: kept\r\nAccept-Encoding: gzip\r\n\r\n";
     }
     assert_eq!(seen.headers["x-hubspot-client"], "kept");
     assert_eq!(seen.headers["accept-encoding"], "gzip");
+    assert_arrived_over(&w.sandbox, transport);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,6 +422,47 @@ async fn connect_is_refused() {
     assert_eq!(raw_status(&response), 405, "{response}");
     assert!(response.contains("PROXY_METHOD_NOT_ALLOWED"));
     assert_eq!(w.sandbox.request_count(), 0);
+}
+
+/// A TLS upstream whose certificate the proxy does not trust is refused, named as a TLS fault,
+/// and nothing reaches it: over h2's single dial as over the HTTP/1.1 pool.
+async fn untrusted_upstream_certificate_is_502_tls(transport: Transport) {
+    let sandbox = sandbox_with(transport.options()).await;
+    sandbox.accept_token(TOKEN_A);
+    let scratch = Scratch::new();
+    let token = scratch.write("token", TOKEN_A);
+    // No ca_file: the stand-in's throwaway CA is not among the webpki roots.
+    let proxy = ProxyProcess::start(&static_config(&sandbox.url(), &token, "")).await;
+    let response = client()
+        .get(proxy.url("/crm/v3/objects/contacts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(
+        response.headers()["x-auth-proxy-error"],
+        "PROXY_UPSTREAM_UNREACHABLE"
+    );
+    assert_eq!(sandbox.request_count(), 0);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"hubspot_proxy_upstream_errors_total{account="main",kind="tls"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_upstream_certificate_over_h2_is_502_tls() {
+    untrusted_upstream_certificate_is_502_tls(Transport::TlsH2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_upstream_certificate_over_http1_is_502_tls() {
+    untrusted_upstream_certificate_is_502_tls(Transport::TlsHttp1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

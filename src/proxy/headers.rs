@@ -1,4 +1,5 @@
-//! Header rules both ways: hop-by-hop headers dropped, Host and Authorization set for HubSpot.
+//! Header rules both ways: hop-by-hop headers dropped, the client's Host dropped, Authorization
+//! set for HubSpot.
 
 use http::header::{
     AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
@@ -46,12 +47,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Prepares a client's headers for HubSpot: the client never chooses the credential or the host.
-/// Prepares a client's headers for HubSpot: the client never chooses the host. The credential
-/// is set separately, last, by `set_bearer`.
-pub fn to_upstream(headers: &mut HeaderMap, host: &HeaderValue) {
+/// Prepares a client's headers for HubSpot: the client never chooses the host. The client's
+/// Host goes and none is set here: hyper writes HubSpot's from the absolute URI, as `Host` on
+/// HTTP/1.1 and as `:authority` on h2, where a `Host` beside it is refused by some servers
+/// (RFC 9113 §8.3.1: an h2 client uses `:authority`). The credential is set last, by `set_bearer`.
+pub fn to_upstream(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
-    headers.insert(HOST, host.clone());
+    headers.remove(HOST);
 }
 
 /// Replaces whatever Authorization the client sent with the account's bearer.
@@ -107,17 +109,17 @@ mod tests {
     }
 
     #[test]
-    fn authorization_and_host_are_replaced() {
+    fn authorization_is_replaced_and_host_left_to_the_uri() {
         let mut h = map(&[
             ("authorization", "Bearer client-supplied"),
             ("authorization", "Basic second"),
             ("host", "proxy.local"),
         ]);
-        to_upstream(&mut h, &HeaderValue::from_static("api.hubapi.com"));
+        to_upstream(&mut h);
         set_bearer(&mut h, HeaderValue::from_static("Bearer ours"));
         assert_eq!(h.get_all(AUTHORIZATION).iter().count(), 1);
         assert_eq!(h[AUTHORIZATION], "Bearer ours");
-        assert_eq!(h[HOST], "api.hubapi.com");
+        assert!(!h.contains_key(HOST));
     }
 
     #[test]

@@ -76,6 +76,80 @@ impl Scratch {
     }
 }
 
+/// How the stand-in serves HubSpot's API: plain HTTP, or TLS the way api.hubapi.com does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Plain,
+    /// TLS offering h2 and http/1.1 in ALPN (the production path).
+    TlsH2,
+    /// TLS offering only http/1.1.
+    TlsHttp1,
+}
+
+impl Transport {
+    pub fn options(self) -> hubspot_auth_proxy::sandbox::Options {
+        use hubspot_auth_proxy::sandbox::{Alpn, Options};
+        let tls = match self {
+            Transport::Plain => None,
+            Transport::TlsH2 => Some(Alpn::H2AndHttp1),
+            Transport::TlsHttp1 => Some(Alpn::Http1Only),
+        };
+        Options {
+            tls,
+            recycle_after: None,
+        }
+    }
+
+    /// The protocol the stand-in must see the proxy's requests arrive with.
+    pub fn version(self) -> http::Version {
+        match self {
+            Transport::TlsH2 => http::Version::HTTP_2,
+            Transport::Plain | Transport::TlsHttp1 => http::Version::HTTP_11,
+        }
+    }
+}
+
+/// A stand-in started with `options` on a free loopback port.
+pub async fn sandbox_with(options: hubspot_auth_proxy::sandbox::Options) -> Sandbox {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    Sandbox::start_with(loopback, options).await.unwrap()
+}
+
+/// Points a config at a TLS stand-in: writes its CA next to the token and sets `ca_file`.
+pub fn trust_sandbox(config: String, sandbox: &Sandbox, scratch: &Scratch) -> String {
+    let Some(ca) = sandbox.ca_pem() else {
+        return config;
+    };
+    let ca_file = scratch.write("sandbox-ca.pem", ca);
+    let base_url = format!("base_url = \"{}\"", sandbox.url());
+    assert!(config.contains(&base_url), "config names the stand-in");
+    config.replacen(
+        &base_url,
+        &format!("{base_url}\nca_file = \"{}\"", ca_file.display()),
+        1,
+    )
+}
+
+/// Asserts that every request the stand-in saw came over `transport`'s protocol, addressed to
+/// the stand-in's own authority (HubSpot's, from the proxy's view), and never with a `Host`
+/// beside h2's `:authority` (RFC 9113 §8.3.1).
+pub fn assert_arrived_over(sandbox: &Sandbox, transport: Transport) {
+    let seen = sandbox.requests();
+    assert!(!seen.is_empty(), "the stand-in saw no request");
+    let authority = sandbox.addr().to_string();
+    for request in &seen {
+        assert_eq!(request.version, transport.version(), "{}", request.target);
+        assert_eq!(request.authority.as_deref(), Some(authority.as_str()));
+        if transport.version() == http::Version::HTTP_2 {
+            assert!(
+                !request.headers.contains_key(http::header::HOST),
+                "a Host header went beside :authority: {:?}",
+                request.headers
+            );
+        }
+    }
+}
+
 /// The smallest config for one static account against `upstream`, with ports chosen by the OS.
 pub fn static_config(upstream: &str, token_file: &Path, extra_server: &str) -> String {
     format!(
