@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::account::{Account, Accounts};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
+use crate::migration::Report;
 use crate::proxy::body::ProxyBody;
 
 pub struct Admin {
@@ -17,6 +18,7 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     lifecycle: Arc<Lifecycle>,
     enable_quit: bool,
+    report: Arc<Report>,
 }
 
 impl Admin {
@@ -25,12 +27,14 @@ impl Admin {
         metrics: Arc<Metrics>,
         lifecycle: Arc<Lifecycle>,
         enable_quit: bool,
+        report: Arc<Report>,
     ) -> Self {
         Admin {
             accounts,
             metrics,
             lifecycle,
             enable_quit,
+            report,
         }
     }
 
@@ -44,14 +48,17 @@ impl Admin {
                 self.metrics.render(),
             ),
             ("/status", true) => json_response(StatusCode::OK, self.status()),
+            ("/migration", true) => json_response(StatusCode::OK, self.report.to_json()),
             ("/quitquitquit", _) => self.quit(request.method()),
-            ("/healthz" | "/readyz" | "/metrics" | "/status", false) => json_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({"status": "error", "message": "This admin endpoint answers GET only."}),
-            ),
+            ("/healthz" | "/readyz" | "/metrics" | "/status" | "/migration", false) => {
+                json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    json!({"status": "error", "message": "This admin endpoint answers GET only."}),
+                )
+            }
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"status": "error", "message": "Unknown admin path; try /healthz, /readyz, /metrics or /status."}),
+                json!({"status": "error", "message": "Unknown admin path; try /healthz, /readyz, /metrics, /status or /migration."}),
             ),
         }
     }

@@ -95,6 +95,9 @@ pub struct ServerConfig {
     pub max_header_count: usize,
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Answers to deprecated or unsupported HubSpot APIs carry Deprecation, Sunset and Link.
+    #[serde(default)]
+    pub deprecation_headers: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,6 +271,9 @@ pub struct LegacyKey {
     /// The `[[clients]]` entry this key also identifies, for scoping migrated scripts.
     #[serde(default)]
     pub client: Option<String>,
+    /// The caller's name in the migration report; otherwise the hash's first 8 hex digits.
+    #[serde(default)]
+    pub label: Option<String>,
 }
 
 impl Default for LegacyConfig {
@@ -366,6 +372,7 @@ impl Default for ServerConfig {
             header_read_timeout_secs: default_header_read_timeout_secs(),
             max_header_count: default_max_header_count(),
             max_header_bytes: default_max_header_bytes(),
+            deprecation_headers: false,
         }
     }
 }

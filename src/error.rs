@@ -66,6 +66,8 @@ pub enum ProxyError {
     UpstreamUnreachable { kind: UpstreamErrorKind },
     #[error("The HubSpot API did not answer within {secs} seconds.")]
     UpstreamTimeout { secs: u64 },
+    #[error("X-Auth-Proxy-Caller is not a valid caller name: {0} (at most 64 characters from A-Z, a-z, 0-9, '.', '_', '-').")]
+    InvalidCaller(&'static str),
 }
 
 impl ProxyError {
@@ -78,7 +80,7 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UnknownAccount => StatusCode::BAD_REQUEST,
+            ProxyError::UnknownAccount | ProxyError::InvalidCaller(_) => StatusCode::BAD_REQUEST,
             ProxyError::ForbiddenNetwork | ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ProxyError::UnknownApiKey | ProxyError::ApiKeyRejected => StatusCode::UNAUTHORIZED,
@@ -107,6 +109,7 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => "PROXY_RATE_LIMITED",
             ProxyError::UpstreamUnreachable { .. } => "PROXY_UPSTREAM_UNREACHABLE",
             ProxyError::UpstreamTimeout { .. } => "PROXY_UPSTREAM_TIMEOUT",
+            ProxyError::InvalidCaller(_) => "PROXY_INVALID_CALLER",
         }
     }
 

@@ -17,6 +17,7 @@ pub mod egress;
 pub mod error;
 pub mod lifecycle;
 pub mod metrics;
+pub mod migration;
 pub mod proxy;
 pub mod ratelimit;
 pub mod sandbox;
@@ -53,6 +54,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error("cannot start the proxy's worker threads: {0}")]
     Workers(std::io::Error),
+    #[error("{0}")]
+    Today(String),
 }
 
 /// A started proxy: its bound addresses, and the handles to reload and stop it.
@@ -99,6 +102,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         );
     }
     let access = Arc::new(access::Access::new(&config, &metrics));
+    // One report for all workers; it lives as long as the process, so SIGHUP keeps its counts.
+    let report = Arc::new(migration::Report::new(
+        migration::Today::from_env().map_err(StartError::Today)?,
+        metrics.deprecated_api_requests(),
+    ));
+    let migration_hook = proxy::MigrationHook {
+        report: report.clone(),
+        deprecation_headers: config.server.deprecation_headers,
+    };
     // Each worker gets its own proxy: its own upstream pool, nothing shared but Arcs.
     let proxies = (0..worker_count)
         .map(|_| {
@@ -113,6 +125,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 metrics.clone(),
                 RequestLimits::from_config(&config.server),
                 config.server.access_log,
+                migration_hook.clone(),
             ))
         })
         .collect::<Result<Vec<_>, StartError>>()?;
@@ -138,6 +151,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics,
         lifecycle.clone(),
         config.server.enable_quit,
+        report,
     ));
     let admin_task = tokio::spawn(server::serve(
         admin_listener,

@@ -18,6 +18,7 @@ use crate::account::Account;
 use crate::config::ServerConfig;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::migration::{self, caller};
 use crate::ratelimit;
 use crate::upstream::Upstream;
 use body::{OutboundBody, ProxyBody};
@@ -103,6 +104,15 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     limits: RequestLimits,
     access_log: bool,
+    migration: MigrationHook,
+}
+
+/// Where forwarded requests are counted for the migration report, and whether answers to
+/// deprecated APIs get Deprecation/Sunset headers (`server.deprecation_headers`).
+#[derive(Clone)]
+pub struct MigrationHook {
+    pub report: Arc<migration::Report>,
+    pub deprecation_headers: bool,
 }
 
 impl Proxy {
@@ -113,6 +123,7 @@ impl Proxy {
         metrics: Arc<Metrics>,
         limits: RequestLimits,
         access_log: bool,
+        migration: MigrationHook,
     ) -> Self {
         Proxy {
             access,
@@ -121,6 +132,7 @@ impl Proxy {
             metrics,
             limits,
             access_log,
+            migration,
         }
     }
 
@@ -191,6 +203,7 @@ impl Proxy {
             .access
             .key_client(&mut parts.headers)
             .map_err(|e| refuse(default, e))?;
+        let declared = caller::take(&mut parts.headers).map_err(|e| refuse(default, e))?;
         let has_hapikey = parts.uri.query().is_some_and(hapikey::present);
         if self.access.requires_client_key() && key_client.is_none() && !has_hapikey {
             // Refused before routing, so no unauthenticated caller learns which accounts exist.
@@ -211,6 +224,17 @@ impl Proxy {
                 .map_err(|e| refuse(account, e))?;
         }
         account.metrics.api_request(parts.uri.path());
+        // Who called, for the migration report: a client key, a legacy key, a declared name.
+        let caller_name = key_client
+            .map(|c| &*c.name)
+            .or(routed.legacy_client)
+            .or(routed.legacy_label)
+            .or(declared.as_ref().map(caller::name))
+            .unwrap_or(migration::ANONYMOUS);
+        let support = self
+            .migration
+            .report
+            .record(caller_name, &account.name, parts.uri.path());
         let deadline = tokio::time::Instant::from_std(started) + self.upstream.timeout();
         let search = ratelimit::is_search(&parts.method, parts.uri.path());
         let method = parts.method.clone();
@@ -236,10 +260,13 @@ impl Proxy {
             resendable: replay.is_some(),
             deadline,
         };
-        let response = self
+        let mut response = self
             .exchange(account, routed.credential, first, replay, sent, search)
             .await
             .map_err(|e| refuse(account, e))?;
+        if self.migration.deprecation_headers {
+            migration::add_deprecation_headers(response.headers_mut(), &support);
+        }
         Ok((account, response))
     }
 
