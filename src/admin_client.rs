@@ -15,7 +15,12 @@ fn client() -> Result<reqwest::Client, String> {
 
 /// `GET {admin}/status` as JSON.
 pub async fn fetch_status(admin: &str) -> Result<Value, String> {
-    let url = format!("{}/status", admin.trim_end_matches('/'));
+    fetch_json(admin, "/status").await
+}
+
+/// `GET {admin}{path}` as JSON.
+pub async fn fetch_json(admin: &str, path: &str) -> Result<Value, String> {
+    let url = format!("{}{path}", admin.trim_end_matches('/'));
     let response = client()?
         .get(&url)
         .send()

@@ -1,5 +1,5 @@
 //! The command-line commands' bodies: `serve`, `demo`, `check`, `oauth authorize`, `status`,
-//! `healthcheck` and `hash-key`. `main.rs` parses arguments and calls these.
+//! `migration`, `healthcheck` and `hash-key`. `main.rs` parses arguments and calls these.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -232,6 +232,27 @@ pub fn status(admin: &str, raw: bool) -> ExitCode {
         }
         Ok(status) => {
             print!("{}", admin_client::render_table(&status));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `GET /migration` from a running proxy, as a table (or the raw JSON).
+pub fn migration(admin: &str, raw: bool) -> ExitCode {
+    match current_thread().block_on(crate::admin_client::fetch_json(admin, "/migration")) {
+        Ok(report) if raw => {
+            println!("{report:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!(
+                "{}",
+                crate::migration::table::render(&report, std::time::SystemTime::now())
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

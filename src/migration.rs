@@ -5,6 +5,7 @@
 pub mod calendar;
 pub mod caller;
 pub mod generation;
+pub mod table;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -100,6 +100,15 @@ pub fn rfc3339(at: SystemTime) -> String {
     )
 }
 
+/// Reads what [`rfc3339`] writes (`2027-03-30T08:15:07Z`).
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
+    let date = Date::parse(date)?;
+    let mut parts = time.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+    (h < 24 && m < 60 && s < 61).then(|| date.start() + Duration::from_secs(h * 3600 + m * 60 + s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +138,7 @@ mod tests {
     fn rfc3339_is_utc_seconds() {
         let at = Date::new(2027, 3, 30).start() + Duration::from_secs(8 * 3600 + 15 * 60 + 7);
         assert_eq!(rfc3339(at), "2027-03-30T08:15:07Z");
+        assert_eq!(parse_rfc3339("2027-03-30T08:15:07Z"), Some(at));
+        assert_eq!(parse_rfc3339("2027-03-30T08:15:07"), None);
     }
 }
