@@ -69,8 +69,12 @@ impl Admin {
         let not_ready: Vec<Value> = self
             .accounts
             .iter()
-            .filter(|a| !a.token.is_ready(now))
-            .map(|a| json!({"account": &*a.name, "last_error": a.status.snapshot().last_error}))
+            .filter(|a| !a.token.is_ready(now) || a.portal.mismatch().is_some())
+            .map(|a| match a.portal.mismatch() {
+                Some((expected, actual)) => json!({"account": &*a.name, "last_error": "wrong_portal",
+                    "message": format!("configured for portal {expected}, the token belongs to portal {actual}")}),
+                None => json!({"account": &*a.name, "last_error": a.status.snapshot().last_error}),
+            })
             .collect();
         let draining = self.lifecycle.is_draining();
         if not_ready.is_empty() && !draining {
@@ -135,6 +139,7 @@ fn account_status(account: &Account, now: Instant) -> Value {
         "consecutive_failures": snapshot.consecutive_failures,
         "last_error": snapshot.last_error,
         "daily_limit_hit_unix": snapshot.daily_limit_hit.and_then(unix),
+        "portal": account.portal.status(),
         "ratelimit": {
             "ten_second": {"remaining": ten_remaining, "max": ten_max},
             "daily": {"remaining": daily_remaining, "max": daily_max},

@@ -141,6 +141,12 @@ pub struct AccountConfig {
     pub oauth: Option<OAuthConfig>,
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// The HubSpot portal this account's token must belong to; a token for another is refused.
+    #[serde(default)]
+    pub hub_id: Option<u64>,
+    /// Scopes `check --online` requires the token to hold.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
 }
 
 /// Shaping under HubSpot's limits, and retries of what HubSpot did not act on.

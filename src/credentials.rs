@@ -63,6 +63,7 @@ fn activate_static(
         metrics.for_account(&cfg.name),
         &cfg.rate_limit,
     ));
+    account.portal.expect(cfg.hub_id);
     let source = cfg
         .token
         .clone()
@@ -113,6 +114,7 @@ fn activate_oauth(
         metrics.for_account(&cfg.name),
         &cfg.rate_limit,
     ));
+    account.portal.expect(cfg.hub_id);
     let refresher = oauth::Refresher {
         account: account.clone(),
         endpoint,

@@ -68,6 +68,12 @@ pub enum ProxyError {
     UpstreamTimeout { secs: u64 },
     #[error("X-Auth-Proxy-Caller is not a valid caller name: {0} (at most 64 characters from A-Z, a-z, 0-9, '.', '_', '-').")]
     InvalidCaller(&'static str),
+    #[error("Account '{account}' is configured for HubSpot portal {expected}, but its token belongs to portal {actual}; the proxy refuses to use it.")]
+    WrongPortal {
+        account: Arc<str>,
+        expected: u64,
+        actual: u64,
+    },
 }
 
 impl ProxyError {
@@ -79,7 +85,9 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::ClientBody | ProxyError::Smuggling(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ProxyError::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoToken { .. } | ProxyError::WrongPortal { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::UnknownAccount | ProxyError::InvalidCaller(_) => StatusCode::BAD_REQUEST,
             ProxyError::ForbiddenNetwork | ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -110,6 +118,7 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable { .. } => "PROXY_UPSTREAM_UNREACHABLE",
             ProxyError::UpstreamTimeout { .. } => "PROXY_UPSTREAM_TIMEOUT",
             ProxyError::InvalidCaller(_) => "PROXY_INVALID_CALLER",
+            ProxyError::WrongPortal { .. } => "PROXY_WRONG_PORTAL",
         }
     }
 

@@ -18,6 +18,7 @@ pub mod error;
 pub mod lifecycle;
 pub mod metrics;
 pub mod migration;
+pub mod portal;
 pub mod proxy;
 pub mod ratelimit;
 pub mod sandbox;
@@ -191,8 +192,23 @@ fn build_accounts(
 ) -> Result<(Accounts, Background), StartError> {
     let mut list = Vec::with_capacity(config.accounts.len());
     let mut background = Vec::new();
+    let portal_client = portal::client(&config.upstream).map_err(|reason| {
+        StartError::Credential(credentials::CredentialError {
+            key: "upstream".into(),
+            source_desc: config.upstream.base_url.clone(),
+            reason,
+        })
+    })?;
     for index in 0..config.accounts.len() {
         let (account, task) = credentials::activate(config, index, metrics, reload, stop)?;
+        if account.kind == account::AccountKind::Static {
+            background.push(portal::spawn_static_check(
+                account.clone(),
+                portal_client.clone(),
+                config.upstream.base_url.clone(),
+                stop.clone(),
+            ));
+        }
         list.push(account);
         background.extend(task);
     }
@@ -214,7 +230,9 @@ impl Running {
     /// Whether every account holds a usable token (what `/readyz` reports, draining aside).
     pub fn accounts_ready(&self) -> bool {
         let now = std::time::Instant::now();
-        self.accounts.iter().all(|a| a.token.is_ready(now))
+        self.accounts
+            .iter()
+            .all(|a| a.token.is_ready(now) && a.portal.mismatch().is_none())
     }
 
     /// Re-reads file credentials now (what SIGHUP does).

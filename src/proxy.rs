@@ -223,6 +223,9 @@ impl Proxy {
                 .authorize(client, &account.name, &parts.method, parts.uri.path())
                 .map_err(|e| refuse(account, e))?;
         }
+        if let Some(error) = account.portal.refusal(&account.name) {
+            return Err(refuse(account, error));
+        }
         account.metrics.api_request(parts.uri.path());
         // Who called, for the migration report: a client key, a legacy key, a declared name.
         let caller_name = key_client

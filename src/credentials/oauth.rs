@@ -133,6 +133,9 @@ impl State {
             expires_in_secs = grant.expires_in.as_secs(),
             "access token refreshed"
         );
+        // Portal check hook: the token response names the portal and scopes.
+        let portal = &account.portal;
+        portal.observe(grant.hub_id, grant.scopes, crate::portal::TokenKind::OAuth);
         self.rotate(grant.refresh_token);
         started + refresh_delay(grant.expires_in, self.r.margin, rand::random())
     }
