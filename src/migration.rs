@@ -115,7 +115,9 @@ impl Report {
             });
         tally.count += 1;
         tally.last_seen = now;
-        if support.state.needs_migration() {
+        // Paths outside HubSpot's families (which HubSpot answers 404) are in the report but
+        // not the metric: a client inventing paths must not add series.
+        if support.state.needs_migration() && api_family::is_known(slot.api) {
             self.count_deprecated(tally, account, slot, support.state);
         }
         support
@@ -258,6 +260,16 @@ mod tests {
                 .get(),
             0
         );
+    }
+
+    #[test]
+    fn invented_families_stay_out_of_the_metric() {
+        let r = report("2027-04-01");
+        let main: Arc<str> = Arc::from("main");
+        r.record("web", &main, "/not-hubspot/v1/x");
+        let labels = ["main", "other", "legacy-v1", "deprecated"];
+        assert_eq!(r.deprecated.with_label_values(&labels).get(), 0);
+        assert_eq!(r.to_json()["items"][0]["count"], 1, "still in the report");
     }
 
     #[test]

@@ -92,6 +92,11 @@ fn version_slot(segment: &str) -> usize {
     }
 }
 
+/// Whether the slot's family is one of HubSpot's (not `other`).
+pub fn is_known(slot: usize) -> bool {
+    slot / VERSIONS.len() < FAMILIES.len()
+}
+
 /// The label text for a slot.
 pub fn label(slot: usize) -> String {
     let (family, version) = (slot / VERSIONS.len(), slot % VERSIONS.len());

@@ -37,8 +37,10 @@ pub struct Sunset {
     pub migration_guide: &'static str,
 }
 
-/// Dated versions outside these years are not versions (and could grow the label set).
-const DATED_YEARS: std::ops::RangeInclusive<u16> = 2020..=2099;
+/// HubSpot releases dated versions each March and September, from 2025 on; other `YYYY-MM`
+/// segments are not versions (and would only grow the label set).
+const DATED_YEARS: std::ops::RangeInclusive<u16> = 2025..=2040;
+const DATED_MONTHS: [u8; 2] = [3, 9];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Generation {
@@ -108,7 +110,7 @@ impl Generation {
                     .iter()
                     .all(|b| b.is_ascii_digit())
                     .then(|| (m1 - b'0') * 10 + (m2 - b'0'))?;
-                let valid = DATED_YEARS.contains(&year) && (1..=12).contains(&month);
+                let valid = DATED_YEARS.contains(&year) && DATED_MONTHS.contains(&month);
                 let beta = segment.ends_with("-beta");
                 valid.then_some(Generation::Dated { year, month, beta })
             }
@@ -205,6 +207,12 @@ mod tests {
         assert_eq!(gen("/crm/v5/x"), "unversioned");
         assert_eq!(gen("/crm/objects/1999-03/x"), "unversioned");
         assert_eq!(gen("/crm/objects/2026-13/x"), "unversioned");
+        assert_eq!(
+            gen("/crm/objects/2026-04/x"),
+            "unversioned",
+            "not a release month"
+        );
+        assert_eq!(gen("/crm/objects/2041-03/x"), "unversioned");
         assert_eq!(gen("/crm/objects/2026-0a/x"), "unversioned");
         assert_eq!(gen("/crm/objects/2026-03-alpha/x"), "unversioned");
         assert_eq!(gen("/v1/x"), "unversioned", "the 1st segment is the family");
