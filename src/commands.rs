@@ -151,7 +151,7 @@ pub fn authorize(path: &Path, args: AuthorizeArgs) -> ExitCode {
     }
 }
 
-pub fn check(path: &Path) -> ExitCode {
+pub fn check(path: &Path, online: bool) -> ExitCode {
     let config = match load_config(path) {
         Ok(config) => config,
         Err(code) => return code,
@@ -175,6 +175,14 @@ pub fn check(path: &Path) -> ExitCode {
             Ok(summary) => println!("account {}: {summary}", account.name),
             Err(e) => problems.extend(e.into_iter().map(|e| format!("{file}: accounts[{i}].{e}"))),
         }
+    }
+    if online && problems.is_empty() {
+        problems.extend(
+            current_thread()
+                .block_on(check_online(&config))
+                .into_iter()
+                .map(|p| format!("{file}: {p}")),
+        );
     }
     if problems.is_empty() {
         println!("{file}: ok");
@@ -214,6 +222,68 @@ fn check_account(account: &crate::config::AccountConfig) -> Result<String, Vec<S
     } else {
         Err(errors)
     }
+}
+
+/// `check --online`: each static token's portal and scopes, from HubSpot's access-token-info.
+/// OAuth accounts are not refreshed here (a refresh could rotate the stored refresh token);
+/// the running proxy checks them at every refresh (`/status`, `/readyz`).
+async fn check_online(config: &Config) -> Vec<String> {
+    let client = match crate::portal::client(&config.upstream) {
+        Ok(client) => client,
+        Err(e) => return vec![format!("upstream: {e}")],
+    };
+    let mut problems = Vec::new();
+    for (i, account) in config.accounts.iter().enumerate() {
+        let Some(source) = &account.token else {
+            println!(
+                "account {}: oauth; its portal is checked by the running proxy at each refresh",
+                account.name
+            );
+            continue;
+        };
+        let Ok(token) = source.load_header_safe() else {
+            continue; // already reported offline
+        };
+        let info = match crate::portal::access_token_info(
+            &client,
+            &config.upstream.base_url,
+            &token,
+        )
+        .await
+        {
+            Ok(info) => info,
+            Err(e) => {
+                problems.push(format!("accounts[{i}].token ({}): {e}", source.describe()));
+                continue;
+            }
+        };
+        let kind = crate::portal::TokenKind::of_static(token.expose()).as_str();
+        println!(
+            "account {}: {kind} token for portal {}, scopes: {}",
+            account.name,
+            info.hub_id,
+            info.scopes.join(" ")
+        );
+        if let Some(expected) = account.hub_id.filter(|&id| id != info.hub_id) {
+            problems.push(format!(
+                "accounts[{i}].hub_id: configured for portal {expected}, but the token belongs to portal {}",
+                info.hub_id
+            ));
+        }
+        let missing: Vec<&str> = account
+            .required_scopes
+            .iter()
+            .filter(|s| !info.scopes.contains(s))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "accounts[{i}].required_scopes: the token lacks {}",
+                missing.join(", ")
+            ));
+        }
+    }
+    problems
 }
 
 fn current_thread() -> tokio::runtime::Runtime {

@@ -61,7 +61,14 @@ enum Command {
         admin_port: u16,
     },
     /// Validate the config and every credential source, then exit (0 = fine, 2 = problems).
-    Check(ConfigArg),
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also ask HubSpot which portal and scopes each static token has, and compare them
+        /// with `hub_id` and `required_scopes`.
+        #[arg(long)]
+        online: bool,
+    },
     /// Print each account's credential health and rate-limit budget from a running proxy.
     Status {
         /// The proxy's admin listener.
@@ -133,7 +140,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => commands::serve(&args.config),
         Command::Demo { port, admin_port } => commands::demo(port, admin_port),
-        Command::Check(args) => commands::check(&args.config),
+        Command::Check { config, online } => commands::check(&config.config, online),
         Command::HashKey => commands::hash_key(),
         Command::Status { admin, json } => commands::status(&admin, json),
         Command::Migration { admin, json } => commands::migration(&admin, json),

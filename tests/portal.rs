@@ -120,3 +120,66 @@ async fn hubspot_down_does_not_block_startup() {
     })
     .await;
 }
+
+/// `check --online` against the stand-in: 0 when portal and scopes match, 2 otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_exit_codes() {
+    let sandbox = Sandbox::start().await.unwrap();
+    sandbox.accept_token(TOKEN_A);
+    sandbox.state().set_hub_id(TOKEN_A, 222);
+    let scratch = Scratch::new();
+    let token = scratch.write("token", TOKEN_A);
+    let revoked = scratch.write("revoked", TOKEN_B);
+    let base = static_config(&sandbox.url(), &token, "");
+    let with = |account_extra: &str| {
+        base.replace(
+            "name = \"main\"\n",
+            &format!("name = \"main\"\n{account_extra}\n"),
+        )
+    };
+    let cases = [
+        (
+            "hub_id = 222\nrequired_scopes = [\"crm.objects.contacts.read\"]",
+            0,
+            "portal 222",
+        ),
+        (
+            "hub_id = 111",
+            2,
+            "configured for portal 111, but the token belongs to portal 222",
+        ),
+        (
+            "required_scopes = [\"crm.objects.deals.write\"]",
+            2,
+            "lacks crm.objects.deals.write",
+        ),
+    ];
+    let mut runs = Vec::new();
+    for (extra, code, text) in cases {
+        runs.push((with(extra), code, text));
+    }
+    runs.push((
+        static_config(&sandbox.url(), &revoked, ""),
+        2,
+        "HubSpot rejected the token",
+    ));
+    for (config, want, text) in runs {
+        let path = scratch.write("config.toml", &config);
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(BIN)
+                .args(["check", "--online", "--config", path.to_str().unwrap()])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(want), "{all}");
+        assert!(all.contains(text), "{text:?} not in {all}");
+        assert!(!all.contains(TOKEN_A) && !all.contains(TOKEN_B), "{all}");
+    }
+}
