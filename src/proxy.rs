@@ -223,9 +223,6 @@ impl Proxy {
                 .authorize(client, &account.name, &parts.method, parts.uri.path())
                 .map_err(|e| refuse(account, e))?;
         }
-        if let Some(error) = account.portal.refusal(&account.name) {
-            return Err(refuse(account, error));
-        }
         account.metrics.api_request(parts.uri.path());
         // Who called, for the migration report: a client key, a legacy key, a declared name.
         let caller_name = key_client
@@ -294,6 +291,11 @@ impl Proxy {
                     .bearer(Instant::now(), sent.deadline)
                     .await
                     .ok_or_else(|| no_token(account))?;
+                // Checked after the bearer arrives: the check that names the portal may have
+                // finished while this request waited for its first token.
+                if let Some(error) = account.portal.refusal(&account.name) {
+                    return Err(error);
+                }
                 headers::set_bearer(request.headers_mut(), bearer);
                 sent.generation = Some(generation);
             }

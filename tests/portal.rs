@@ -183,3 +183,52 @@ async fn check_online_exit_codes() {
         assert!(!all.contains(TOKEN_A) && !all.contains(TOKEN_B), "{all}");
     }
 }
+
+/// OAuth accounts take the portal from the token response (the stand-in says 62515).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oauth_token_for_another_portal_is_refused() {
+    let sandbox = Sandbox::start().await.unwrap();
+    sandbox.oauth().set_client("c", "s");
+    sandbox.oauth().add_refresh_token("r");
+    let scratch = Scratch::new();
+    let refresh = scratch.write("refresh", "r");
+    let config = |hub: u64| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[upstream]\nbase_url = \"{}\"\n[[accounts]]\nname = \"crm\"\nhub_id = {hub}\n[accounts.oauth]\nclient_id = \"c\"\nclient_secret = {{ value = \"s\" }}\nrefresh_token = {{ file = \"{}\" }}\n",
+            sandbox.url(),
+            refresh.display()
+        )
+    };
+    for (hub, want) in [
+        (999, 503),
+        (hubspot_auth_proxy::sandbox::DEFAULT_HUB_ID, 200),
+    ] {
+        let proxy = ProxyProcess::start(&config(hub)).await;
+        let c = client();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let response = loop {
+            let r = c
+                .get(proxy.url("/crm/v3/objects/contacts"))
+                .send()
+                .await
+                .unwrap();
+            let waiting = r
+                .headers()
+                .get("x-auth-proxy-error")
+                .is_some_and(|v| v == "PROXY_NO_TOKEN");
+            if !waiting {
+                break r;
+            }
+            assert!(std::time::Instant::now() < deadline, "no token");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(response.status(), want, "hub_id = {hub}");
+        let ready = c
+            .get(proxy.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(ready, want, "readyz with hub_id = {hub}");
+    }
+}

@@ -110,10 +110,14 @@ impl State {
         next
     }
 
-    fn succeeded(&mut self, grant: Grant, started: Instant) -> Instant {
+    fn succeeded(&mut self, mut grant: Grant, started: Instant) -> Instant {
         // Lifetime counts from when we asked, so clock time spent in flight is not overestimated.
         let expires_at = started + grant.expires_in;
         let account = &self.r.account;
+        // Portal check hook, before the token is usable: the response names portal and scopes.
+        let scopes = std::mem::take(&mut grant.scopes);
+        let kind = crate::portal::TokenKind::OAuth;
+        account.portal.observe(grant.hub_id, scopes, kind);
         let Ok(generation) = account.token.store(&grant.access_token, Some(expires_at)) else {
             return self.failed(&TokenError::BadBody(
                 "access_token is not header-safe".into(),
@@ -133,9 +137,6 @@ impl State {
             expires_in_secs = grant.expires_in.as_secs(),
             "access token refreshed"
         );
-        // Portal check hook: the token response names the portal and scopes.
-        let portal = &account.portal;
-        portal.observe(grant.hub_id, grant.scopes, crate::portal::TokenKind::OAuth);
         self.rotate(grant.refresh_token);
         started + refresh_delay(grant.expires_in, self.r.margin, rand::random())
     }
