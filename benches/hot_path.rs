@@ -93,6 +93,7 @@ fn router(metrics: &Metrics) -> Router {
             sha256: hex_sha256("demo-legacy-key-0001"),
             account: "sales".into(),
             client: None,
+            label: None,
         }],
         ..LegacyConfig::default()
     };

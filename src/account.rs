@@ -37,6 +37,8 @@ pub struct Account {
     /// Absent when shaping is off (`per_ten_seconds = 0`).
     pub limiter: Option<Limiter>,
     pub shaping: RateLimitConfig,
+    /// The token's HubSpot portal and scopes, checked against `accounts[].hub_id`.
+    pub portal: crate::portal::Portal,
 }
 
 impl Account {
@@ -67,6 +69,7 @@ impl Account {
             status: AccountStatus::default(),
             limiter,
             shaping: shaping.clone(),
+            portal: Default::default(),
         }
     }
 

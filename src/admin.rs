@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::account::{Account, Accounts};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
+use crate::migration::Report;
 use crate::proxy::body::ProxyBody;
 
 pub struct Admin {
@@ -17,6 +18,7 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     lifecycle: Arc<Lifecycle>,
     enable_quit: bool,
+    report: Arc<Report>,
 }
 
 impl Admin {
@@ -25,12 +27,14 @@ impl Admin {
         metrics: Arc<Metrics>,
         lifecycle: Arc<Lifecycle>,
         enable_quit: bool,
+        report: Arc<Report>,
     ) -> Self {
         Admin {
             accounts,
             metrics,
             lifecycle,
             enable_quit,
+            report,
         }
     }
 
@@ -51,14 +55,17 @@ impl Admin {
                 )
             }
             ("/status", true) => json_response(StatusCode::OK, self.status()),
+            ("/migration", true) => json_response(StatusCode::OK, self.report.to_json()),
             ("/quitquitquit", _) => self.quit(request.method()),
-            ("/healthz" | "/readyz" | "/metrics" | "/status", false) => json_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({"status": "error", "message": "This admin endpoint answers GET only."}),
-            ),
+            ("/healthz" | "/readyz" | "/metrics" | "/status" | "/migration", false) => {
+                json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    json!({"status": "error", "message": "This admin endpoint answers GET only."}),
+                )
+            }
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"status": "error", "message": "Unknown admin path; try /healthz, /readyz, /metrics or /status."}),
+                json!({"status": "error", "message": "Unknown admin path; try /healthz, /readyz, /metrics, /status or /migration."}),
             ),
         }
     }
@@ -69,8 +76,12 @@ impl Admin {
         let not_ready: Vec<Value> = self
             .accounts
             .iter()
-            .filter(|a| !a.token.is_ready(now))
-            .map(|a| json!({"account": &*a.name, "reason": a.state(now).as_str(), "last_error": a.status.snapshot().last_error}))
+            .filter(|a| !a.token.is_ready(now) || a.portal.mismatch().is_some())
+            .map(|a| match a.portal.mismatch() {
+                Some((expected, actual)) => json!({"account": &*a.name, "reason": "wrong_portal", "last_error": "wrong_portal",
+                    "message": format!("configured for portal {expected}, the token belongs to portal {actual}")}),
+                None => json!({"account": &*a.name, "reason": a.state(now).as_str(), "last_error": a.status.snapshot().last_error}),
+            })
             .collect();
         let draining = self.lifecycle.is_draining();
         if not_ready.is_empty() && !draining {
@@ -139,6 +150,7 @@ fn account_status(account: &Account, now: Instant) -> Value {
         "reauthorization": snapshot.reauthorization.as_ref().map(|r| json!({
             "error": r.error, "detail": r.detail, "action": r.action,
         })),
+        "portal": account.portal.status(),
         "ratelimit": {
             "ten_second": {"remaining": ten_remaining, "max": ten_max, "budget": account.limiter.as_ref().map(|l| l.limit())},
             "daily": {"remaining": daily_remaining, "max": daily_max},

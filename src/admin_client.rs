@@ -15,7 +15,12 @@ fn client() -> Result<reqwest::Client, String> {
 
 /// `GET {admin}/status` as JSON.
 pub async fn fetch_status(admin: &str) -> Result<Value, String> {
-    let url = format!("{}/status", admin.trim_end_matches('/'));
+    fetch_json(admin, "/status").await
+}
+
+/// `GET {admin}{path}` as JSON.
+pub async fn fetch_json(admin: &str, path: &str) -> Result<Value, String> {
+    let url = format!("{}{path}", admin.trim_end_matches('/'));
     let response = client()?
         .get(&url)
         .send()
@@ -57,6 +62,7 @@ pub fn render_table(status: &Value) -> String {
         "LAST_ERROR",
         "RATE_10S",
         "RATE_DAILY",
+        "PORTAL",
     ]
     .map(String::from);
     let mut rows = vec![header.to_vec()];
@@ -118,7 +124,21 @@ fn row(a: &Value) -> Vec<String> {
         text(&a["last_error"]),
         budget(&a["ratelimit"]["ten_second"]),
         budget(&a["ratelimit"]["daily"]),
+        portal(&a["portal"]),
     ]
+}
+
+/// `62515 (private_app, 3 scopes)`; a mismatch says so.
+fn portal(p: &Value) -> String {
+    let Some(hub) = p["hub_id"].as_u64() else {
+        return "-".to_string();
+    };
+    let kind = p["token_kind"].as_str().unwrap_or("?");
+    let scopes = p["scopes"].as_array().map_or(0, Vec::len);
+    match p["expected_hub_id"].as_u64() {
+        Some(expected) if expected != hub => format!("{hub} WRONG (want {expected}, {kind})"),
+        _ => format!("{hub} ({kind}, {scopes} scopes)"),
+    }
 }
 
 #[cfg(test)]

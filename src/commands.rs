@@ -1,5 +1,5 @@
 //! The command-line commands' bodies: `serve`, `demo`, `check`, `oauth authorize`, `status`,
-//! `healthcheck` and `hash-key`. `main.rs` parses arguments and calls these.
+//! `migration`, `healthcheck` and `hash-key`. `main.rs` parses arguments and calls these.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -181,7 +181,7 @@ pub fn authorize(path: &Path, args: AuthorizeArgs) -> ExitCode {
     }
 }
 
-pub fn check(path: &Path) -> ExitCode {
+pub fn check(path: &Path, online: bool) -> ExitCode {
     let config = match load_config(path) {
         Ok(config) => config,
         Err(code) => return code,
@@ -221,6 +221,14 @@ pub fn check(path: &Path) -> ExitCode {
             Ok(summary) => println!("fleet: {summary}"),
             Err(e) => problems.push(format!("{file}: {e}")),
         }
+    }
+    if online && problems.is_empty() {
+        problems.extend(
+            current_thread()
+                .block_on(check_online(&config))
+                .into_iter()
+                .map(|p| format!("{file}: {p}")),
+        );
     }
     if problems.is_empty() {
         println!("{file}: ok");
@@ -284,6 +292,68 @@ fn check_fleet(
     })
 }
 
+/// `check --online`: each static token's portal and scopes, from HubSpot's access-token-info.
+/// OAuth accounts are not refreshed here (a refresh could rotate the stored refresh token);
+/// the running proxy checks them at every refresh (`/status`, `/readyz`).
+async fn check_online(config: &Config) -> Vec<String> {
+    let client = match crate::portal::client(&config.upstream) {
+        Ok(client) => client,
+        Err(e) => return vec![format!("upstream: {e}")],
+    };
+    let mut problems = Vec::new();
+    for (i, account) in config.accounts.iter().enumerate() {
+        let Some(source) = &account.token else {
+            println!(
+                "account {}: oauth; its portal is checked by the running proxy at each refresh",
+                account.name
+            );
+            continue;
+        };
+        let Ok(token) = source.load_header_safe() else {
+            continue; // already reported offline
+        };
+        let info = match crate::portal::access_token_info(
+            &client,
+            &config.upstream.base_url,
+            &token,
+        )
+        .await
+        {
+            Ok(info) => info,
+            Err(e) => {
+                problems.push(format!("accounts[{i}].token ({}): {e}", source.describe()));
+                continue;
+            }
+        };
+        let kind = crate::portal::TokenKind::of_static(token.expose()).as_str();
+        println!(
+            "account {}: {kind} token for portal {}, scopes: {}",
+            account.name,
+            info.hub_id,
+            info.scopes.join(" ")
+        );
+        if let Some(expected) = account.hub_id.filter(|&id| id != info.hub_id) {
+            problems.push(format!(
+                "accounts[{i}].hub_id: configured for portal {expected}, but the token belongs to portal {}",
+                info.hub_id
+            ));
+        }
+        let missing: Vec<&str> = account
+            .required_scopes
+            .iter()
+            .filter(|s| !info.scopes.contains(s))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "accounts[{i}].required_scopes: the token lacks {}",
+                missing.join(", ")
+            ));
+        }
+    }
+    problems
+}
+
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -300,6 +370,27 @@ pub fn status(admin: &str, raw: bool) -> ExitCode {
         }
         Ok(status) => {
             print!("{}", admin_client::render_table(&status));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `GET /migration` from a running proxy, as a table (or the raw JSON).
+pub fn migration(admin: &str, raw: bool) -> ExitCode {
+    match current_thread().block_on(crate::admin_client::fetch_json(admin, "/migration")) {
+        Ok(report) if raw => {
+            println!("{report:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!(
+                "{}",
+                crate::migration::table::render(&report, std::time::SystemTime::now())
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -108,6 +108,9 @@ pub struct ServerConfig {
     /// stream without a copy and are not resent. 0 keeps none (empty bodies cost nothing).
     #[serde(default = "default_max_replay_buffer_bytes")]
     pub max_replay_buffer_bytes: u64,
+    /// Answers to deprecated or unsupported HubSpot APIs carry Deprecation, Sunset and Link.
+    #[serde(default)]
+    pub deprecation_headers: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +154,12 @@ pub struct AccountConfig {
     pub oauth: Option<OAuthConfig>,
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// The HubSpot portal this account's token must belong to; a token for another is refused.
+    #[serde(default)]
+    pub hub_id: Option<u64>,
+    /// Scopes `check --online` requires the token to hold.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
 }
 
 /// Shaping under HubSpot's limits, and retries of what HubSpot did not act on.
@@ -285,6 +294,9 @@ pub struct LegacyKey {
     /// The `[[clients]]` entry this key also identifies, for scoping migrated scripts.
     #[serde(default)]
     pub client: Option<String>,
+    /// The caller's name in the migration report; otherwise the hash's first 8 hex digits.
+    #[serde(default)]
+    pub label: Option<String>,
 }
 
 impl Default for LegacyConfig {
@@ -391,6 +403,7 @@ impl Default for ServerConfig {
             max_header_bytes: default_max_header_bytes(),
             body_read_timeout_secs: default_body_read_timeout_secs(),
             max_replay_buffer_bytes: default_max_replay_buffer_bytes(),
+            deprecation_headers: false,
         }
     }
 }

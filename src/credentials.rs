@@ -63,6 +63,7 @@ fn activate_static(
         metrics.for_account(&cfg.name),
         &cfg.rate_limit,
     ));
+    account.portal.expect(cfg.hub_id);
     let source = cfg
         .token
         .clone()
@@ -120,6 +121,7 @@ fn activate_oauth(
     account.refresh = Some(Arc::new(RefreshControl::new(
         std::time::Duration::from_secs(oauth.refresh_min_interval_secs),
     )));
+    account.portal.expect(cfg.hub_id);
     let account = Arc::new(account);
     let refresher = oauth::Refresher {
         account: account.clone(),

@@ -73,6 +73,14 @@ pub enum ProxyError {
     UpstreamUnreachable { kind: UpstreamErrorKind },
     #[error("The HubSpot API did not answer within {secs} seconds.")]
     UpstreamTimeout { secs: u64 },
+    #[error("X-Auth-Proxy-Caller is not a valid caller name: {0} (at most 64 characters from A-Z, a-z, 0-9, '.', '_', '-').")]
+    InvalidCaller(&'static str),
+    #[error("Account '{account}' is configured for HubSpot portal {expected}, but its token belongs to portal {actual}; the proxy refuses to use it.")]
+    WrongPortal {
+        account: Arc<str>,
+        expected: u64,
+        actual: u64,
+    },
 }
 
 impl ProxyError {
@@ -90,7 +98,8 @@ impl ProxyError {
             ProxyError::NoToken { .. } | ProxyError::NeedsReauthorization { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ProxyError::UnknownAccount => StatusCode::BAD_REQUEST,
+            ProxyError::WrongPortal { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UnknownAccount | ProxyError::InvalidCaller(_) => StatusCode::BAD_REQUEST,
             ProxyError::ForbiddenNetwork | ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ProxyError::UnknownApiKey | ProxyError::ApiKeyRejected => StatusCode::UNAUTHORIZED,
@@ -123,6 +132,8 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => "PROXY_RATE_LIMITED",
             ProxyError::UpstreamUnreachable { .. } => "PROXY_UPSTREAM_UNREACHABLE",
             ProxyError::UpstreamTimeout { .. } => "PROXY_UPSTREAM_TIMEOUT",
+            ProxyError::InvalidCaller(_) => "PROXY_INVALID_CALLER",
+            ProxyError::WrongPortal { .. } => "PROXY_WRONG_PORTAL",
         }
     }
 

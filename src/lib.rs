@@ -18,6 +18,8 @@ pub mod error;
 pub mod fleet;
 pub mod lifecycle;
 pub mod metrics;
+pub mod migration;
+pub mod portal;
 pub mod proxy;
 pub mod ratelimit;
 pub mod sandbox;
@@ -54,6 +56,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error("cannot start the proxy's worker threads: {0}")]
     Workers(std::io::Error),
+    #[error("{0}")]
+    Today(String),
 }
 
 /// A started proxy: its bound addresses, and the handles to reload and stop it.
@@ -103,21 +107,34 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.server.max_replay_buffer_bytes,
         metrics.bodies().clone(),
     );
+    // One report for all workers; it lives as long as the process, so SIGHUP keeps its counts.
+    let report = Arc::new(migration::Report::new(
+        migration::Today::from_env().map_err(StartError::Today)?,
+        metrics.deprecated_api_requests(),
+    ));
+    let migration_hook = proxy::MigrationHook {
+        report: report.clone(),
+        deprecation_headers: config.server.deprecation_headers,
+    };
+    let shared = proxy::Shared {
+        access,
+        metrics: metrics.clone(),
+        limits: RequestLimits::from_config(&config.server),
+        access_log: config.server.access_log,
+        replay_budget,
+        migration: migration_hook,
+    };
     // Each worker gets its own proxy: its own upstream pool, nothing shared but Arcs.
     let proxies = (0..worker_count)
         .map(|index| {
             Ok(Proxy::new(
-                access.clone(),
                 Upstream::new(
                     &config.upstream,
                     workers::slot_share(config.upstream.max_connections, worker_count, index),
                     metrics.upstream_slots().clone(),
                 )?,
                 Router::new(accounts.clone(), &config.legacy),
-                metrics.clone(),
-                RequestLimits::from_config(&config.server),
-                config.server.access_log,
-                replay_budget.clone(),
+                shared.clone(),
             ))
         })
         .collect::<Result<Vec<_>, StartError>>()?;
@@ -143,6 +160,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics,
         lifecycle.clone(),
         config.server.enable_quit,
+        report,
     ));
     let admin_task = tokio::spawn(server::serve(
         admin_listener,
@@ -183,8 +201,23 @@ fn build_accounts(
 ) -> Result<(Accounts, Background), StartError> {
     let mut list = Vec::with_capacity(config.accounts.len());
     let mut background = Vec::new();
+    let portal_client = portal::client(&config.upstream).map_err(|reason| {
+        StartError::Credential(credentials::CredentialError {
+            key: "upstream".into(),
+            source_desc: config.upstream.base_url.clone(),
+            reason,
+        })
+    })?;
     for index in 0..config.accounts.len() {
         let (account, task) = credentials::activate(config, index, metrics, reload, stop)?;
+        if account.kind == account::AccountKind::Static {
+            background.push(portal::spawn_static_check(
+                account.clone(),
+                portal_client.clone(),
+                config.upstream.base_url.clone(),
+                stop.clone(),
+            ));
+        }
         list.push(account);
         background.extend(task);
     }
@@ -206,7 +239,9 @@ impl Running {
     /// Whether every account holds a usable token (what `/readyz` reports, draining aside).
     pub fn accounts_ready(&self) -> bool {
         let now = std::time::Instant::now();
-        self.accounts.iter().all(|a| a.token.is_ready(now))
+        self.accounts
+            .iter()
+            .all(|a| a.token.is_ready(now) && a.portal.mismatch().is_none())
     }
 
     /// Re-reads file credentials now (what SIGHUP does).

@@ -19,6 +19,7 @@ Examples:
   hubspot-auth-proxy serve --config /etc/hubspot-auth-proxy/config.toml
   HUBSPOT_TOKEN=pat-na1-... hubspot-auth-proxy serve --config config/minimal.toml
   hubspot-auth-proxy check --config config/example.toml
+  hubspot-auth-proxy migration --admin http://127.0.0.1:9090
   printf %s \"$OLD_API_KEY\" | hubspot-auth-proxy hash-key
   hubspot-auth-proxy --log-format json serve";
 
@@ -60,9 +61,25 @@ enum Command {
         admin_port: u16,
     },
     /// Validate the config and every credential source, then exit (0 = fine, 2 = problems).
-    Check(ConfigArg),
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also ask HubSpot which portal and scopes each static token has, and compare them
+        /// with `hub_id` and `required_scopes`.
+        #[arg(long)]
+        online: bool,
+    },
     /// Print each account's credential health and rate-limit budget from a running proxy.
     Status {
+        /// The proxy's admin listener.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print which callers still use deprecated HubSpot APIs, most urgent first.
+    Migration {
         /// The proxy's admin listener.
         #[arg(long, default_value = "http://127.0.0.1:9090")]
         admin: String,
@@ -138,9 +155,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => commands::serve(&args.config),
         Command::Demo { port, admin_port } => commands::demo(port, admin_port),
-        Command::Check(args) => commands::check(&args.config),
+        Command::Check { config, online } => commands::check(&config.config, online),
         Command::HashKey => commands::hash_key(),
         Command::Status { admin, json } => commands::status(&admin, json),
+        Command::Migration { admin, json } => commands::migration(&admin, json),
         Command::Healthcheck { url } => commands::healthcheck(&url),
         Command::Oauth(OauthCommand::Authorize {
             config,

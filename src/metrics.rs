@@ -518,6 +518,18 @@ impl Metrics {
         self.denied.with_label_values(&[reason])
     }
 
+    /// Requests to APIs HubSpot has deprecated or retired (the migration report's counter).
+    /// Labels are bounded: accounts from the config, API families and generations by
+    /// construction, four states.
+    pub fn deprecated_api_requests(&self) -> IntCounterVec {
+        counter_vec(
+            &self.registry,
+            "hubspot_proxy_deprecated_api_requests_total",
+            "Requests to deprecated or unsupported HubSpot APIs, by API family, generation and support state on the day.",
+            &["account", "api", "generation", "state"],
+        )
+    }
+
     /// The counter for one configured client; names come from the config, so they are bounded.
     pub fn client_requests(&self, client: &str) -> IntCounter {
         self.client_requests.with_label_values(&[client])

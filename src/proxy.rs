@@ -19,6 +19,7 @@ use crate::account::Account;
 use crate::config::ServerConfig;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::migration::{self, caller};
 use crate::ratelimit;
 use crate::upstream::Upstream;
 use body::{OutboundBody, ProxyBody};
@@ -121,18 +122,39 @@ pub struct Proxy {
     limits: RequestLimits,
     access_log: bool,
     replay_budget: Arc<replay::ReplayBudget>,
+    migration: MigrationHook,
+}
+
+/// Where forwarded requests are counted for the migration report, and whether answers to
+/// deprecated APIs get Deprecation/Sunset headers (`server.deprecation_headers`).
+#[derive(Clone)]
+pub struct MigrationHook {
+    pub report: Arc<migration::Report>,
+    pub deprecation_headers: bool,
+}
+
+/// What every worker's proxy shares: built once at startup, cloned per worker.
+#[derive(Clone)]
+pub struct Shared {
+    pub access: Arc<crate::access::Access>,
+    pub metrics: Arc<Metrics>,
+    pub limits: RequestLimits,
+    pub access_log: bool,
+    pub replay_budget: Arc<replay::ReplayBudget>,
+    pub migration: MigrationHook,
 }
 
 impl Proxy {
-    pub fn new(
-        access: Arc<crate::access::Access>,
-        upstream: Upstream,
-        router: Router,
-        metrics: Arc<Metrics>,
-        limits: RequestLimits,
-        access_log: bool,
-        replay_budget: Arc<replay::ReplayBudget>,
-    ) -> Self {
+    /// One worker's proxy: its own upstream client and router, and the process-wide pieces.
+    pub fn new(upstream: Upstream, router: Router, shared: Shared) -> Self {
+        let Shared {
+            access,
+            metrics,
+            limits,
+            access_log,
+            replay_budget,
+            migration,
+        } = shared;
         Proxy {
             access,
             upstream,
@@ -141,6 +163,7 @@ impl Proxy {
             limits,
             access_log,
             replay_budget,
+            migration,
         }
     }
 
@@ -216,6 +239,7 @@ impl Proxy {
             .access
             .key_client(&mut parts.headers)
             .map_err(|e| refuse(default, e))?;
+        let declared = caller::take(&mut parts.headers).map_err(|e| refuse(default, e))?;
         let has_hapikey = parts.uri.query().is_some_and(hapikey::present);
         if self.access.requires_client_key() && key_client.is_none() && !has_hapikey {
             // Refused before routing, so no unauthenticated caller learns which accounts exist.
@@ -236,6 +260,17 @@ impl Proxy {
                 .map_err(|e| refuse(account, e))?;
         }
         account.metrics.api_request(parts.uri.path());
+        // Who called, for the migration report: a client key, a legacy key, a declared name.
+        let caller_name = key_client
+            .map(|c| &*c.name)
+            .or(routed.legacy_client)
+            .or(routed.legacy_label)
+            .or(declared.as_ref().map(caller::name))
+            .unwrap_or(migration::ANONYMOUS);
+        let support = self
+            .migration
+            .report
+            .record(caller_name, &account.name, parts.uri.path());
         let deadline = tokio::time::Instant::from_std(started) + self.upstream.timeout();
         let search = ratelimit::is_search(&parts.method, parts.uri.path());
         let method = parts.method.clone();
@@ -256,10 +291,13 @@ impl Proxy {
             resendable: replay.is_some(),
             deadline,
         };
-        let response = self
+        let mut response = self
             .exchange(account, routed.credential, first, replay, sent, search)
             .await
             .map_err(|e| refuse(account, e))?;
+        if self.migration.deprecation_headers {
+            migration::add_deprecation_headers(response.headers_mut(), &support);
+        }
         Ok((account, response))
     }
 
@@ -286,6 +324,11 @@ impl Proxy {
                     .bearer(Instant::now(), sent.deadline)
                     .await
                     .ok_or_else(|| account.no_token_error())?;
+                // Checked after the bearer arrives: the check that names the portal may have
+                // finished while this request waited for its first token.
+                if let Some(error) = account.portal.refusal(&account.name) {
+                    return Err(error);
+                }
                 headers::set_bearer(request.headers_mut(), bearer.clone());
                 bearer_sent = Some(bearer);
                 sent.generation = Some(generation);

@@ -27,6 +27,8 @@ const RECORD_LIMIT: usize = 10_000;
 /// Bodies up to this size are kept whole for assertions; larger ones only by hash and length.
 const KEEP_BODY_BYTES: usize = 1024 * 1024;
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// The portal tokens belong to unless a test says otherwise (the OAuth stand-in's too).
+pub const DEFAULT_HUB_ID: u64 = 62515;
 
 /// A one-off answer: `status`, with `policy` as the policyName when it is a 429.
 #[derive(Debug, Clone)]
@@ -68,6 +70,9 @@ pub struct State {
     tokens: Mutex<HashSet<String>>,
     /// Developer API keys (`?hapikey=` on app-settings paths) → their app's 10-second Max.
     developer_keys: Mutex<HashMap<String, u64>>,
+    /// The portal each token belongs to, for the introspection endpoints (default 62515).
+    hub_ids: Mutex<std::collections::HashMap<String, u64>>,
+    token_info_calls: AtomicUsize,
     recorded: Mutex<VecDeque<Recorded>>,
     /// Answers to give the next authenticated requests instead of the real ones.
     injected: Mutex<VecDeque<Injected>>,
@@ -80,6 +85,28 @@ pub struct State {
 impl State {
     pub fn accept_token(&self, token: &str) {
         self.tokens.lock().unwrap().insert(token.to_string());
+    }
+
+    /// Makes the introspection endpoints report `token` as belonging to portal `hub_id`.
+    pub fn set_hub_id(&self, token: &str, hub_id: u64) {
+        self.hub_ids
+            .lock()
+            .unwrap()
+            .insert(token.to_string(), hub_id);
+    }
+
+    pub fn hub_id(&self, token: &str) -> u64 {
+        self.hub_ids
+            .lock()
+            .unwrap()
+            .get(token)
+            .copied()
+            .unwrap_or(DEFAULT_HUB_ID)
+    }
+
+    /// Introspection calls so far (they are not in `requests()`: they are the proxy's own).
+    pub fn token_info_calls(&self) -> usize {
+        self.token_info_calls.load(Ordering::SeqCst)
     }
 
     pub fn revoke_token(&self, token: &str) {
@@ -307,6 +334,10 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Proxy
             Bytes::new()
         },
     };
+    if api::is_introspection(&recorded) {
+        state.token_info_calls.fetch_add(1, Ordering::SeqCst);
+        return api::introspect(&state, &body);
+    }
     state.record(recorded.clone());
     if recorded.version == http::Version::HTTP_2
         && recorded.headers.contains_key(http::header::HOST)

@@ -681,7 +681,21 @@ refresh_token = {{ file = "{}" }}
             .status(),
         200
     );
-    assert_eq!(seen2.lock().unwrap().len(), 1);
+    // The API call, and the portal check's access-token-info call (same egress route).
+    let info_call = format!(
+        "POST http://{}/oauth/v2/private-apps/get/access-token-info HTTP/1.1",
+        sandbox.addr()
+    );
+    let lines = seen2.lock().unwrap().clone();
+    assert_eq!(
+        lines.iter().filter(|l| **l == tunnel).count(),
+        1,
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| *l == tunnel || *l == info_call),
+        "{lines:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

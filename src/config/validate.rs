@@ -253,6 +253,12 @@ impl Config {
             } else if !hashes.insert(key.sha256.to_ascii_lowercase()) {
                 out.push(problem(format!("{at}.sha256"), "listed twice"));
             }
+            if key.label.as_deref().is_some_and(|l| !valid_account_name(l)) {
+                out.push(problem(
+                    format!("{at}.label"),
+                    "use at most 64 letters, digits, '-', '_' or '.', starting with a letter or digit",
+                ));
+            }
             if !self.accounts.iter().any(|a| a.name == key.account) {
                 out.push(problem(
                     format!("{at}.account"),

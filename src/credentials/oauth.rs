@@ -184,10 +184,14 @@ impl State {
         next
     }
 
-    fn succeeded(&mut self, grant: Grant, started: Instant) -> Instant {
+    fn succeeded(&mut self, mut grant: Grant, started: Instant) -> Instant {
         // Lifetime counts from when we asked, so clock time spent in flight is not overestimated.
         let expires_at = started + grant.expires_in;
         let account = &self.r.account;
+        // Portal check hook, before the token is usable: the response names portal and scopes.
+        let scopes = std::mem::take(&mut grant.scopes);
+        let kind = crate::portal::TokenKind::OAuth;
+        account.portal.observe(grant.hub_id, scopes, kind);
         let Ok(generation) = account.token.store(&grant.access_token, Some(expires_at)) else {
             return self.failed(&TokenError::BadBody(
                 "access_token is not header-safe".into(),

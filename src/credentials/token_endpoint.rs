@@ -121,6 +121,11 @@ impl TokenEndpoint {
         })
     }
 
+    /// The configured HTTP client (CA, egress proxy, timeouts), for the portal check's calls.
+    pub fn http_client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -65,10 +65,15 @@ pub fn classify(path: &str) -> usize {
         .next()
         .and_then(|f| FAMILIES.binary_search(&f).ok())
         .unwrap_or(FAMILIES.len());
+    // The version sits at the 2nd segment (`/crm/v3/…`) or the 3rd (`/crm/objects/2026-03/…`).
     let version = if family == FAMILIES.len() {
         0
     } else {
-        segments.next().map_or(0, version_slot)
+        segments
+            .take(2)
+            .map(version_slot)
+            .find(|&v| v != 0)
+            .unwrap_or(0)
     };
     family * VERSIONS.len() + version
 }
@@ -85,6 +90,11 @@ fn version_slot(segment: &str) -> usize {
         }
         _ => 0,
     }
+}
+
+/// Whether the slot's family is one of HubSpot's (not `other`).
+pub fn is_known(slot: usize) -> bool {
+    slot / VERSIONS.len() < FAMILIES.len()
 }
 
 /// The label text for a slot.
@@ -118,6 +128,9 @@ mod tests {
         assert_eq!(api("/marketing/v3/emails/"), "marketing/v3");
         assert_eq!(api("/webhooks/v3/123/settings"), "webhooks/v3");
         assert_eq!(api("/crm/objects/x"), "crm");
+        assert_eq!(api("/crm/objects/2026-03/contacts"), "crm/dated");
+        assert_eq!(api("/integrators/timeline/v3/x"), "integrators/v3");
+        assert_eq!(api("/crm/objects/contacts/v3"), "crm", "4th segment");
         assert_eq!(api("/"), "other");
         assert_eq!(api("/random-thing/v3/x"), "other");
         assert_eq!(api("/crm/v9/x"), "crm");

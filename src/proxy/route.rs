@@ -30,6 +30,8 @@ pub struct Routed<'a> {
     pub credential: Credential,
     /// The `[[clients]]` name a mapped legacy key stands for, if its entry names one.
     pub legacy_client: Option<&'a str>,
+    /// A mapped legacy key's caller name for the migration report (its label or hash prefix).
+    pub legacy_label: Option<&'a str>,
 }
 
 /// A refused request, with the account its metrics count under.
@@ -41,8 +43,8 @@ pub struct Refused<'a> {
 pub struct Router {
     accounts: Arc<Accounts>,
     mode: HapikeyMode,
-    /// SHA-256 of a legacy key → account index and client name. Only hashes are held.
-    keys: HashMap<[u8; 32], (usize, Option<String>)>,
+    /// SHA-256 of a legacy key → account index, client name and report label. Only hashes are held.
+    keys: HashMap<[u8; 32], (usize, Option<String>, String)>,
     developer_paths: GlobSet,
 }
 
@@ -59,7 +61,9 @@ impl Router {
             .map(|k| {
                 let hash = parse_sha256(&k.sha256).expect("validated hash");
                 let account = accounts.index_of(&k.account).expect("validated account");
-                (hash, (account, k.client.clone()))
+                // Eight hex digits of the hash name the key without revealing it.
+                let label = k.label.clone().unwrap_or_else(|| hex::encode(&hash[..4]));
+                (hash, (account, k.client.clone(), label))
             })
             .collect();
         Router {
@@ -90,6 +94,7 @@ impl Router {
                 account: chosen,
                 credential: Credential::Bearer,
                 legacy_client: None,
+                legacy_label: None,
             }),
         }
     }
@@ -105,6 +110,7 @@ impl Router {
                 account,
                 credential: Credential::ClientOwn,
                 legacy_client: None,
+                legacy_label: None,
             })
         };
         if self.developer_paths.is_match(parts.uri.path()) {
@@ -126,8 +132,8 @@ impl Router {
         chosen: &'a Arc<Account>,
     ) -> Result<Routed<'a>, Refused<'a>> {
         let query = parts.uri.query().unwrap_or_default();
-        let (account, legacy_client) = if self.keys.is_empty() {
-            (chosen, None)
+        let (account, legacy_client, legacy_label) = if self.keys.is_empty() {
+            (chosen, None, None)
         } else if !hapikey::first_is_exact(query) {
             // `HAPIKEY=` never worked at HubSpot; with keys mapped, it is an unknown key.
             chosen.metrics.hapikey(HapikeyAction::UnknownKey);
@@ -136,7 +142,11 @@ impl Router {
             let value = hapikey::first_value(query).unwrap_or_default();
             let hash: [u8; 32] = Sha256::digest(&value).into();
             match self.keys.get(&hash) {
-                Some((index, client)) => (self.accounts.get(*index), client.as_deref()),
+                Some((index, client, label)) => (
+                    self.accounts.get(*index),
+                    client.as_deref(),
+                    Some(label.as_str()),
+                ),
                 None => {
                     chosen.metrics.hapikey(HapikeyAction::UnknownKey);
                     return Err(self.refuse(chosen, ProxyError::UnknownApiKey));
@@ -149,6 +159,7 @@ impl Router {
             account,
             credential: Credential::Bearer,
             legacy_client,
+            legacy_label,
         })
     }
 

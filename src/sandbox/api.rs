@@ -96,6 +96,48 @@ fn query_param<'a>(target: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// HubSpot's token introspection: access-token-info (private app and service-key tokens) and
+/// the OAuth introspect endpoint; the proxy's own control-plane calls.
+pub(super) fn is_introspection(request: &Recorded) -> bool {
+    let path = request.target.split('?').next().unwrap_or("/");
+    request.method == Method::POST
+        && matches!(
+            path,
+            crate::portal::ACCESS_TOKEN_INFO_PATH | "/oauth/2026-03/token/introspect"
+        )
+}
+
+/// `{"tokenKey": …}` (JSON) or `token=…` (form) → the token's portal and scopes, or 401.
+pub(super) fn introspect(state: &State, body: &[u8]) -> Response<ProxyBody> {
+    let token = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["tokenKey"].as_str().map(String::from))
+        .or_else(|| {
+            form_urlencoded::parse(body)
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_default();
+    let known = state.static_token_valid(&token)
+        || matches!(
+            state.oauth.check_access(&token),
+            super::oauth::AccessCheck::Valid
+        );
+    if !known {
+        return error(401, "INVALID_AUTHENTICATION", "The token is not valid.");
+    }
+    let hub_id = state.hub_id(&token);
+    json_response(
+        200,
+        json!({
+            "hubId": hub_id,
+            "hub_id": hub_id,
+            "active": true,
+            "scopes": ["oauth", "crm.objects.contacts.read", "crm.objects.contacts.write"],
+        }),
+    )
+}
+
 /// Answers one request the way HubSpot would.
 pub(super) async fn respond(state: &State, request: &Recorded, body: Bytes) -> Response<ProxyBody> {
     let path = request.target.split('?').next().unwrap_or("/");
