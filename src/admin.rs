@@ -8,6 +8,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::account::{Account, Accounts};
+use crate::fleet::Fleet;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::migration::Report;
@@ -19,6 +20,7 @@ pub struct Admin {
     lifecycle: Arc<Lifecycle>,
     enable_quit: bool,
     report: Arc<Report>,
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Admin {
@@ -28,6 +30,7 @@ impl Admin {
         lifecycle: Arc<Lifecycle>,
         enable_quit: bool,
         report: Arc<Report>,
+        fleet: Option<Arc<Fleet>>,
     ) -> Self {
         Admin {
             accounts,
@@ -35,6 +38,7 @@ impl Admin {
             lifecycle,
             enable_quit,
             report,
+            fleet,
         }
     }
 
@@ -105,6 +109,7 @@ impl Admin {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "draining": self.lifecycle.is_draining(),
+            "fleet": self.fleet.as_deref().map(fleet_status),
             "accounts": accounts,
         })
     }
@@ -170,4 +175,13 @@ fn text(content_type: &'static str, body: Vec<u8>) -> Response<ProxyBody> {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// Fleet mode at a glance: shared (Redis answering) or local fallback, and replicas seen.
+fn fleet_status(fleet: &Fleet) -> Value {
+    json!({
+        "redis": if fleet.is_up() { "up" } else { "down" },
+        "mode": if fleet.is_up() { "shared" } else { "fallback" },
+        "replicas": fleet.replicas(),
+    })
 }

@@ -41,7 +41,11 @@ pub fn activate(
     metrics: &Metrics,
     reload: &Arc<Notify>,
     stop: &watch::Receiver<bool>,
+    // Fleet mode: where shared budgets and tokens live (wired per account by the limiter and
+    // the refresher).
+    fleet: Option<&Arc<crate::fleet::Fleet>>,
 ) -> Result<(Arc<Account>, Option<tokio::task::JoinHandle<()>>), CredentialError> {
+    let _ = fleet;
     let cfg = &config.accounts[index];
     let key = format!("accounts[{index}]");
     match &cfg.oauth {

@@ -58,6 +58,8 @@ pub enum StartError {
     Workers(std::io::Error),
     #[error("{0}")]
     Today(String),
+    #[error("fleet.redis_url: {0}")]
+    Fleet(fleet::FleetError),
 }
 
 /// A started proxy: its bound addresses, and the handles to reload and stop it.
@@ -74,13 +76,16 @@ pub struct Running {
     workers: workers::Workers,
     admin_task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
+    fleet: Option<Arc<fleet::Fleet>>,
 }
 
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let reload = Arc::new(Notify::new());
     let (stop_background, background_rx) = watch::channel(false);
-    let (accounts, background) = build_accounts(&config, &metrics, &reload, &background_rx)?;
+    let fleet = join_fleet(&config, &metrics).await?;
+    let (accounts, background) =
+        build_accounts(&config, &metrics, &reload, &background_rx, fleet.as_ref())?;
     let accounts = Arc::new(accounts);
     let lifecycle = Arc::new(Lifecycle::default());
 
@@ -161,6 +166,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         lifecycle.clone(),
         config.server.enable_quit,
         report,
+        fleet.clone(),
     ));
     let admin_task = tokio::spawn(server::serve(
         admin_listener,
@@ -188,7 +194,28 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         workers,
         admin_task,
         background,
+        fleet,
     })
+}
+
+/// With `[fleet]`, this replica's membership: connected lazily, so a replica starts (in local
+/// fallback) while Redis is down. One heartbeat first, so the replica count is known early.
+async fn join_fleet(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Option<Arc<fleet::Fleet>>, StartError> {
+    let Some(settings) = &config.fleet else {
+        return Ok(None);
+    };
+    let fleet = fleet::Fleet::connect(
+        settings,
+        config.upstream.ca_file.as_deref(),
+        fleet::FleetMetrics::register(metrics.registry()),
+    )
+    .map_err(StartError::Fleet)?;
+    // A failure here is already logged as "falling back"; the heartbeat keeps trying.
+    let _ = fleet.beat().await;
+    Ok(Some(Arc::new(fleet)))
 }
 
 type Background = Vec<JoinHandle<()>>;
@@ -198,6 +225,7 @@ fn build_accounts(
     metrics: &Metrics,
     reload: &Arc<Notify>,
     stop: &watch::Receiver<bool>,
+    fleet: Option<&Arc<fleet::Fleet>>,
 ) -> Result<(Accounts, Background), StartError> {
     let mut list = Vec::with_capacity(config.accounts.len());
     let mut background = Vec::new();
@@ -209,7 +237,7 @@ fn build_accounts(
         })
     })?;
     for index in 0..config.accounts.len() {
-        let (account, task) = credentials::activate(config, index, metrics, reload, stop)?;
+        let (account, task) = credentials::activate(config, index, metrics, reload, stop, fleet)?;
         if account.kind == account::AccountKind::Static {
             background.push(portal::spawn_static_check(
                 account.clone(),
@@ -278,7 +306,17 @@ impl Running {
                 let _ = task.await;
             }
         };
-        if tokio::time::timeout(self.grace, background).await.is_err() {
+        let leave = async {
+            if let Some(fleet) = &self.fleet {
+                // Leaving at once lets the others raise their fallback share without waiting
+                // for this replica's heartbeat to lapse.
+                let _ = fleet.leave().await;
+            }
+        };
+        if tokio::time::timeout(self.grace, async { tokio::join!(background, leave) })
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 grace_secs = self.grace.as_secs(),
                 "background tasks did not stop within the grace period; exiting anyway"
