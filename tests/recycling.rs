@@ -172,8 +172,8 @@ async fn waiters_share_a_failed_dial() {
         "16 waiters took {:?}: they dialled one after another",
         started.elapsed()
     );
-    assert!(
-        accepted.load(Ordering::SeqCst) <= 2,
-        "one dial for all waiters"
-    );
+    // One dial for the 16 waiters; the rest are the static token's portal check (one at
+    // startup, then retries after 1 s and 3 s), which dials the same upstream on its own.
+    let dials = accepted.load(Ordering::SeqCst);
+    assert!(dials <= 4, "one dial for all waiters, saw {dials}");
 }
