@@ -124,6 +124,7 @@ impl Demo {
             ("create a contact", format!("curl -s -X POST -H 'Content-Type: application/json' -d '{{\"properties\":{{\"email\":\"new@example.com\",\"firstname\":\"New\"}}}}' '{proxy}/crm/v3/objects/contacts'")),
             ("metrics", format!("curl -s '{admin}/metrics'")),
             ("each account's token and HubSpot rate-limit budget", format!("curl -s '{admin}/status'")),
+            ("which callers still use which HubSpot API generation, and until when", format!("curl -s -H 'X-Auth-Proxy-Caller: nightly-sync' '{proxy}/contacts/v1/lists/all/contacts/all?count=1' >/dev/null; curl -s '{admin}/migration'")),
         ]
     }
 }
