@@ -637,6 +637,22 @@ mod tests {
     }
 
     #[test]
+    fn adopted_tokens_refresh_where_their_own_would() {
+        let s = Duration::from_secs;
+        // A 1800 s token adopted with 1000 s left: refresh at the same point (1500 s after issue).
+        assert_eq!(
+            adopted_refresh_delay(s(1000), Some(s(1800)), s(300), 0.0),
+            s(700)
+        );
+        // Without a lifetime seen here, what is left stands in for it.
+        assert_eq!(adopted_refresh_delay(s(4), None, s(300), 0.0), s(3));
+        assert!(worth_adopting(s(1000), Some(s(1800)), s(300)));
+        // Already inside the refresh window: refresh instead of adopting.
+        assert!(!worth_adopting(s(200), Some(s(1800)), s(300)));
+        assert!(!worth_adopting(Duration::from_millis(900), None, s(300)));
+    }
+
+    #[test]
     fn backoff_doubles_and_caps() {
         let mid = |n| backoff_delay(n, 0.5);
         assert_eq!(mid(1), Duration::from_secs(1));
