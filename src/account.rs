@@ -137,6 +137,37 @@ pub struct StatusSnapshot {
     pub daily_limit_hit: Option<SystemTime>,
     /// Set while HubSpot refuses the refresh token or the client; cleared by a good refresh.
     pub reauthorization: Option<Reauthorization>,
+    /// Fleet mode, OAuth accounts: where the current token came from. Holds no secret.
+    pub fleet_token: Option<FleetTokenStatus>,
+}
+
+/// Fleet mode: the shared token's holder generation and how this replica got it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetTokenStatus {
+    /// The fleet generation of the token in use; `None` for a token refreshed here while
+    /// Redis was away (not shared).
+    pub generation: Option<u64>,
+    pub origin: TokenOrigin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenOrigin {
+    /// This replica held the lease, called the token endpoint and published the token.
+    RefreshedHere,
+    /// Taken from the fleet: another replica made the token call.
+    Adopted,
+    /// Refreshed by this replica alone while Redis was unreachable.
+    RefreshedLocally,
+}
+
+impl TokenOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenOrigin::RefreshedHere => "refreshed_here",
+            TokenOrigin::Adopted => "adopted",
+            TokenOrigin::RefreshedLocally => "refreshed_locally",
+        }
+    }
 }
 
 /// Why an account needs someone to act, and what to do. Holds no secret.
@@ -156,6 +187,10 @@ impl AccountStatus {
         s.last_refresh_ok = Some(true);
         s.consecutive_failures = 0;
         s.reauthorization = None;
+    }
+
+    pub fn record_fleet_token(&self, token: FleetTokenStatus) {
+        self.inner.lock().expect("status lock").fleet_token = Some(token);
     }
 
     pub fn record_reauthorization(&self, reauthorization: Reauthorization) {

@@ -156,6 +156,9 @@ fn account_status(account: &Account, now: Instant) -> Value {
             "error": r.error, "detail": r.detail, "action": r.action,
         })),
         "portal": account.portal.status(),
+        "fleet_token": snapshot.fleet_token.map(|t| json!({
+            "generation": t.generation, "origin": t.origin.as_str(),
+        })),
         "ratelimit": {
             "ten_second": {"remaining": ten_remaining, "max": ten_max, "budget": account.limiter.as_ref().map(|l| l.limit())},
             "daily": {"remaining": daily_remaining, "max": daily_max},

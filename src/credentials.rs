@@ -1,5 +1,6 @@
 //! Credentials: the `TokenCell` where the control plane stores bearer tokens and the data plane loads them.
 
+pub mod fleet_source;
 pub mod oauth;
 pub mod persist;
 pub mod static_token;
@@ -41,15 +42,14 @@ pub fn activate(
     metrics: &Metrics,
     reload: &Arc<Notify>,
     stop: &watch::Receiver<bool>,
-    // Fleet mode: where shared budgets and tokens live (wired per account by the limiter and
-    // the refresher).
+    // Fleet mode: where shared budgets and tokens live. Static accounts share nothing here:
+    // their token never goes to Redis.
     fleet: Option<&Arc<crate::fleet::Fleet>>,
 ) -> Result<(Arc<Account>, Option<tokio::task::JoinHandle<()>>), CredentialError> {
-    let _ = fleet;
     let cfg = &config.accounts[index];
     let key = format!("accounts[{index}]");
     match &cfg.oauth {
-        Some(oauth) => activate_oauth(config, cfg, oauth, &key, metrics, reload, stop),
+        Some(oauth) => activate_oauth(config, cfg, oauth, &key, metrics, reload, stop, fleet),
         None => activate_static(cfg, &key, metrics, reload, stop),
     }
 }
@@ -85,6 +85,7 @@ fn activate_static(
     Ok((account, watcher))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn activate_oauth(
     config: &Config,
     cfg: &AccountConfig,
@@ -93,6 +94,7 @@ fn activate_oauth(
     metrics: &Metrics,
     reload: &Arc<Notify>,
     stop: &watch::Receiver<bool>,
+    fleet: Option<&Arc<crate::fleet::Fleet>>,
 ) -> Result<(Arc<Account>, Option<tokio::task::JoinHandle<()>>), CredentialError> {
     let load = |source: &SecretSource, field: &str| {
         source
@@ -127,6 +129,16 @@ fn activate_oauth(
     )));
     account.portal.expect(cfg.hub_id);
     let account = Arc::new(account);
+    let token_timeout = std::time::Duration::from_secs(oauth.token_timeout_secs);
+    let fleet = fleet.map(|fleet| {
+        let tokens = fleet.tokens();
+        // Subscribed before the first refresh, so no notice falls between read and listen.
+        fleet_source::FleetSource::new(
+            tokens.account(&cfg.name, &client_secret),
+            tokens.subscribe(),
+            crate::fleet::lease_ttl(token_timeout),
+        )
+    });
     let refresher = oauth::Refresher {
         account: account.clone(),
         endpoint,
@@ -140,6 +152,7 @@ fn activate_oauth(
             "hubspot-auth-proxy oauth authorize --config <this proxy's config file> --account {} --scopes \"<the app's scopes>\"",
             cfg.name
         ),
+        fleet,
     };
     Ok((
         account,

@@ -35,6 +35,7 @@ pub struct Metrics {
     token_reloads: IntCounterVec,
     hapikey: IntCounterVec,
     refreshes: IntCounterVec,
+    adoptions: IntCounterVec,
     expiry: GaugeVec,
     refresh_duration: HistogramVec,
     replays: IntCounterVec,
@@ -373,6 +374,12 @@ impl Metrics {
             "OAuth token endpoint calls, by result.",
             &["account", "result"],
         );
+        let adoptions = counter_vec(
+            &registry,
+            "hubspot_proxy_fleet_token_adoptions_total",
+            "Fleet mode: OAuth tokens this replica took from the fleet instead of calling the token endpoint.",
+            &["account"],
+        );
         let expiry = GaugeVec::new(
             Opts::new(
                 "hubspot_proxy_token_expiry_timestamp_seconds",
@@ -491,6 +498,7 @@ impl Metrics {
             token_reloads,
             hapikey,
             refreshes,
+            adoptions,
             expiry,
             refresh_duration,
             replays,
@@ -560,6 +568,8 @@ impl Metrics {
                 .map(|action| self.hapikey.with_label_values(&[account, action.as_str()])),
             refresh_ok: self.refreshes.with_label_values(&[account, "success"]),
             refresh_failed: self.refreshes.with_label_values(&[account, "failure"]),
+            adoptions_vec: self.adoptions.clone(),
+            adoptions: OnceLock::new(),
             expiry: self.expiry.with_label_values(&[account]),
             refresh_duration: self.refresh_duration.with_label_values(&[account]),
             replay_expired: self.replays.with_label_values(&[account, "expired_token"]),
@@ -657,6 +667,9 @@ pub struct AccountMetrics {
     hapikey: [IntCounter; 5],
     refresh_ok: IntCounter,
     refresh_failed: IntCounter,
+    adoptions_vec: IntCounterVec,
+    /// Fleet mode only: the series appears with the first adoption.
+    adoptions: OnceLock<IntCounter>,
     expiry: Gauge,
     refresh_duration: Histogram,
     replay_expired: IntCounter,
@@ -778,6 +791,16 @@ impl AccountMetrics {
             self.refresh_failed.inc();
         }
         if let Some(at) = expires_at.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()) {
+            self.expiry.set(at.as_secs_f64());
+        }
+    }
+
+    /// Fleet mode: a token taken from the fleet, not fetched by this replica.
+    pub fn adopted(&self, expires_at: std::time::SystemTime) {
+        self.adoptions
+            .get_or_init(|| self.adoptions_vec.with_label_values(&[&self.account]))
+            .inc();
+        if let Ok(at) = expires_at.duration_since(std::time::UNIX_EPOCH) {
             self.expiry.set(at.as_secs_f64());
         }
     }

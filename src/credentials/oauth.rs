@@ -7,10 +7,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{watch, Notify};
 
+use super::fleet_source::{self, FleetSource, Plan, Published};
 use super::persist::write_secret_file;
 use super::token_endpoint::{Grant, TokenEndpoint, TokenError};
-use crate::account::Account;
+use crate::account::{Account, FleetTokenStatus, TokenOrigin};
 use crate::config::{Secret, SecretError, SecretReader, SecretSource};
+use crate::fleet::SharedToken;
 
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
@@ -47,6 +49,28 @@ pub struct Refresher {
     pub margin: Duration,
     /// The `oauth authorize` command line that gets this account a new refresh token.
     pub reauthorize_command: String,
+    /// Fleet mode: the fleet is asked before every token call (see `fleet_source`).
+    pub fleet: Option<FleetSource>,
+}
+
+/// When to refresh a token adopted from the fleet with `remaining` life left: the same point
+/// `refresh_delay` picks for a token of `lifetime` (the last one seen here; at least
+/// `remaining`), counted from now.
+pub fn adopted_refresh_delay(
+    remaining: Duration,
+    lifetime: Option<Duration>,
+    margin: Duration,
+    jitter: f64,
+) -> Duration {
+    let lifetime = lifetime.unwrap_or(remaining).max(remaining);
+    refresh_delay(lifetime, margin, jitter).saturating_sub(lifetime - remaining)
+}
+
+/// Whether a fleet token is worth adopting: not due for refresh even at the earliest jittered
+/// point, and at least a second left (so a just-expiring token is refreshed, not adopted).
+pub fn worth_adopting(remaining: Duration, lifetime: Option<Duration>, margin: Duration) -> bool {
+    remaining >= Duration::from_secs(1)
+        && !adopted_refresh_delay(remaining, lifetime, margin, 1.0).is_zero()
 }
 
 /// After `invalid_grant` or `invalid_client` nothing changes until someone acts: the refresher
@@ -84,6 +108,8 @@ struct State {
     reader: SecretReader,
     /// Set while file reads hang, so a stuck mount logs one error.
     read_stuck: bool,
+    /// The last token lifetime HubSpot granted here; sizes the refresh window of adopted tokens.
+    lifetime: Option<Duration>,
 }
 
 /// Why the refresher's loop woke.
@@ -92,6 +118,8 @@ enum Wake {
     Request,
     Reload,
     FilePoll,
+    /// Fleet mode: another replica published a token (`None`: maybe, after a lagging receiver).
+    Notice(Option<u64>),
 }
 
 pub fn spawn(
@@ -105,6 +133,7 @@ pub fn spawn(
             .file()
             .map(|_| refresher.refresh_token.clone());
         let reader = SecretReader::new(refresher.refresh_source.clone(), false);
+        let fleet_mode = refresher.fleet.is_some();
         let mut state = State {
             r: refresher,
             file_value,
@@ -113,6 +142,7 @@ pub fn spawn(
             logged_refusal: None,
             reader,
             read_stuck: false,
+            lifetime: None,
         };
         let control = state.r.account.refresh.clone().expect("oauth account");
         let mut next = tokio::time::Instant::now();
@@ -125,6 +155,7 @@ pub fn spawn(
                 _ = control.woken() => Wake::Request,
                 _ = reload.notified() => Wake::Reload,
                 _ = file_poll.tick(), if polling => Wake::FilePoll,
+                generation = state.notice(), if fleet_mode => Wake::Notice(generation),
                 _ = stop.changed() => return,
             };
             let now = tokio::time::Instant::now();
@@ -153,6 +184,13 @@ pub fn spawn(
                         continue;
                     }
                 }
+                // Adopt loop: pick up the fleet's new token even when ours is not yet due.
+                Wake::Notice(generation) => {
+                    if let Some(at) = state.adopt_announced(generation).await {
+                        next = tokio::time::Instant::from_std(at);
+                    }
+                    continue;
+                }
             }
             next = tokio::time::Instant::from_std(state.attempt().await);
         }
@@ -164,7 +202,33 @@ impl State {
     async fn attempt(&mut self) -> Instant {
         let control = self.r.account.refresh.clone().expect("oauth account");
         control.attempt_started();
-        self.pick_up_changed_file().await;
+        let reauthorized = self.pick_up_changed_file().await;
+        let mut lease = None;
+        if self.r.fleet.is_some() {
+            match self.fleet_plan(reauthorized).await {
+                Plan::Adopt(token) => {
+                    let next = self.adopt(token);
+                    control.attempt_finished(self.failures == 0);
+                    return next;
+                }
+                Plan::Lead {
+                    lease: held,
+                    generation,
+                    fleet_refresh_token,
+                } => {
+                    if !reauthorized {
+                        // The fleet's refresh token wins over this replica's file.
+                        self.rotate(fleet_refresh_token);
+                    }
+                    lease = Some((held, generation));
+                }
+                Plan::Retry => {
+                    control.attempt_finished(self.failures == 0);
+                    return Instant::now() + fleet_source_retry();
+                }
+                Plan::Local => {}
+            }
+        }
         let started = Instant::now();
         let result = self
             .r
@@ -176,17 +240,161 @@ impl State {
             )
             .await;
         self.r.account.metrics.refresh_took(started.elapsed());
-        let next = match result {
-            Ok(grant) => self.succeeded(grant, started),
-            Err(error) => self.failed(&error),
+        let next = match (result, lease) {
+            (Ok(grant), Some((lease, generation))) => {
+                self.share(grant, started, lease, generation).await
+            }
+            (Ok(grant), None) => {
+                let fleet = self.r.fleet.is_some();
+                let next = self.succeeded(grant, started);
+                if fleet && self.failures == 0 {
+                    self.r.account.status.record_fleet_token(FleetTokenStatus {
+                        generation: None,
+                        origin: TokenOrigin::RefreshedLocally,
+                    });
+                }
+                next
+            }
+            (Err(error), lease) => {
+                if let (Some(fleet), Some((lease, _))) = (self.r.fleet.as_mut(), lease) {
+                    fleet.release(lease).await;
+                }
+                self.failed(&error)
+            }
         };
         control.attempt_finished(self.failures == 0);
         next
     }
 
+    async fn fleet_plan(&mut self, reauthorized: bool) -> Plan {
+        let (lifetime, margin) = (self.lifetime, self.r.margin);
+        let fresh = move |t: &SharedToken| {
+            let left = fleet_source::remaining(t.expires_at, SystemTime::now());
+            worth_adopting(left, lifetime, margin)
+        };
+        let fleet = self.r.fleet.as_mut().expect("fleet mode");
+        fleet.plan(&fresh, reauthorized).await
+    }
+
+    /// A token fetched under the lease: published with the fence, then used here. If the fence
+    /// refused it, a newer fleet token wins over ours.
+    async fn share(
+        &mut self,
+        grant: Grant,
+        started: Instant,
+        lease: Box<crate::fleet::Lease>,
+        generation: u64,
+    ) -> Instant {
+        let shared = SharedToken {
+            access_token: grant.access_token.clone(),
+            expires_at: fleet_source::expires_at_unix(SystemTime::now(), grant.expires_in),
+            // Always carry the refresh token in use, rotated or not: a replica starting with a
+            // stale file needs it.
+            refresh_token: Some(
+                grant
+                    .refresh_token
+                    .clone()
+                    .unwrap_or_else(|| self.r.refresh_token.clone()),
+            ),
+            generation,
+        };
+        let fleet = self.r.fleet.as_mut().expect("fleet mode");
+        match fleet.publish(lease, shared).await {
+            Published::Written => {
+                let next = self.succeeded(grant, started);
+                self.r.account.status.record_fleet_token(FleetTokenStatus {
+                    generation: Some(generation),
+                    origin: TokenOrigin::RefreshedHere,
+                });
+                next
+            }
+            Published::Lost(Some(newer)) => {
+                self.r.account.metrics.refreshed(true, None);
+                // HubSpot may have rotated the refresh token on our call: keep the live one.
+                self.rotate(grant.refresh_token);
+                self.adopt(newer)
+            }
+            Published::Lost(None) | Published::Unshared => {
+                let next = self.succeeded(grant, started);
+                self.r.account.status.record_fleet_token(FleetTokenStatus {
+                    generation: None,
+                    origin: TokenOrigin::RefreshedLocally,
+                });
+                next
+            }
+        }
+    }
+
+    /// Fleet mode: the next notice about this account.
+    async fn notice(&mut self) -> Option<u64> {
+        match self.r.fleet.as_mut() {
+            Some(fleet) => fleet.notice().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// A notice arrived: adopt the fleet's token if it is one we do not hold. Returns when the
+    /// adopted token is due for refresh.
+    async fn adopt_announced(&mut self, generation: Option<u64>) -> Option<Instant> {
+        let fleet = self.r.fleet.as_mut()?;
+        if generation.is_some() && generation == fleet.held() {
+            return None; // our own publication
+        }
+        let token = fleet.announced().await?;
+        let left = fleet_source::remaining(token.expires_at, SystemTime::now());
+        if left < Duration::from_secs(1) {
+            return None;
+        }
+        let control = self.r.account.refresh.clone().expect("oauth account");
+        control.attempt_started();
+        let next = self.adopt(token);
+        control.attempt_finished(self.failures == 0);
+        Some(next)
+    }
+
+    /// Takes the fleet's token (and its refresh token, written back to this replica's file)
+    /// without a token call. Returns when it is due for refresh.
+    fn adopt(&mut self, token: SharedToken) -> Instant {
+        let now = SystemTime::now();
+        let left = fleet_source::remaining(token.expires_at, now);
+        let account = self.r.account.clone();
+        if account
+            .token
+            .store(&token.access_token, Some(Instant::now() + left))
+            .is_err()
+        {
+            return self.failed(&TokenError::BadBody(
+                "the fleet's access_token is not header-safe".into(),
+            ));
+        }
+        if let Some(fleet) = self.r.fleet.as_mut() {
+            fleet.set_held(token.generation);
+        }
+        account.metrics.adopted(now + left);
+        account.status.record_success();
+        account.status.record_fleet_token(FleetTokenStatus {
+            generation: Some(token.generation),
+            origin: TokenOrigin::Adopted,
+        });
+        self.failures = 0;
+        self.logged_refusal = None;
+        if std::mem::take(&mut self.needs_reauthorization) {
+            tracing::info!(account = %account.name, "the fleet holds a working token again; refreshes resume");
+        }
+        tracing::info!(
+            account = %account.name,
+            generation = token.generation,
+            expires_in_secs = left.as_secs(),
+            "access token adopted from the fleet"
+        );
+        self.rotate(token.refresh_token);
+        Instant::now() + adopted_refresh_delay(left, self.lifetime, self.r.margin, rand::random())
+    }
+
     fn succeeded(&mut self, mut grant: Grant, started: Instant) -> Instant {
         // Lifetime counts from when we asked, so clock time spent in flight is not overestimated.
         let expires_at = started + grant.expires_in;
+        self.lifetime = Some(grant.expires_in);
         let account = &self.r.account;
         // Portal check hook, before the token is usable: the response names portal and scopes.
         let scopes = std::mem::take(&mut grant.scopes);
@@ -310,9 +518,10 @@ impl State {
         }
     }
 
-    async fn pick_up_changed_file(&mut self) {
+    /// Returns whether an operator put a new refresh token in the file (a re-authorization).
+    async fn pick_up_changed_file(&mut self) -> bool {
         if self.r.refresh_source.file().is_none() {
-            return;
+            return false;
         }
         match self.reader.read(READ_TIMEOUT).await {
             Ok(value) => {
@@ -321,6 +530,7 @@ impl State {
                     tracing::info!(account = %self.r.account.name, "refresh token file changed; using the new token");
                     self.r.refresh_token = value.clone();
                     self.file_value = Some(value);
+                    return true;
                 }
             }
             Err(e @ SecretError::ReadTimedOut { .. }) => {
@@ -332,9 +542,11 @@ impl State {
             // A missing or empty file keeps the token in memory, as before.
             Err(_) => self.read_stuck = false,
         }
+        false
     }
 
-    /// HubSpot may hand out a new refresh token; losing it would strand the account.
+    /// HubSpot may hand out a new refresh token (or the fleet shares one); losing it would
+    /// strand the account.
     fn rotate(&mut self, new: Option<Secret<String>>) {
         let Some(new) = new.filter(|n| *n != self.r.refresh_token) else {
             return;
@@ -364,6 +576,11 @@ impl State {
             }
         }
     }
+}
+
+/// After another replica held the lease for its whole TTL with nothing published.
+fn fleet_source_retry() -> Duration {
+    BACKOFF_START
 }
 
 #[cfg(test)]
@@ -417,6 +634,22 @@ mod tests {
             assert_eq!(retry_delay(error, 1, 0.5), Duration::from_secs(1));
             assert_eq!(retry_delay(error, 9, 1.0), BACKOFF_CAP);
         }
+    }
+
+    #[test]
+    fn adopted_tokens_refresh_where_their_own_would() {
+        let s = Duration::from_secs;
+        // A 1800 s token adopted with 1000 s left: refresh at the same point (1500 s after issue).
+        assert_eq!(
+            adopted_refresh_delay(s(1000), Some(s(1800)), s(300), 0.0),
+            s(700)
+        );
+        // Without a lifetime seen here, what is left stands in for it.
+        assert_eq!(adopted_refresh_delay(s(4), None, s(300), 0.0), s(3));
+        assert!(worth_adopting(s(1000), Some(s(1800)), s(300)));
+        // Already inside the refresh window: refresh instead of adopting.
+        assert!(!worth_adopting(s(200), Some(s(1800)), s(300)));
+        assert!(!worth_adopting(Duration::from_millis(900), None, s(300)));
     }
 
     #[test]

@@ -196,6 +196,26 @@ impl AccountTokens {
         }
     }
 
+    /// The fleet's current token and the account's generation counter, in one round trip.
+    /// The counter outlives the token record, so a publisher under the lease writes
+    /// `generation + 1` even after the record itself has lapsed.
+    pub async fn current(&self) -> Result<(Option<SharedToken>, u64), FleetError> {
+        let keys = [self.keys.token.clone(), self.keys.generation.clone()];
+        let (sealed, generation): (Option<Vec<u8>>, Option<u64>) = self
+            .tokens
+            .inner
+            .redis
+            .call(|mut c| async move { redis::cmd("MGET").arg(&keys).query_async(&mut c).await })
+            .await?;
+        let generation = generation.unwrap_or(0);
+        let token = match sealed {
+            None => None,
+            Some(sealed) => Some(self.sealer.open(&sealed).map_err(FleetError::from)?),
+        };
+        self.tokens.heard(self.name.clone(), generation);
+        Ok((token, generation))
+    }
+
     /// Takes this account's refresh lease if no replica holds it.
     pub async fn try_lease(&self, ttl: Duration) -> Result<Option<Lease>, FleetError> {
         Lease::acquire(&self.tokens.inner.redis, &self.keys, ttl).await
