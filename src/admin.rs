@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::account::{Account, Accounts};
 use crate::fleet::Fleet;
+use crate::shaping::SharedShaper;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::migration::Report;
@@ -157,9 +158,22 @@ fn account_status(account: &Account, now: Instant) -> Value {
         })),
         "portal": account.portal.status(),
         "ratelimit": {
-            "ten_second": {"remaining": ten_remaining, "max": ten_max, "budget": account.limiter.as_ref().map(|l| l.limit())},
+            "ten_second": {"remaining": ten_remaining, "max": ten_max, "budget": account.shaper.as_ref().map(|s| s.limit())},
+            "shared": account.shaper.as_ref().and_then(|s| s.shared()).map(|s| shared_status(s, unix)),
             "daily": {"remaining": daily_remaining, "max": daily_max},
         },
+    })
+}
+
+/// The fleet-wide budget in use, as the last shared admission saw it, and this replica's share
+/// should Redis go away.
+fn shared_status(shaper: &SharedShaper, unix: impl Fn(SystemTime) -> Option<u64>) -> Value {
+    let status = shaper.status();
+    json!({
+        "in_use": status.in_use.map(|(usage, _)| usage.used),
+        "limit": status.in_use.map(|(usage, _)| usage.limit),
+        "seen_unix": status.in_use.and_then(|(_, at)| unix(at)),
+        "fallback_share": status.fallback_share,
     })
 }
 
