@@ -8,8 +8,8 @@ use http::HeaderValue;
 use crate::config::RateLimitConfig;
 use crate::credentials::{RefreshControl, TokenCell};
 use crate::error::ProxyError;
-use crate::metrics::{AccountMetrics, AccountState};
 use crate::fleet::Fleet;
+use crate::metrics::{AccountMetrics, AccountState};
 use crate::shaping::{Admit, Shaper};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

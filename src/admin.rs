@@ -9,11 +9,11 @@ use serde_json::{json, Value};
 
 use crate::account::{Account, Accounts};
 use crate::fleet::Fleet;
-use crate::shaping::SharedShaper;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::migration::Report;
 use crate::proxy::body::ProxyBody;
+use crate::shaping::SharedShaper;
 
 pub struct Admin {
     accounts: Arc<Accounts>,

@@ -33,7 +33,11 @@ pub enum Shaper {
 impl Shaper {
     /// `None` when shaping is off (`per_ten_seconds = 0`). With a fleet the account's budget
     /// is shared by every replica in the namespace.
-    pub fn new(account: &str, shaping: &RateLimitConfig, fleet: Option<&Arc<Fleet>>) -> Option<Shaper> {
+    pub fn new(
+        account: &str,
+        shaping: &RateLimitConfig,
+        fleet: Option<&Arc<Fleet>>,
+    ) -> Option<Shaper> {
         let budget = match shaping.per_ten_seconds {
             None => Budget::Follow,
             Some(0) => return None,

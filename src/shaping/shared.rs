@@ -60,7 +60,11 @@ impl SharedShaper {
         let outages = fleet.redis().metrics().fallbacks.get();
         SharedShaper {
             window,
-            fallback: Limiter::new(Budget::Ceiling(ceiling as usize), search_per_second, max_wait),
+            fallback: Limiter::new(
+                Budget::Ceiling(ceiling as usize),
+                search_per_second,
+                max_wait,
+            ),
             budget: AtomicU32::new(start),
             ceiling,
             search_per_second,
@@ -78,7 +82,11 @@ impl SharedShaper {
         // `timeout_ms` to learn it is still away.
         if self.fleet.is_up() {
             self.seed_after_outage(now).await;
-            match self.window.admit(search, bound.saturating_duration_since(now)).await {
+            match self
+                .window
+                .admit(search, bound.saturating_duration_since(now))
+                .await
+            {
                 Ok(answer) => {
                     *self.last_usage.lock().expect("usage lock") =
                         Some((answer.usage, SystemTime::now()));
@@ -164,7 +172,8 @@ impl SharedShaper {
             .collect();
         if self.window.seed(&sends).await.is_err() {
             // Still away: try again after the next outage is counted (or now, next request).
-            self.outages_seeded.store(outages.wrapping_sub(1), Ordering::Relaxed);
+            self.outages_seeded
+                .store(outages.wrapping_sub(1), Ordering::Relaxed);
         }
     }
 
@@ -191,7 +200,9 @@ impl SharedShaper {
     pub fn status(&self) -> SharedStatus {
         SharedStatus {
             in_use: *self.last_usage.lock().expect("usage lock"),
-            fallback_share: self.fleet.fallback_share(self.budget.load(Ordering::Relaxed)),
+            fallback_share: self
+                .fleet
+                .fallback_share(self.budget.load(Ordering::Relaxed)),
         }
     }
 }
