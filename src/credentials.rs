@@ -85,6 +85,8 @@ fn activate_static(
     Ok((account, watcher))
 }
 
+// The fleet joined the refresher's inputs; a context struct is for whoever next adds one.
+#[allow(clippy::too_many_arguments)]
 fn activate_oauth(
     config: &Config,
     cfg: &AccountConfig,

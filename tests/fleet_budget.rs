@@ -196,6 +196,21 @@ async fn three_replicas_share_one_budget_under_3x_load() {
     assert_eq!(shared["limit"], BUDGET, "{status}");
     assert!(shared["in_use"].as_u64().unwrap() > 0, "{status}");
     assert_eq!(shared["fallback_share"], 6, "{status}");
+    // The Grafana dashboard's fleet row queries series a fleet replica exports.
+    let dashboard = std::fs::read_to_string("deploy/grafana/hubspot-auth-proxy.json").unwrap();
+    let metrics = w.proxies[0].metrics().await;
+    for name in [
+        "hubspot_proxy_fleet_up",
+        "hubspot_proxy_fleet_replicas",
+        "hubspot_proxy_fleet_fallbacks_total",
+        "hubspot_proxy_fleet_redis_duration_seconds",
+    ] {
+        assert!(dashboard.contains(name), "the dashboard lacks {name}");
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "{name} not exported"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

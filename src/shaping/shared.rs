@@ -82,27 +82,23 @@ impl SharedShaper {
         // `timeout_ms` to learn it is still away.
         if self.fleet.is_up() {
             self.seed_after_outage(now).await;
-            match self
+            // An error falls through to the local share; the connection layer logged the
+            // change to fallback, once.
+            let answer = self
                 .window
                 .admit(search, bound.saturating_duration_since(now))
-                .await
-            {
-                Ok(answer) => {
-                    *self.last_usage.lock().expect("usage lock") =
-                        Some((answer.usage, SystemTime::now()));
-                    return match (answer.admission, answer.ticket) {
-                        (Admission::SendAt(at), Some(ticket)) => {
-                            self.hold(at, ticket, true, now).await
-                        }
-                        (Admission::Refused { retry_after }, _) => Admit::Refused { retry_after },
-                        // The script reserves whenever it answers a send time.
-                        (Admission::SendAt(at), None) => Admit::Refused {
-                            retry_after: at.saturating_duration_since(now),
-                        },
-                    };
-                }
-                // The connection layer logged the change to fallback, once.
-                Err(_) => {}
+                .await;
+            if let Ok(answer) = answer {
+                *self.last_usage.lock().expect("usage lock") =
+                    Some((answer.usage, SystemTime::now()));
+                return match (answer.admission, answer.ticket) {
+                    (Admission::SendAt(at), Some(ticket)) => self.hold(at, ticket, true, now).await,
+                    (Admission::Refused { retry_after }, _) => Admit::Refused { retry_after },
+                    // The script reserves whenever it answers a send time.
+                    (Admission::SendAt(at), None) => Admit::Refused {
+                        retry_after: at.saturating_duration_since(now),
+                    },
+                };
             }
         }
         self.admit_locally(search, deadline).await
