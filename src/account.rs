@@ -91,7 +91,10 @@ impl Account {
     /// Waits for the request's slot under the account's budget (at once when shaping is off).
     pub async fn admit(&self, search: bool, deadline: tokio::time::Instant) -> Admit {
         match &self.shaper {
-            Some(shaper) => shaper.admit(search, deadline).await,
+            Some(shaper) => {
+                let slotted = |wait| self.metrics.queued(wait);
+                shaper.admit(search, deadline, slotted).await
+            }
             None => Admit::Go {
                 queued: std::time::Duration::ZERO,
             },

@@ -421,12 +421,8 @@ async fn admit(
     deadline: tokio::time::Instant,
 ) -> Result<(), ProxyError> {
     match account.admit(search, deadline).await {
-        Admit::Go { queued } => {
-            if account.shaper.is_some() {
-                account.metrics.queued(queued);
-            }
-            Ok(())
-        }
+        // The wait was recorded when the slot was granted (`Account::admit`).
+        Admit::Go { .. } => Ok(()),
         Admit::Refused { retry_after } => {
             account.metrics.shaping_rejected();
             Err(ProxyError::RateLimited { retry_after })

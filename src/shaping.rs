@@ -58,10 +58,16 @@ impl Shaper {
 
     /// Waits for the request's slot, or refuses past the wait bound (`max_queue_wait_ms`, and
     /// never past `deadline`). A request dropped while it waits gives its slot back.
-    pub async fn admit(&self, search: bool, deadline: Instant) -> Admit {
+    /// `slotted` hears the wait as soon as the slot is granted, before waiting it out.
+    pub async fn admit(
+        &self,
+        search: bool,
+        deadline: Instant,
+        slotted: impl FnOnce(Duration),
+    ) -> Admit {
         match self {
-            Shaper::Local(limiter) => admit_locally(limiter, search, deadline).await,
-            Shaper::Fleet(shared) => shared.admit(search, deadline).await,
+            Shaper::Local(limiter) => admit_locally(limiter, search, deadline, slotted).await,
+            Shaper::Fleet(shared) => shared.admit(search, deadline, slotted).await,
         }
     }
 
@@ -90,10 +96,16 @@ impl Shaper {
     }
 }
 
-async fn admit_locally(limiter: &Limiter, search: bool, deadline: Instant) -> Admit {
+async fn admit_locally(
+    limiter: &Limiter,
+    search: bool,
+    deadline: Instant,
+    slotted: impl FnOnce(Duration),
+) -> Admit {
     let now = Instant::now();
     match limiter.reserve(search, now, deadline) {
         ratelimit::Admission::SendAt(at) => {
+            slotted(at.saturating_duration_since(now));
             if at > now {
                 Held::new(limiter, search, at).wait().await;
             }

@@ -75,7 +75,12 @@ impl SharedShaper {
         }
     }
 
-    pub async fn admit(&self, search: bool, deadline: Instant) -> Admit {
+    pub async fn admit(
+        &self,
+        search: bool,
+        deadline: Instant,
+        slotted: impl FnOnce(Duration),
+    ) -> Admit {
         let now = Instant::now();
         let bound = (now + self.fallback.max_wait()).min(deadline);
         // While Redis is away the heartbeat probes it every 2 s; requests don't each pay
@@ -92,7 +97,9 @@ impl SharedShaper {
                 *self.last_usage.lock().expect("usage lock") =
                     Some((answer.usage, SystemTime::now()));
                 return match (answer.admission, answer.ticket) {
-                    (Admission::SendAt(at), Some(ticket)) => self.hold(at, ticket, true, now).await,
+                    (Admission::SendAt(at), Some(ticket)) => {
+                        self.hold(at, ticket, true, now, slotted).await
+                    }
                     (Admission::Refused { retry_after }, _) => Admit::Refused { retry_after },
                     // The script reserves whenever it answers a send time.
                     (Admission::SendAt(at), None) => Admit::Refused {
@@ -101,11 +108,16 @@ impl SharedShaper {
                 };
             }
         }
-        self.admit_locally(search, deadline).await
+        self.admit_locally(search, deadline, slotted).await
     }
 
     /// This replica alone, at its share of the budget.
-    async fn admit_locally(&self, search: bool, deadline: Instant) -> Admit {
+    async fn admit_locally(
+        &self,
+        search: bool,
+        deadline: Instant,
+        slotted: impl FnOnce(Duration),
+    ) -> Admit {
         let budget = self.budget.load(Ordering::Relaxed);
         self.fallback
             .follow_reported(self.fleet.fallback_share(budget) as usize);
@@ -115,14 +127,25 @@ impl SharedShaper {
         }
         let now = Instant::now();
         match self.fallback.reserve(search, now, deadline) {
-            Admission::SendAt(at) => self.hold(at, Ticket::local(search), false, now).await,
+            Admission::SendAt(at) => {
+                self.hold(at, Ticket::local(search), false, now, slotted)
+                    .await
+            }
             Admission::Refused { retry_after } => Admit::Refused { retry_after },
         }
     }
 
     /// Waits for the slot at `at`; a request dropped first gives it back (see `Slot`).
-    async fn hold(&self, at: Instant, ticket: Ticket, shared: bool, now: Instant) -> Admit {
+    async fn hold(
+        &self,
+        at: Instant,
+        ticket: Ticket,
+        shared: bool,
+        now: Instant,
+        slotted: impl FnOnce(Duration),
+    ) -> Admit {
         let search = ticket.search();
+        slotted(at.saturating_duration_since(now));
         if shared {
             self.fallback.note(search, now, at);
         }
