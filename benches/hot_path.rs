@@ -84,7 +84,7 @@ fn router(metrics: &Metrics) -> Router {
         .iter()
         .map(|name| {
             let m = metrics.for_account(name);
-            Arc::new(Account::new(name, AccountKind::Static, m, &shaping))
+            Arc::new(Account::new(name, AccountKind::Static, m, &shaping, None))
         })
         .collect();
     let legacy = LegacyConfig {

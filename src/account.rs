@@ -8,8 +8,9 @@ use http::HeaderValue;
 use crate::config::RateLimitConfig;
 use crate::credentials::{RefreshControl, TokenCell};
 use crate::error::ProxyError;
+use crate::fleet::Fleet;
 use crate::metrics::{AccountMetrics, AccountState};
-use crate::ratelimit::{Budget, Limiter};
+use crate::shaping::{Admit, Shaper};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountKind {
@@ -34,8 +35,9 @@ pub struct Account {
     pub refresh: Option<Arc<RefreshControl>>,
     pub metrics: AccountMetrics,
     pub status: AccountStatus,
-    /// Absent when shaping is off (`per_ten_seconds = 0`).
-    pub limiter: Option<Limiter>,
+    /// Admission under the account's budget, local or fleet-wide. Absent when shaping is off
+    /// (`per_ten_seconds = 0`).
+    pub shaper: Option<Shaper>,
     pub shaping: RateLimitConfig,
     /// The token's HubSpot portal and scopes, checked against `accounts[].hub_id`.
     pub portal: crate::portal::Portal,
@@ -47,19 +49,8 @@ impl Account {
         kind: AccountKind,
         metrics: AccountMetrics,
         shaping: &RateLimitConfig,
+        fleet: Option<&Arc<Fleet>>,
     ) -> Account {
-        let budget = match shaping.per_ten_seconds {
-            None => Some(Budget::Follow),
-            Some(0) => None,
-            Some(n) => Some(Budget::Ceiling(n as usize)),
-        };
-        let limiter = budget.map(|budget| {
-            Limiter::new(
-                budget,
-                shaping.search_per_second,
-                std::time::Duration::from_millis(shaping.max_queue_wait_ms),
-            )
-        });
         Account {
             name: Arc::from(name),
             kind,
@@ -67,7 +58,7 @@ impl Account {
             refresh: (kind == AccountKind::OAuth).then(Default::default),
             metrics,
             status: AccountStatus::default(),
-            limiter,
+            shaper: Shaper::new(name, shaping, fleet),
             shaping: shaping.clone(),
             portal: Default::default(),
         }
@@ -93,6 +84,19 @@ impl Account {
             },
             None => ProxyError::NoToken {
                 account: self.name.clone(),
+            },
+        }
+    }
+
+    /// Waits for the request's slot under the account's budget (at once when shaping is off).
+    pub async fn admit(&self, search: bool, deadline: tokio::time::Instant) -> Admit {
+        match &self.shaper {
+            Some(shaper) => {
+                let slotted = |wait| self.metrics.queued(wait);
+                shaper.admit(search, deadline, slotted).await
+            }
+            None => Admit::Go {
+                queued: std::time::Duration::ZERO,
             },
         }
     }

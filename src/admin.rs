@@ -13,6 +13,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::migration::Report;
 use crate::proxy::body::ProxyBody;
+use crate::shaping::SharedShaper;
 
 pub struct Admin {
     accounts: Arc<Accounts>,
@@ -160,9 +161,22 @@ fn account_status(account: &Account, now: Instant) -> Value {
             "generation": t.generation, "origin": t.origin.as_str(),
         })),
         "ratelimit": {
-            "ten_second": {"remaining": ten_remaining, "max": ten_max, "budget": account.limiter.as_ref().map(|l| l.limit())},
+            "ten_second": {"remaining": ten_remaining, "max": ten_max, "budget": account.shaper.as_ref().map(|s| s.limit())},
+            "shared": account.shaper.as_ref().and_then(|s| s.shared()).map(|s| shared_status(s, unix)),
             "daily": {"remaining": daily_remaining, "max": daily_max},
         },
+    })
+}
+
+/// The fleet-wide budget in use, as the last shared admission saw it, and this replica's share
+/// should Redis go away.
+fn shared_status(shaper: &SharedShaper, unix: impl Fn(SystemTime) -> Option<u64>) -> Value {
+    let status = shaper.status();
+    json!({
+        "in_use": status.in_use.map(|(usage, _)| usage.used),
+        "limit": status.in_use.map(|(usage, _)| usage.limit),
+        "seen_unix": status.in_use.and_then(|(_, at)| unix(at)),
+        "fallback_share": status.fallback_share,
     })
 }
 

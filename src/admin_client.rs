@@ -86,7 +86,45 @@ pub fn render_table(status: &Value) -> String {
     if status["draining"] == true {
         out.push_str("(draining: shutting down)\n");
     }
+    out.push_str(&fleet_line(status));
     out
+}
+
+/// `fleet: redis up (shared), 3 replicas; budget in use: main 12/20 (fallback share 6)`.
+fn fleet_line(status: &Value) -> String {
+    let fleet = &status["fleet"];
+    if fleet.is_null() {
+        return String::new();
+    }
+    let budgets: Vec<String> = status["accounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            let shared = &a["ratelimit"]["shared"];
+            let share = shared["fallback_share"].as_u64()?;
+            let in_use = match (shared["in_use"].as_u64(), shared["limit"].as_u64()) {
+                (Some(used), Some(limit)) => format!("{used}/{limit}"),
+                _ => "-".to_string(),
+            };
+            Some(format!(
+                "{} {in_use} (fallback share {share})",
+                a["name"].as_str().unwrap_or("?")
+            ))
+        })
+        .collect();
+    let mut line = format!(
+        "fleet: redis {} ({}), {} replicas",
+        fleet["redis"].as_str().unwrap_or("?"),
+        fleet["mode"].as_str().unwrap_or("?"),
+        fleet["replicas"]
+    );
+    if !budgets.is_empty() {
+        line.push_str("; shared budget in use: ");
+        line.push_str(&budgets.join(", "));
+    }
+    line.push('\n');
+    line
 }
 
 fn row(a: &Value) -> Vec<String> {
@@ -146,6 +184,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fleet_state_follows_the_table() {
+        let status = serde_json::json!({"draining": false,
+            "fleet": {"redis": "down", "mode": "fallback", "replicas": 3},
+            "accounts": [{"name": "main", "ratelimit": {"ten_second": {},
+                "shared": {"in_use": 12, "limit": 20, "fallback_share": 6}}}]});
+        let table = render_table(&status);
+        assert_eq!(
+            table.lines().last(),
+            Some("fleet: redis down (fallback), 3 replicas; shared budget in use: main 12/20 (fallback share 6)")
+        );
+    }
+
+    #[test]
     fn table_aligns_and_fills_gaps() {
         let status = serde_json::json!({"draining": false, "accounts": [
             {"name": "main", "kind": "static", "ready": true, "token_expires_in_secs": null,
@@ -155,6 +206,7 @@ mod tests {
              "consecutive_failures": 3, "last_error": "invalid_grant", "ratelimit": {}},
         ]});
         let table = render_table(&status);
+        assert!(!table.contains("fleet:"), "no [fleet], no fleet line");
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("ACCOUNT    KIND    READY"));
         assert!(lines[1].contains("187/190") && lines[1].contains("yes"));

@@ -42,15 +42,15 @@ pub fn activate(
     metrics: &Metrics,
     reload: &Arc<Notify>,
     stop: &watch::Receiver<bool>,
-    // Fleet mode: where shared budgets and tokens live. Static accounts share nothing here:
-    // their token never goes to Redis.
+    // Fleet mode: where shared budgets and tokens live (a static account's token never goes
+    // to Redis; only its budget is shared).
     fleet: Option<&Arc<crate::fleet::Fleet>>,
 ) -> Result<(Arc<Account>, Option<tokio::task::JoinHandle<()>>), CredentialError> {
     let cfg = &config.accounts[index];
     let key = format!("accounts[{index}]");
     match &cfg.oauth {
         Some(oauth) => activate_oauth(config, cfg, oauth, &key, metrics, reload, stop, fleet),
-        None => activate_static(cfg, &key, metrics, reload, stop),
+        None => activate_static(cfg, &key, metrics, reload, stop, fleet),
     }
 }
 
@@ -60,12 +60,14 @@ fn activate_static(
     metrics: &Metrics,
     reload: &Arc<Notify>,
     stop: &watch::Receiver<bool>,
+    fleet: Option<&Arc<crate::fleet::Fleet>>,
 ) -> Result<(Arc<Account>, Option<tokio::task::JoinHandle<()>>), CredentialError> {
     let account = Arc::new(Account::new(
         &cfg.name,
         AccountKind::Static,
         metrics.for_account(&cfg.name),
         &cfg.rate_limit,
+        fleet,
     ));
     account.portal.expect(cfg.hub_id);
     let source = cfg
@@ -123,6 +125,7 @@ fn activate_oauth(
         AccountKind::OAuth,
         metrics.for_account(&cfg.name),
         &cfg.rate_limit,
+        fleet,
     );
     account.refresh = Some(Arc::new(RefreshControl::new(
         std::time::Duration::from_secs(oauth.refresh_min_interval_secs),

@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod sandbox;
 pub mod server;
+pub mod shaping;
 pub mod tls;
 pub mod upstream;
 pub mod workers;

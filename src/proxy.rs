@@ -21,6 +21,7 @@ use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::migration::{self, caller};
 use crate::ratelimit;
+use crate::shaping::Admit;
 use crate::upstream::Upstream;
 use body::{OutboundBody, ProxyBody};
 use route::{Credential, Refused, Router};
@@ -412,27 +413,17 @@ impl Proxy {
     }
 }
 
-/// Waits for the request's slot under the account's limit, or refuses past the wait bound.
-/// A client that leaves while queued drops this future, and with it the held slot.
+/// Waits for the request's slot under the account's budget (local or fleet-wide), or refuses
+/// past the wait bound. A client that leaves while queued drops this future, and with it the slot.
 async fn admit(
     account: &Account,
     search: bool,
     deadline: tokio::time::Instant,
 ) -> Result<(), ProxyError> {
-    let Some(limiter) = &account.limiter else {
-        return Ok(());
-    };
-    let now = tokio::time::Instant::now();
-    match limiter.reserve(search, now, deadline) {
-        ratelimit::Admission::SendAt(at) => {
-            let wait = at.saturating_duration_since(now);
-            account.metrics.queued(wait);
-            if !wait.is_zero() {
-                ratelimit::Held::new(limiter, search, at).wait().await;
-            }
-            Ok(())
-        }
-        ratelimit::Admission::Refused { retry_after } => {
+    match account.admit(search, deadline).await {
+        // The wait was recorded when the slot was granted (`Account::admit`).
+        Admit::Go { .. } => Ok(()),
+        Admit::Refused { retry_after } => {
             account.metrics.shaping_rejected();
             Err(ProxyError::RateLimited { retry_after })
         }
@@ -441,15 +432,16 @@ async fn admit(
 
 /// HubSpot reports the app's real 10-second budget: shape to it, within the configured ceiling.
 fn adapt(account: &Account, ten_second_max: Option<i64>) {
-    let (Some(limiter), Some(max)) = (&account.limiter, ten_second_max) else {
+    let (Some(shaper), Some(max)) = (&account.shaper, ten_second_max) else {
         return;
     };
     if !account.shaping.adaptive {
         return;
     }
     let max = usize::try_from(max).unwrap_or(usize::MAX);
-    if let Some(previous) = limiter.follow_reported(max) {
-        let now = limiter.limit();
+    // In fleet mode a change is stored for every replica (once per change, not per answer).
+    if let Some(previous) = shaper.follow_reported(max) {
+        let now = shaper.limit();
         if now < previous {
             tracing::info!(account = %account.name, max, budget = now, "HubSpot reports a lower 10-second limit; shaping to it");
         } else {

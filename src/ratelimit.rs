@@ -27,7 +27,7 @@ pub const ONE_SECOND: Duration = Duration::from_millis(1_100);
 pub const DEFAULT_TEN_SECOND_BUDGET: usize = 100;
 /// The most a followed budget may rise to: above HubSpot's largest tier (250 with the add-on),
 /// so a garbled header cannot make the proxy shape to nothing.
-const FOLLOW_CAP: usize = 1_000;
+pub const FOLLOW_CAP: usize = 1_000;
 
 /// Where the 10-second budget comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +177,27 @@ impl Limiter {
             w.release(at);
         }
         self.general.release(at);
+    }
+
+    /// Records a send time decided elsewhere (the fleet's shared window), without checking it:
+    /// should Redis go away, this replica's share then counts what it has just sent.
+    pub fn note(&self, search: bool, now: Instant, at: Instant) {
+        if let Some(w) = self.search.as_ref().filter(|_| search) {
+            let mut slots = w.reserved.lock().expect("limiter lock");
+            w.prune(&mut slots, now);
+            w.commit(&mut slots, at);
+        }
+        let mut slots = self.general.reserved.lock().expect("limiter lock");
+        self.general.prune(&mut slots, now);
+        self.general.commit(&mut slots, at);
+    }
+
+    /// Sets the per-second search budget, within its configured figure (the fleet's fallback
+    /// share). No effect when the search limit is off.
+    pub fn set_search_limit(&self, limit: usize) {
+        if let Some(w) = &self.search {
+            w.limit.store(limit.clamp(1, w.ceiling), Ordering::Relaxed);
+        }
     }
 
     /// HubSpot's `X-HubSpot-RateLimit-Max`, from an answer to a request that carried the

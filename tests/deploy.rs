@@ -70,7 +70,11 @@ fn every_yaml_json_and_toml_file_parses() {
 
 /// The TOML config embedded in the ConfigMap.
 fn configmap_config() -> Config {
-    let docs = yaml_docs("deploy/kubernetes/configmap.yaml");
+    configmap_config_at("deploy/kubernetes/configmap.yaml")
+}
+
+fn configmap_config_at(path: &str) -> Config {
+    let docs = yaml_docs(path);
     let toml = docs[0]["data"]["config.toml"].as_str().unwrap();
     let config = Config::parse(toml).unwrap();
     assert!(config.validate().is_empty());
@@ -338,7 +342,11 @@ async fn grafana_dashboard_queries_only_real_metrics() {
         .await
         .unwrap();
     let text = proxy.metrics().await;
-    for name in names {
+    // The fleet row's series exist only with [fleet]: tests/fleet_budget.rs checks those.
+    for name in names
+        .into_iter()
+        .filter(|n| !n.starts_with("hubspot_proxy_fleet_"))
+    {
         let family = ["_bucket", "_count", "_sum"]
             .iter()
             .fold(name.clone(), |n, s| {
@@ -349,4 +357,62 @@ async fn grafana_dashboard_queries_only_real_metrics() {
             "the dashboard queries {name}, which /metrics does not export"
         );
     }
+}
+
+#[test]
+fn kubernetes_fleet_sidecars_share_the_redis_service_and_compose_runs_two_replicas() {
+    let config = configmap_config_at("deploy/kubernetes/fleet/configmap.yaml");
+    let fleet = config
+        .fleet
+        .as_ref()
+        .expect("[fleet] in the fleet ConfigMap");
+    let redis = yaml_docs("deploy/kubernetes/fleet/redis.yaml");
+    let service = redis
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("Service"))
+        .unwrap();
+    let host = format!(
+        "redis://{}:{}/",
+        service["metadata"]["name"].as_str().unwrap(),
+        service["spec"]["ports"][0]["port"].as_i64().unwrap()
+    );
+    assert!(
+        fleet.redis_url.starts_with(&host),
+        "{} vs {host}",
+        fleet.redis_url
+    );
+    let deployment = &yaml_docs("deploy/kubernetes/fleet/deployment.yaml")[0];
+    assert!(deployment["spec"]["replicas"].as_i64().unwrap() > 1);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["initContainers"][0]["restartPolicy"].as_str(),
+        Some("Always"),
+        "native sidecar"
+    );
+    let configmaps: Vec<&str> = pod["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["configMap"]["name"].as_str())
+        .collect();
+    let fleet_map = &yaml_docs("deploy/kubernetes/fleet/configmap.yaml")[0];
+    assert_eq!(
+        configmaps,
+        [fleet_map["metadata"]["name"].as_str().unwrap()]
+    );
+
+    let compose = &yaml_docs("deploy/docker-compose.fleet.yml")[0];
+    let services = compose["services"].as_hash().unwrap();
+    let proxies = services
+        .keys()
+        .filter(|k| k.as_str().unwrap().starts_with("proxy-"))
+        .count();
+    assert_eq!(proxies, 2);
+    assert!(services.contains_key(&Yaml::String("redis".into())));
+    let config = Config::parse(&read("deploy/fleet.toml")).unwrap();
+    assert_eq!(
+        config.fleet.unwrap().redis_url,
+        "redis://redis:6379/0",
+        "the compose service name"
+    );
 }

@@ -7,6 +7,7 @@
 //! replicas arrive. A send time past the caller's bound is refused without reserving anything.
 //! The answer is a wait relative to Redis's `now`, so replica clocks never enter into it.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +20,10 @@ use super::keys::AccountKeys;
 use crate::ratelimit::{Admission, ONE_SECOND, TEN_SECONDS};
 
 /// KEYS: window, search, limit. ARGV: configured limit, window ms, search limit (0: not a
-/// search request), search window ms, longest wait ms, reservation id.
-/// Returns `{1, wait_ms}` when a slot was reserved, `{0, retry_after_ms}` when refused.
+/// search request), search window ms, longest wait ms, reservation id, the limit to use when
+/// none is stored (this replica's view of the budget).
+/// Returns `{1, wait_ms, in_use, limit}` when a slot was reserved, `{0, retry_after_ms, in_use,
+/// limit}` when refused; `in_use` counts the slots taken in the window (sent or planned).
 const ADMIT_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -30,9 +33,11 @@ local search_limit = tonumber(ARGV[3])
 local search_span = tonumber(ARGV[4])
 local max_wait = tonumber(ARGV[5])
 local id = ARGV[6]
+local assumed = tonumber(ARGV[7])
 
--- Adaptive shaping lowers the budget fleet-wide; never above what is configured.
-local limit = tonumber(redis.call('HGET', KEYS[3], 'general')) or configured
+-- Adaptive shaping moves the budget fleet-wide; never above what is configured. Without a
+-- stored figure (it lapsed, or Redis restarted empty) the caller's own view stands in.
+local limit = tonumber(redis.call('HGET', KEYS[3], 'general')) or assumed
 limit = math.max(1, math.min(limit, configured))
 
 -- The earliest time at or after `earliest` keeping `key` within `n` per `width`.
@@ -48,7 +53,7 @@ local at = now
 if search_limit > 0 then at = next_slot(KEYS[2], search_limit, search_span, at) end
 at = next_slot(KEYS[1], limit, span, at)
 if at - now > max_wait then
-  return {0, at - now}
+  return {0, at - now, redis.call('ZCOUNT', KEYS[1], now - span + 1, '+inf'), limit}
 end
 
 -- Sends that left the window can never be the n-th latest again, nor can more than the
@@ -61,7 +66,37 @@ local function record(key, keep, width)
 end
 if search_limit > 0 then record(KEYS[2], search_limit, search_span) end
 record(KEYS[1], configured, span)
-return {1, at - now}
+return {1, at - now, redis.call('ZCARD', KEYS[1]), limit}
+"#;
+
+/// KEYS: window, search. ARGV: configured limit, window ms, search limit, search window ms,
+/// then (id, ms before now (negative: planned), search 0/1) per send. Puts this replica's recent sends back into a window
+/// that lost them (Redis restarted empty) or never saw them (sent in fallback). `NX`: a send
+/// Redis still holds keeps its own time.
+const SEED_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local configured = tonumber(ARGV[1])
+local span = tonumber(ARGV[2])
+local search_limit = tonumber(ARGV[3])
+local search_span = tonumber(ARGV[4])
+local function trim(key, keep, width)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - width)
+  redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
+  redis.call('PEXPIRE', key, width + 1000)
+end
+local searched = false
+for i = 5, #ARGV, 3 do
+  local at = now - tonumber(ARGV[i + 1])
+  redis.call('ZADD', KEYS[1], 'NX', at, ARGV[i])
+  if ARGV[i + 2] == '1' and search_limit > 0 then
+    redis.call('ZADD', KEYS[2], 'NX', at, ARGV[i])
+    searched = true
+  end
+end
+trim(KEYS[1], configured, span)
+if searched then trim(KEYS[2], search_limit, search_span) end
+return 1
 "#;
 
 /// KEYS: window, search. ARGV: window ms. Returns `{sends in the last window, effective limit}`.
@@ -83,12 +118,28 @@ pub struct Ticket {
     search: bool,
 }
 
+impl Ticket {
+    /// A send this replica decided on its own (fallback), so it can be seeded into Redis later.
+    pub fn local(search: bool) -> Ticket {
+        Ticket {
+            id: reservation_id(),
+            search,
+        }
+    }
+
+    pub fn search(&self) -> bool {
+        self.search
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowAdmission {
     /// The same shape the local limiter answers with.
     pub admission: Admission,
     /// Present when a slot was reserved.
     pub ticket: Option<Ticket>,
+    /// The shared budget in use as the script saw it: slots taken in the window, and the limit.
+    pub usage: WindowUsage,
 }
 
 /// The shared budget in use, for `/status`.
@@ -111,8 +162,11 @@ struct Inner {
     keys: AccountKeys,
     per_ten_seconds: u32,
     search_per_second: u32,
+    /// The budget to use while Redis stores none: this replica's view (adaptive shaping).
+    assumed: AtomicU32,
     admit: Script,
     usage: Script,
+    seed: Script,
 }
 
 impl SharedWindow {
@@ -129,8 +183,10 @@ impl SharedWindow {
                 keys,
                 per_ten_seconds,
                 search_per_second,
+                assumed: AtomicU32::new(per_ten_seconds),
                 admit: Script::new(ADMIT_LUA),
                 usage: Script::new(USAGE_LUA),
+                seed: Script::new(SEED_LUA),
             }),
         }
     }
@@ -155,14 +211,19 @@ impl SharedWindow {
             .arg(search_limit)
             .arg(millis(ONE_SECOND))
             .arg(millis(max_wait))
-            .arg(&id);
-        let (reserved, wait_ms): (u8, u64) = inner
+            .arg(&id)
+            .arg(inner.assumed.load(Ordering::Relaxed));
+        let (reserved, wait_ms, in_use, limit): (u8, u64, u64, u32) = inner
             .redis
             .call(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
         // The wait is relative to Redis's clock at the script; counting it from the answer's
         // arrival errs on the late side by half a round trip.
         let wait = Duration::from_millis(wait_ms);
+        let usage = WindowUsage {
+            used: in_use,
+            limit,
+        };
         Ok(match reserved {
             1 => WindowAdmission {
                 admission: Admission::SendAt(Instant::now() + wait),
@@ -170,12 +231,51 @@ impl SharedWindow {
                     id,
                     search: search_limit > 0,
                 }),
+                usage,
             },
             _ => WindowAdmission {
                 admission: Admission::Refused { retry_after: wait },
                 ticket: None,
+                usage,
             },
         })
+    }
+
+    /// The budget the script uses while Redis stores no fleet-wide figure (clamped to
+    /// 1..=configured). Local and free: call it whenever this replica's view changes.
+    pub fn assume_limit(&self, limit: u32) {
+        let limit = limit.clamp(1, self.inner.per_ten_seconds);
+        self.inner.assumed.store(limit, Ordering::Relaxed);
+    }
+
+    /// Puts this replica's sends of the last window (ticket, ms before now; negative for a
+    /// send still planned) into the shared
+    /// window, once after an outage: a Redis that restarted empty, or never saw the sends this
+    /// replica made alone, would otherwise admit a second full budget into the same window.
+    pub async fn seed(&self, sends: &[(Ticket, i64)]) -> Result<(), FleetError> {
+        if sends.is_empty() {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        let mut invocation = inner.seed.prepare_invoke();
+        invocation
+            .key(&inner.keys.window)
+            .key(&inner.keys.search)
+            .arg(inner.per_ten_seconds)
+            .arg(millis(TEN_SECONDS))
+            .arg(inner.search_per_second)
+            .arg(millis(ONE_SECOND));
+        for (ticket, age) in sends {
+            invocation
+                .arg(&ticket.id)
+                .arg(*age)
+                .arg(u8::from(ticket.search));
+        }
+        inner
+            .redis
+            .call(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
+            .await
+            .map(|_| ())
     }
 
     /// Gives a reserved slot back (the client left before its send time).
