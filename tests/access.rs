@@ -358,6 +358,11 @@ async fn dot_segments_and_encoded_slashes_cannot_escape_client_rules() {
         "/crm/v3/objects/contacts/./x",
         "/crm/v3/objects/a%5c..%5c..%5csettings",
         "/crm/v3/objects\\..\\settings",
+        // Servlet containers drop `;` path parameters before resolving dot segments.
+        "/crm/v3/objects/..;/..;/..;/settings/v3/users",
+        "/crm/v3/objects/contacts/.;x=1/..;jsessionid=1/..;/..;/settings",
+        "/crm/v3/objects/%2e%2e;/%2E%2E;/..%3b/settings/v3/users",
+        "/crm/v3/objects/..%3B/..%3B/..%3B/settings/v3/users",
     ] {
         let response = raw_get(&w, path, "");
         assert_eq!(raw_status(&response), 400, "{path}: {response}");
