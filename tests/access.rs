@@ -740,6 +740,17 @@ async fn malformed_requests_get_4xx_or_a_closed_connection() {
         ),
         ("64 KB URI", long_uri.into_bytes()),
         (
+            // hyper decodes only the chunked framing; the gzip coding would be lost upstream.
+            "a transfer coding beneath chunked",
+            b"POST /crm/v3/objects/contacts HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "a transfer coding beneath chunked, in two fields",
+            b"POST /crm/v3/objects/contacts HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: deflate\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        (
             "bad HTTP version",
             b"GET / HTTP/9.9\r\nHost: p\r\n\r\n".to_vec(),
         ),
