@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::authorize::AuthorizeArgs;
+use crate::config::secret::ONE_SHOT_READ_LIMIT;
 use crate::config::{Config, SecretSource};
 use crate::demo::Demo;
 
@@ -245,7 +246,7 @@ pub fn check(path: &Path, online: bool) -> ExitCode {
 fn check_account(account: &crate::config::AccountConfig) -> Result<String, Vec<String>> {
     if let Some(source) = &account.token {
         return source
-            .load_header_safe()
+            .load_within(true, ONE_SHOT_READ_LIMIT)
             .map(|_| format!("static token from {} (ok)", source.describe()))
             .map_err(|e| vec![format!("token: {e}")]);
     }
@@ -257,7 +258,12 @@ fn check_account(account: &crate::config::AccountConfig) -> Result<String, Vec<S
         ("oauth.refresh_token", &oauth.refresh_token),
     ]
     .into_iter()
-    .filter_map(|(key, source)| source.load().err().map(|e| format!("{key}: {e}")))
+    .filter_map(|(key, source)| {
+        source
+            .load_within(false, ONE_SHOT_READ_LIMIT)
+            .err()
+            .map(|e| format!("{key}: {e}"))
+    })
     .collect();
     if errors.is_empty() {
         Ok(format!(
@@ -309,7 +315,7 @@ async fn check_online(config: &Config) -> Vec<String> {
             );
             continue;
         };
-        let Ok(token) = source.load_header_safe() else {
+        let Ok(token) = source.load_within(true, ONE_SHOT_READ_LIMIT) else {
             continue; // already reported offline
         };
         let info = match crate::portal::access_token_info(

@@ -100,7 +100,7 @@ fn activate_oauth(
 ) -> Result<(Arc<Account>, Option<tokio::task::JoinHandle<()>>), CredentialError> {
     let load = |source: &SecretSource, field: &str| {
         source
-            .load()
+            .load_within(false, crate::config::secret::ONE_SHOT_READ_LIMIT)
             .map_err(|e| credential_error(format!("{key}.oauth.{field}"), source, e))
     };
     let client_secret = load(&oauth.client_secret, "client_secret")?;

@@ -78,6 +78,11 @@ impl RequestLimits {
                 "An HTTP/1.1 request needs a Host header.",
             ));
         }
+        if !only_chunked(request.headers()) {
+            return Err(ProxyError::BadRequest(
+                "The request's Transfer-Encoding names a coding other than chunked; send a coded body with Content-Encoding instead.",
+            ));
+        }
         self.check_headers(request.headers())?;
         if declared_length(request.headers()).is_some_and(|len| len > self.max_body_bytes) {
             return Err(ProxyError::BodyTooLarge {
@@ -466,4 +471,20 @@ fn count_upstream_error(account: &Account, error: &ProxyError) {
             .upstream_error(crate::error::UpstreamErrorKind::Timeout),
         _ => {}
     }
+}
+
+/// RFC 9112 §6.1: true unless Transfer-Encoding names a coding besides `chunked`. hyper decodes
+/// only the chunked framing and the header is hop-by-hop, so a coding beneath it (`gzip,
+/// chunked`) would vanish and its coded bytes reach HubSpot as the plain body.
+fn only_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .all(|value| {
+            value.to_str().is_ok_and(|codings| {
+                codings
+                    .split(',')
+                    .all(|c| c.trim().eq_ignore_ascii_case("chunked"))
+            })
+        })
 }

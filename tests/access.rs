@@ -358,6 +358,11 @@ async fn dot_segments_and_encoded_slashes_cannot_escape_client_rules() {
         "/crm/v3/objects/contacts/./x",
         "/crm/v3/objects/a%5c..%5c..%5csettings",
         "/crm/v3/objects\\..\\settings",
+        // Servlet containers drop `;` path parameters before resolving dot segments.
+        "/crm/v3/objects/..;/..;/..;/settings/v3/users",
+        "/crm/v3/objects/contacts/.;x=1/..;jsessionid=1/..;/..;/settings",
+        "/crm/v3/objects/%2e%2e;/%2E%2E;/..%3b/settings/v3/users",
+        "/crm/v3/objects/..%3B/..%3B/..%3B/settings/v3/users",
     ] {
         let response = raw_get(&w, path, "");
         assert_eq!(raw_status(&response), 400, "{path}: {response}");
@@ -734,6 +739,17 @@ async fn malformed_requests_get_4xx_or_a_closed_connection() {
             b"GET /crm/v3/objects/contacts HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(),
         ),
         ("64 KB URI", long_uri.into_bytes()),
+        (
+            // hyper decodes only the chunked framing; the gzip coding would be lost upstream.
+            "a transfer coding beneath chunked",
+            b"POST /crm/v3/objects/contacts HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "a transfer coding beneath chunked, in two fields",
+            b"POST /crm/v3/objects/contacts HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: deflate\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
         (
             "bad HTTP version",
             b"GET / HTTP/9.9\r\nHost: p\r\n\r\n".to_vec(),

@@ -309,3 +309,43 @@ fn fewer_upstream_slots_than_workers_is_refused() {
         "{err}"
     );
 }
+
+/// A token or refresh-token file whose read hangs (a stuck mount; a FIFO nobody writes) fails
+/// `serve` and `check` with one line naming the key and the file, instead of a silent hang.
+#[test]
+fn a_hung_secret_file_at_startup_fails_naming_it() {
+    let scratch = Scratch::new();
+    let fifo = scratch.path("token.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let static_account = scratch.write(
+        "static.toml",
+        &static_config("https://127.0.0.1:1", &fifo, ""),
+    );
+    let oauth_account = scratch.write(
+        "oauth.toml",
+        &format!(
+            "[upstream]\nbase_url = \"https://127.0.0.1:1\"\n[[accounts]]\nname = \"m\"\n\
+             [accounts.oauth]\nclient_id = \"c\"\nclient_secret = {{ value = \"s\" }}\n\
+             refresh_token = {{ file = \"{}\" }}\n",
+            fifo.display()
+        ),
+    );
+    let limit = std::time::Duration::from_secs(15);
+    for (config, key) in [
+        (&static_account, "accounts[0].token"),
+        (&oauth_account, "accounts[0].oauth.refresh_token"),
+    ] {
+        for command in ["serve", "check"] {
+            let (code, err) =
+                run_to_exit(&[command, "--config", config.to_str().unwrap()], &[], limit);
+            assert_eq!(code, 2, "{command} {key}: {err}");
+            let named: Vec<&str> = err
+                .lines()
+                .filter(|l| l.contains(key) && l.contains("took longer than"))
+                .collect();
+            assert_eq!(named.len(), 1, "{command}: one line names {key}:\n{err}");
+            assert!(named[0].contains("token.fifo"), "{err}");
+        }
+    }
+}

@@ -292,3 +292,28 @@ async fn callers_past_the_bound_count_as_other() {
     assert_eq!(items.len(), 1001, "1,000 names and other");
     assert_eq!(find(&r, "other", "legacy-v3")["count"], 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_beta_release_is_the_same_dated_api_as_its_release() {
+    let w = world("", "").await;
+    get(&w, "/crm/objects/2027-03-beta/contacts", &[]).await;
+    get(&w, "/crm/objects/2025-09-beta/contacts", &[]).await;
+    let r = report(&w).await;
+    let beta = find(&r, "anonymous", "2027-03-beta");
+    assert_eq!(
+        (beta["api"].as_str(), beta["state"].as_str()),
+        (Some("crm/dated"), Some("current")),
+        "{r:#}"
+    );
+    let old = find(&r, "anonymous", "2025-09-beta");
+    assert_eq!(old["api"], "crm/dated", "{r:#}");
+    let metrics = w.proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "hubspot_proxy_deprecated_api_requests_total{account=\"main\",api=\"crm/dated\",generation=\"2025-09-beta\",state=\"unsupported\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -129,7 +130,41 @@ fn load(source: &SecretSource, header_safe: bool) -> Result<Secret<String>, Secr
     }
 }
 
+/// How long a one-shot read (startup, `check`) waits on a secret file.
+pub const ONE_SHOT_READ_LIMIT: Duration = Duration::from_secs(5);
+
 impl SecretSource {
+    /// Like `load` (or `load_header_safe`), for one-shot reads at startup and in `check`: a file
+    /// is read on its own thread, bounded by `limit`, so a hung mount or a FIFO nobody writes
+    /// fails with a line naming the file instead of hanging startup in silence. A timed-out read
+    /// leaves that one thread blocked; the caller is about to fail anyway.
+    pub fn load_within(
+        &self,
+        header_safe: bool,
+        limit: Duration,
+    ) -> Result<Secret<String>, SecretError> {
+        use std::sync::mpsc::RecvTimeoutError;
+        let Some(path) = self.file().map(Path::to_path_buf) else {
+            return load(self, header_safe);
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let source = self.clone();
+        std::thread::Builder::new()
+            .name("secret-read".into())
+            .spawn(move || {
+                let _ = tx.send(load(&source, header_safe));
+            })
+            .map_err(|_| SecretError::ReadAborted(path.clone()))?;
+        match rx.recv_timeout(limit) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(SecretError::ReadTimedOut {
+                path,
+                secs: limit.as_secs(),
+            }),
+            Err(RecvTimeoutError::Disconnected) => Err(SecretError::ReadAborted(path)),
+        }
+    }
+
     /// Reads the secret now; surrounding whitespace (a trailing newline from `echo`) is trimmed.
     pub fn load(&self) -> Result<Secret<String>, SecretError> {
         let raw = match self {

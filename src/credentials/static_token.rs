@@ -28,10 +28,12 @@ pub fn load_initial(
     account: &Account,
     source: &SecretSource,
 ) -> Result<Secret<String>, StaticTokenError> {
-    let secret = source.load_header_safe().map_err(|e| match e {
-        SecretError::NotHeaderSafe(what) => StaticTokenError::NotHeaderSafe(what),
-        other => StaticTokenError::Source(other),
-    })?;
+    let secret = source
+        .load_within(true, crate::config::secret::ONE_SHOT_READ_LIMIT)
+        .map_err(|e| match e {
+            SecretError::NotHeaderSafe(what) => StaticTokenError::NotHeaderSafe(what),
+            other => StaticTokenError::Source(other),
+        })?;
     account
         .token
         .store(&secret, None)

@@ -79,7 +79,8 @@ pub fn classify(path: &str) -> usize {
 }
 
 fn version_slot(segment: &str) -> usize {
-    let bytes = segment.as_bytes();
+    // A beta release (`2026-09-beta`) is the same dated API as its release.
+    let bytes = segment.strip_suffix("-beta").unwrap_or(segment).as_bytes();
     match bytes {
         [b'v', d @ b'1'..=b'5'] => usize::from(d - b'0'),
         // 2026-03 style date versions.
@@ -129,6 +130,7 @@ mod tests {
         assert_eq!(api("/webhooks/v3/123/settings"), "webhooks/v3");
         assert_eq!(api("/crm/objects/x"), "crm");
         assert_eq!(api("/crm/objects/2026-03/contacts"), "crm/dated");
+        assert_eq!(api("/crm/objects/2026-09-beta/contacts"), "crm/dated");
         assert_eq!(api("/integrators/timeline/v3/x"), "integrators/v3");
         assert_eq!(api("/crm/objects/contacts/v3"), "crm", "4th segment");
         assert_eq!(api("/"), "other");

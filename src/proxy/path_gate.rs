@@ -15,7 +15,7 @@ use http::Uri;
 
 use crate::error::ProxyError;
 
-const DOT_SEGMENT: &str = "The request path holds a '.' or '..' segment (possibly percent-encoded); HubSpot API paths never do.";
+const DOT_SEGMENT: &str = "The request path holds a '.' or '..' segment (possibly percent-encoded, or with ';' parameters); HubSpot API paths never do.";
 const ENCODED_SEPARATOR: &str =
     "The request path holds an encoded '/' or '\\', or a raw '\\'; HubSpot API paths never do.";
 const BAD_ESCAPE: &str = "The request path holds a '%' that does not start a percent-escape.";
@@ -51,13 +51,25 @@ pub fn canonical_path(path: &str) -> Result<Cow<'_, str>, ProxyError> {
     } else {
         Cow::Borrowed(path)
     };
-    if path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
+    if path.split('/').any(is_dot_segment) {
         return Err(ProxyError::BadRequest(DOT_SEGMENT));
     }
     Ok(path)
+}
+
+/// `.` or `..`, alone or followed by `;` path parameters (raw or as `%3B`): servlet
+/// containers such as Tomcat and Jetty drop the parameters before resolving dot segments, so
+/// `..;x` climbs a level there.
+fn is_dot_segment(segment: &str) -> bool {
+    let Some(rest) = segment
+        .strip_prefix("..")
+        .or_else(|| segment.strip_prefix('.'))
+    else {
+        return false;
+    };
+    rest.is_empty()
+        || rest.starts_with(';')
+        || rest.get(..3).is_some_and(|e| e.eq_ignore_ascii_case("%3b"))
 }
 
 /// Decodes `%XY` where it stands for an unreserved character; refuses encoded separators and
@@ -118,8 +130,16 @@ mod tests {
             "/crm/v3/objects/..",
             "/..",
             "/.",
+            "/crm/v3/objects/..;/settings",
+            "/crm/v3/objects/.;x=1/contacts",
+            "/crm/v3/objects/%2e%2e;jsessionid=1/settings",
+            "/crm/v3/objects/..%3B/settings",
+            "/crm/v3/objects/..%3b/settings",
         ] {
             assert!(refused(path), "{path}");
+        }
+        for path in ["/crm/v3/objects/.../x", "/crm/v3/objects/.x/y", "/a/..x;/b"] {
+            assert!(!refused(path), "{path}");
         }
     }
 
