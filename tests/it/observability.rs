@@ -1,10 +1,8 @@
 //! Metrics values, /status, JSON logs and the sidecar lifecycle, through the real binary.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 struct World {
     sandbox: Sandbox,

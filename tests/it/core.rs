@@ -1,11 +1,9 @@
 //! The proxy core through the real binary: forwarding, headers, bodies, limits, errors, lifecycle.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use sha2::{Digest, Sha256};
-use support::*;
 
 struct World {
     sandbox: Sandbox,

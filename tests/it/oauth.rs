@@ -1,14 +1,12 @@
 //! OAuth accounts through the real binary against the stand-in's token endpoints.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use hubspot_auth_proxy::sandbox::oauth::TokenMode;
 use sha2::{Digest, Sha256};
-use support::*;
 
 const CLIENT_ID: &str = "1c0a5b6e-client";
 const CLIENT_SECRET: &str = "cs-very-secret-4242";
