@@ -416,7 +416,7 @@ async fn connect_is_refused() {
         "CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n",
         w.sandbox.addr()
     );
-    let response = raw_exchange(w.proxy.proxy, request.as_bytes());
+    let response = raw_response(w.proxy.proxy, request.as_bytes());
     assert_eq!(raw_status(&response), 405, "{response}");
     assert!(response.contains("PROXY_METHOD_NOT_ALLOWED"));
     assert_eq!(w.sandbox.request_count(), 0);

@@ -67,7 +67,7 @@ async fn replica(
     let proxy = ProxyProcess::start_with(
         &config,
         &[("HSAP_TEST_CLIENT_SECRET", CLIENT_SECRET)],
-        &["--log-level", "debug"],
+        &["--log-level", "info"],
     )
     .await;
     ready(&proxy).await;

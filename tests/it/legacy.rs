@@ -36,7 +36,7 @@ token = {{ file = "{}" }}
         static_config(&sandbox.url(), &a, ""),
         b.display()
     );
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = ProxyProcess::start_debug(&config).await;
     World {
         sandbox,
         _scratch: scratch,
@@ -302,7 +302,7 @@ async fn default_flag_moves_the_default_account() {
         static_config(&sandbox.url(), &a, ""),
         b.display()
     );
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = ProxyProcess::start_debug(&config).await;
     assert_eq!(get(&proxy, "/crm/v3/objects/contacts").await.0, 200);
     assert_eq!(sandbox.requests()[0].bearer(), Some(TOKEN_B));
 }

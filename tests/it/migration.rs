@@ -39,7 +39,7 @@ async fn world(extra_server: &str, rest: &str) -> World {
     let proxy = ProxyProcess::start_with(
         &config,
         &[("HUBSPOT_AUTH_PROXY_TODAY", TODAY)],
-        &["--log-level", "debug"],
+        &["--log-level", "info"],
     )
     .await;
     World {
