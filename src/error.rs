@@ -219,3 +219,85 @@ pub fn json_error(
     headers.insert(ERROR_HEADER, HeaderValue::from_static(category));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Status, category and the extra headers, for one error of each shape.
+    #[test]
+    fn each_error_maps_to_its_status_category_and_headers() {
+        let cases = [
+            (
+                ProxyError::BodyTooLarge { limit: 1 },
+                413,
+                "PROXY_BODY_TOO_LARGE",
+            ),
+            (
+                ProxyError::ConnectNotAllowed,
+                405,
+                "PROXY_METHOD_NOT_ALLOWED",
+            ),
+            (
+                ProxyError::ClientBody {
+                    fault: ClientBodyFault::Stalled,
+                },
+                408,
+                "PROXY_REQUEST_TIMEOUT",
+            ),
+            (
+                ProxyError::ClientBody {
+                    fault: ClientBodyFault::Aborted,
+                },
+                400,
+                "PROXY_BAD_REQUEST",
+            ),
+            (ProxyError::Smuggling("two Hosts"), 400, "PROXY_BAD_REQUEST"),
+            (ProxyError::Unauthenticated, 401, "PROXY_UNAUTHENTICATED"),
+            (ProxyError::ForbiddenNetwork, 403, "PROXY_FORBIDDEN_NETWORK"),
+            (
+                ProxyError::NoToken {
+                    account: "main".into(),
+                },
+                503,
+                "PROXY_NO_TOKEN",
+            ),
+            (
+                ProxyError::RateLimited {
+                    retry_after: std::time::Duration::from_millis(1_200),
+                },
+                429,
+                "PROXY_RATE_LIMITED",
+            ),
+            (
+                ProxyError::UpstreamUnreachable {
+                    kind: UpstreamErrorKind::Tls,
+                },
+                502,
+                "PROXY_UPSTREAM_UNREACHABLE",
+            ),
+            (
+                ProxyError::UpstreamTimeout { secs: 5 },
+                504,
+                "PROXY_UPSTREAM_TIMEOUT",
+            ),
+        ];
+        for (error, status, category) in cases {
+            let response = error.to_response();
+            assert_eq!(response.status().as_u16(), status, "{error:?}");
+            assert_eq!(error.category(), category);
+            assert_eq!(response.headers()[ERROR_HEADER], category, "{error:?}");
+            let headers = response.headers();
+            match error {
+                // Rounded up: a 1.2 s wait is announced as 2 s, never as an immediate retry.
+                ProxyError::RateLimited { .. } => assert_eq!(headers[header::RETRY_AFTER], "2"),
+                ProxyError::NoToken { .. } => assert_eq!(headers[header::RETRY_AFTER], "1"),
+                ProxyError::ConnectNotAllowed => assert!(headers.contains_key(header::ALLOW)),
+                ProxyError::Smuggling(_) | ProxyError::ClientBody { .. } => {
+                    assert_eq!(headers[header::CONNECTION], "close")
+                }
+                _ => assert!(!headers.contains_key(header::RETRY_AFTER)),
+            }
+        }
+    }
+}

@@ -488,3 +488,73 @@ fn only_chunked(headers: &HeaderMap) -> bool {
             })
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> RequestLimits {
+        RequestLimits {
+            max_body_bytes: 100,
+            max_header_count: 4,
+            max_header_bytes: 200,
+            body_read_timeout: std::time::Duration::from_secs(1),
+        }
+    }
+
+    fn request(method: Method, headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri("/crm/v3/objects/contacts");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    fn category(result: Result<(), ProxyError>) -> &'static str {
+        result.err().map_or("ok", |e| e.category())
+    }
+
+    #[test]
+    fn request_limits_check() {
+        let l = limits();
+        let host = ("host", "proxy");
+        assert_eq!(category(l.check(&request(Method::GET, &[host]))), "ok");
+        assert_eq!(
+            category(l.check(&request(Method::CONNECT, &[host]))),
+            "PROXY_METHOD_NOT_ALLOWED"
+        );
+        assert_eq!(
+            category(l.check(&request(Method::GET, &[host, ("host", "other")]))),
+            "PROXY_BAD_REQUEST",
+            "two Hosts"
+        );
+        assert_eq!(
+            category(l.check(&request(Method::GET, &[]))),
+            "PROXY_BAD_REQUEST",
+            "HTTP/1.1 without Host"
+        );
+        let mut h2 = request(Method::GET, &[]);
+        *h2.version_mut() = Version::HTTP_2;
+        assert_eq!(category(l.check(&h2)), "ok", "h2 carries :authority");
+        let many: Vec<_> = (0..5).map(|_| ("x-n", "1")).collect();
+        assert_eq!(
+            category(l.check(&request(Method::GET, &[&[host][..], &many].concat()))),
+            "PROXY_HEADERS_TOO_LARGE"
+        );
+        let long = "v".repeat(200);
+        assert_eq!(
+            category(l.check(&request(Method::GET, &[host, ("x-long", &long)]))),
+            "PROXY_HEADERS_TOO_LARGE"
+        );
+        assert_eq!(
+            category(l.check(&request(Method::POST, &[host, ("content-length", "101")]))),
+            "PROXY_BODY_TOO_LARGE"
+        );
+        assert_eq!(
+            category(l.check(&request(Method::POST, &[host, ("content-length", "100")]))),
+            "ok"
+        );
+    }
+}

@@ -324,3 +324,38 @@ fn ca_error(path: &Path, reason: String) -> UpstreamBuildError {
         reason,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hubspot() -> Upstream {
+        let config = crate::config::UpstreamConfig::default();
+        let metrics = crate::metrics::Metrics::new();
+        Upstream::new(&config, 1, metrics.upstream_slots().clone()).unwrap()
+    }
+
+    fn target(uri: &str) -> Result<String, &'static str> {
+        hubspot()
+            .target(uri.parse().unwrap())
+            .map(|u| u.to_string())
+            .map_err(|e| e.category())
+    }
+
+    #[test]
+    fn target_keeps_path_and_query_and_drops_any_authority() {
+        let base = crate::config::UpstreamConfig::default().base_url;
+        let base = base.trim_end_matches('/');
+        assert_eq!(
+            target("/crm/v3/objects/contacts?limit=5&a=%2F"),
+            Ok(format!("{base}/crm/v3/objects/contacts?limit=5&a=%2F"))
+        );
+        // Absolute form naming another host: only its path and query are kept.
+        assert_eq!(
+            target("http://169.254.169.254/latest/meta-data?x=1"),
+            Ok(format!("{base}/latest/meta-data?x=1"))
+        );
+        assert_eq!(target("http://example.com"), Ok(format!("{base}/")));
+        assert_eq!(target("*"), Err("PROXY_BAD_REQUEST"), "asterisk form");
+    }
+}

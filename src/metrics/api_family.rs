@@ -143,4 +143,30 @@ mod tests {
         let labels: std::collections::HashSet<_> = (0..SLOTS).map(label).collect();
         assert_eq!(labels.len(), SLOTS);
     }
+
+    /// The label bound the metrics rely on: 10,000 distinct client paths land in at most
+    /// `SLOTS` labels, and a path outside HubSpot's families is always `other`.
+    #[test]
+    fn ten_thousand_random_paths_stay_within_the_slots() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..10_000u64 {
+            let n = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
+            let path = format!("/{:x}/v{}/{:x}/{i}", n, n % 9, n.wrapping_mul(31));
+            let slot = classify(&path);
+            assert!(slot < SLOTS, "{path} -> {slot}");
+            assert_eq!(label(slot), "other", "{path}");
+            // Known families with random tails stay bounded too.
+            let family = FAMILIES[(n % FAMILIES.len() as u64) as usize];
+            seen.insert(classify(&format!("/{family}/v{}/{n:x}/{i}", n % 9)));
+        }
+        assert!(seen.len() <= SLOTS);
+        assert!(seen.iter().all(|&slot| slot < SLOTS && is_known(slot)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_path_has_a_slot(path in "\\PC{0,64}") {
+            proptest::prop_assert!(classify(&path) < SLOTS);
+        }
+    }
 }

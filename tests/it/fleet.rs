@@ -2,18 +2,16 @@
 //! concurrency from several connections, lease and fence, the sealed token exchange,
 //! heartbeats, reconnection after a restart, and `check`.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::redis_server::RedisServer;
+use crate::support::*;
 use hubspot_auth_proxy::config::{FleetConfig, Secret};
 use hubspot_auth_proxy::fleet::{
     AccountTokens, FencedWrite, Fleet, FleetError, FleetMetrics, Redis, SharedToken, SharedWindow,
 };
 use hubspot_auth_proxy::ratelimit::{Admission, TEN_SECONDS};
-use support::redis_server::RedisServer;
-use support::*;
 
 const ACCESS: &str = "CJSP5qf1KhICAQEYs-gDIIGOBii1hQIyGQAf3xBKmlwHjX7OIpuIFEavB2";
 const REFRESH: &str = "na1-6a7e-2c4f-4c1b-9f70-1234567890ab";

@@ -1,11 +1,9 @@
 //! Shaping under HubSpot's limits and retrying what HubSpot did not act on, through the real binary.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use sha2::{Digest, Sha256};
-use support::*;
 
 struct World {
     sandbox: Sandbox,

@@ -1,10 +1,8 @@
 //! Metrics values, /status, JSON logs and the sidecar lifecycle, through the real binary.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 struct World {
     sandbox: Sandbox,
@@ -202,8 +200,11 @@ async fn metrics_count_what_was_sent() {
     assert!(text.contains("process_open_fds"));
 }
 
+/// End to end, a handful of random paths: the classifier's bound over 10,000 paths is the unit
+/// test `api_family::tests::ten_thousand_random_paths_stay_within_the_slots`; this proves the
+/// metrics use it (no per-path series) through the real binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_random_paths_leave_the_series_count_bounded() {
+async fn random_paths_leave_the_series_count_bounded() {
     let w = world("", &[]).await;
     let series = |text: &str| {
         text.lines()
@@ -216,20 +217,14 @@ async fn ten_thousand_random_paths_leave_the_series_count_bounded() {
         .await
         .unwrap();
     let before = series(&w.proxy.metrics().await);
-    let mut tasks = Vec::new();
-    for t in 0..8u64 {
-        let base = w.proxy.url("");
-        tasks.push(tokio::spawn(async move {
-            let c = client();
-            for i in 0..1250u64 {
-                let n = t * 1_000_003 + i * 7919;
-                let path = format!("/{:x}/v{}/{:x}/{}", n, n % 9, n * 31, i);
-                c.get(format!("{base}{path}?q={n}")).send().await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
+    let c = client();
+    for i in 0..200u64 {
+        let n = i * 1_000_003 + 7919;
+        let path = format!("/{:x}/v{}/{:x}/{}", n, n % 9, n * 31, i);
+        c.get(w.proxy.url(&format!("{path}?q={n}")))
+            .send()
+            .await
+            .unwrap();
     }
     let text = w.proxy.metrics().await;
     assert_eq!(
@@ -237,7 +232,7 @@ async fn ten_thousand_random_paths_leave_the_series_count_bounded() {
             &text,
             r#"hubspot_proxy_requests_total{account="main",method="GET",status="404"}"#
         ),
-        10_000.0
+        200.0
     );
     let after = series(&text);
     // New series only for the new status (404) and the `other` API family, never per path.
@@ -247,7 +242,7 @@ async fn ten_thousand_random_paths_leave_the_series_count_bounded() {
             &text,
             r#"hubspot_proxy_api_requests_total{account="main",api="other"}"#
         ),
-        10_000.0
+        200.0
     );
 }
 

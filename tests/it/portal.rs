@@ -1,11 +1,9 @@
 //! The right portal through the real binary: a static token for another HubSpot portal is
 //! refused, and a token for the configured one is served.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_for_another_portal_is_refused_until_the_right_one_arrives() {

@@ -1,11 +1,9 @@
 //! What ships under deploy/ and config/: every file parses, and the manifests agree with the proxy.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
+use crate::support::*;
 use hubspot_auth_proxy::config::Config;
-use support::*;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn repo(path: &str) -> PathBuf {

@@ -1,11 +1,9 @@
 //! The migration report through the real binary: who still calls which HubSpot API generation,
 //! counted per caller kind, with support states for a fixed "today".
 
-mod support;
-
+use crate::support::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::*;
 
 const LABELLED_KEY: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const UNLABELLED_KEY: &str = "ffffffff-1111-4222-8333-444444444444";
@@ -41,7 +39,7 @@ async fn world(extra_server: &str, rest: &str) -> World {
     let proxy = ProxyProcess::start_with(
         &config,
         &[("HUBSPOT_AUTH_PROXY_TODAY", TODAY)],
-        &["--log-level", "debug"],
+        &["--log-level", "info"],
     )
     .await;
     World {

@@ -1,9 +1,7 @@
 //! Legacy `?hapikey=` scripts and several accounts behind one proxy, through the real binary.
 
-mod support;
-
+use crate::support::*;
 use sha2::{Digest, Sha256};
-use support::*;
 
 const KEY_MAIN: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const KEY_MARKETING: &str = "ffffffff-1111-4222-8333-444444444444";
@@ -38,7 +36,7 @@ token = {{ file = "{}" }}
         static_config(&sandbox.url(), &a, ""),
         b.display()
     );
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = ProxyProcess::start_debug(&config).await;
     World {
         sandbox,
         _scratch: scratch,
@@ -304,7 +302,7 @@ async fn default_flag_moves_the_default_account() {
         static_config(&sandbox.url(), &a, ""),
         b.display()
     );
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = ProxyProcess::start_debug(&config).await;
     assert_eq!(get(&proxy, "/crm/v3/objects/contacts").await.0, 200);
     assert_eq!(sandbox.requests()[0].bearer(), Some(TOKEN_B));
 }

@@ -1,12 +1,10 @@
 //! `demo` as a newcomer runs it: start it, then follow the curl lines it prints.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 /// Splits a printed curl line into words, honouring single quotes as a shell would.
 fn shell_words(line: &str) -> Vec<String> {

@@ -1,13 +1,11 @@
 //! Bodies through the real binary: upstream framing conflicts, client body faults (malformed,
 //! aborted, stalled) on both the streamed and the kept path, and the process-wide replay budget.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A fake upstream that answers every request with `response`, byte for byte, then closes.

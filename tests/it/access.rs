@@ -1,17 +1,15 @@
 //! Who may use the proxy, over the wire: networks, client keys and rules, inbound TLS and mTLS,
 //! egress through a CONNECT proxy, and malformed requests.
 
-mod support;
-
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use sha2::{Digest, Sha256};
-use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const REPORTING_KEY: &str = "ck-reporting-4f1d2a";

@@ -186,7 +186,14 @@ pub struct ProxyProcess {
 }
 
 impl ProxyProcess {
+    /// Logs at info, as in production; a test asserting on debug lines opts in with
+    /// `start_with(config, env, &["--log-level", "debug"])`.
     pub async fn start(config: &str) -> ProxyProcess {
+        ProxyProcess::start_with(config, &[], &["--log-level", "info"]).await
+    }
+
+    /// For the tests that assert on debug lines (request lines, redactions).
+    pub async fn start_debug(config: &str) -> ProxyProcess {
         ProxyProcess::start_with(config, &[], &["--log-level", "debug"]).await
     }
 
@@ -336,6 +343,38 @@ pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sends raw bytes and returns the first response, head and `Content-Length` body, without
+/// waiting for the server to close a connection it keeps alive.
+pub fn raw_response(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&out);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length = text[..head_end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if out.len() >= head_end + 4 + length {
+                return text.into_owned();
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&out).into_owned(),
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 /// The status code of a raw HTTP/1.1 response.

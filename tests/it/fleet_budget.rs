@@ -2,12 +2,10 @@
 //! redis-server in front of one stand-in HubSpot that enforces its rolling 10-second limit.
 //! The same load without `[fleet]` is the control that shows these tests can fail.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::redis_server::RedisServer;
-use support::*;
+use crate::support::redis_server::RedisServer;
+use crate::support::*;
 
 /// The stand-in's (and the proxies') 10-second budget.
 const BUDGET: u64 = 20;

@@ -2,12 +2,10 @@
 //! redis-server and the stand-in's token endpoint (which counts calls and rotates refresh
 //! tokens, so a replica using one the fleet rotated away would fail with invalid_grant).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::redis_server::RedisServer;
-use support::*;
+use crate::support::redis_server::RedisServer;
+use crate::support::*;
 
 const CLIENT_ID: &str = "1c0a5b6e-fleet-client";
 const CLIENT_SECRET: &str = "cs-fleet-secret-5151";
@@ -69,7 +67,7 @@ async fn replica(
     let proxy = ProxyProcess::start_with(
         &config,
         &[("HSAP_TEST_CLIENT_SECRET", CLIENT_SECRET)],
-        &["--log-level", "debug"],
+        &["--log-level", "info"],
     )
     .await;
     ready(&proxy).await;

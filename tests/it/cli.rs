@@ -1,10 +1,8 @@
 //! The command line: `check`, config errors naming keys, `--help` and `--version`.
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);

@@ -2,13 +2,11 @@
 //! through the real binary, no request may fail for it, none may be processed twice, and a
 //! recycled connection is replaced by one new connection, not one per waiting request.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::support::*;
 use hubspot_auth_proxy::sandbox::Options;
-use support::*;
 
 const REQUESTS: usize = 3_000;
 const RECYCLE_AFTER: usize = 100;
