@@ -32,6 +32,9 @@ pub struct Config {
     /// Replicas share budgets and OAuth tokens through Redis (see src/fleet.rs).
     #[serde(default)]
     pub fleet: Option<FleetConfig>,
+    /// The file this config was loaded from, so messages can name the exact command to run.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 /// A caller of the proxy, identified by a key it sends; scoped to accounts and method+path rules.
@@ -469,7 +472,8 @@ impl Config {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let config = Config::parse(&text).map_err(|e| e.in_file(path))?;
+        let mut config = Config::parse(&text).map_err(|e| e.in_file(path))?;
+        config.path = Some(path.to_path_buf());
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)

@@ -152,7 +152,13 @@ fn activate_oauth(
         refresh_source: oauth.refresh_token.clone(),
         margin: std::time::Duration::from_secs(oauth.refresh_margin_secs),
         reauthorize_command: format!(
-            "hubspot-auth-proxy oauth authorize --config <this proxy's config file> --account {} --scopes \"<the app's scopes>\"",
+            "hubspot-auth-proxy oauth authorize --config {} --account {}",
+            config
+                .path
+                .as_deref()
+                .map_or("<this proxy's config file>".into(), |p| p
+                    .display()
+                    .to_string()),
             cfg.name
         ),
         fleet,

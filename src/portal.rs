@@ -94,6 +94,11 @@ impl Portal {
         seen.last_error = Some(error);
     }
 
+    /// The scopes HubSpot last reported for the token (empty until it has said).
+    pub fn scopes(&self) -> Vec<String> {
+        self.seen.lock().expect("portal lock").scopes.clone()
+    }
+
     /// `(expected, actual)` while the token belongs to another portal.
     pub fn mismatch(&self) -> Option<(u64, u64)> {
         match self.wrong.load(Ordering::SeqCst) {

@@ -471,7 +471,14 @@ impl State {
             "HubSpot refused the app's client_id or client_secret (invalid_client)"
         };
         let action = if grant {
-            format!("run `{}`", self.r.reauthorize_command)
+            // The scopes the last token carried are the ones to ask for again.
+            let scopes = account.portal.scopes().join(" ");
+            let scopes = if scopes.is_empty() {
+                "<the app's scopes>".to_string()
+            } else {
+                scopes
+            };
+            format!("run `{} --scopes \"{scopes}\"`", self.r.reauthorize_command)
         } else {
             format!(
                 "fix accounts[].oauth.client_id or client_secret for account '{}', then send SIGHUP",

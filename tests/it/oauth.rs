@@ -435,7 +435,10 @@ async fn a_revoked_refresh_token_needs_reauthorization_without_a_refresh_loop() 
     assert!(account["reauthorization"]["action"]
         .as_str()
         .unwrap()
-        .contains("hubspot-auth-proxy oauth authorize --config"));
+        .contains(&format!(
+            "hubspot-auth-proxy oauth authorize --config {} --account marketing --scopes",
+            w.proxy.config_path().display()
+        )));
     metric_becomes(
         &w.proxy,
         r#"hubspot_proxy_account_state{account="marketing",state="needs_reauthorization"}"#,

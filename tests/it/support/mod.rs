@@ -238,6 +238,11 @@ impl ProxyProcess {
         }
     }
 
+    /// The config file the process was started with.
+    pub fn config_path(&self) -> &Path {
+        self._config.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.proxy)
     }
