@@ -9,16 +9,11 @@ use crate::support::*;
 use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const REPORTING_KEY: &str = "ck-reporting-4f1d2a";
 const ADMIN_KEY: &str = "ck-admin-99e0b7";
 const LEGACY_KEY: &str = "0a1b2c3d-legacy-script-key";
-
-fn sha(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
 
 struct World {
     sandbox: Sandbox,

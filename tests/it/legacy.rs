@@ -1,15 +1,10 @@
 //! Legacy `?hapikey=` scripts and several accounts behind one proxy, through the real binary.
 
 use crate::support::*;
-use sha2::{Digest, Sha256};
 
 const KEY_MAIN: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const KEY_MARKETING: &str = "ffffffff-1111-4222-8333-444444444444";
 const DEV_KEY: &str = "dev-key-5555-6666";
-
-fn sha(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
 
 struct World {
     sandbox: Sandbox,

@@ -3,7 +3,6 @@
 
 use crate::support::*;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 const LABELLED_KEY: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const UNLABELLED_KEY: &str = "ffffffff-1111-4222-8333-444444444444";
@@ -16,10 +15,6 @@ const V3: &str = "/crm/v3/objects/contacts";
 const V4: &str = "/crm/v4/objects/contacts/1/associations/deals";
 const DATED_CURRENT: &str = "/crm/objects/2027-03/contacts";
 const DATED_OLD: &str = "/crm/objects/2025-09/contacts";
-
-fn sha(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
 
 struct World {
     sandbox: Sandbox,

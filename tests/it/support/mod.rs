@@ -421,3 +421,9 @@ where
     }
     outputs
 }
+
+/// SHA-256 hex of a key, as `hash-key` prints it for `key_sha256` and `[legacy] keys`.
+pub fn sha(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
