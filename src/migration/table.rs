@@ -95,7 +95,7 @@ fn row(item: &Value, today: Date, now: SystemTime) -> [String; 7] {
         text("api"),
         text("generation"),
         state,
-        format!("{} calls", thousands(item["count"].as_u64().unwrap_or(0))),
+        calls(item["count"].as_u64().unwrap_or(0)),
         last,
     ]
 }
@@ -121,6 +121,14 @@ fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// "1 call", "1,204 calls".
+fn calls(count: u64) -> String {
+    match count {
+        1 => "1 call".to_string(),
+        n => format!("{} calls", thousands(n)),
+    }
 }
 
 #[cfg(test)]
