@@ -755,7 +755,8 @@ impl AccountMetrics {
         self.rate_limited[policy as usize].inc();
     }
 
-    pub fn api_request(&self, path: &str) {
+    /// Counts the request under its API family; returns the family's slot for other counters.
+    pub fn api_request(&self, path: &str) -> usize {
         let slot = api_family::classify(path);
         self.api[slot]
             .get_or_init(|| {
@@ -763,6 +764,7 @@ impl AccountMetrics {
                     .with_label_values(&[&self.account, &api_family::label(slot)])
             })
             .inc();
+        slot
     }
 
     /// The last figures HubSpot reported, in slot order: ten-second remaining and max,

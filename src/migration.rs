@@ -87,11 +87,12 @@ impl Report {
         }
     }
 
-    /// Counts one forwarded request and returns its generation's support state today.
-    pub fn record(&self, caller: &str, account: &Arc<str>, path: &str) -> Support {
+    /// Counts one forwarded request and returns its generation's support state today. `api` is
+    /// the path's `api_family::classify` slot, which the request path has already computed.
+    pub fn record(&self, caller: &str, account: &Arc<str>, path: &str, api: usize) -> Support {
         let now = SystemTime::now();
         let slot = Slot {
-            api: api_family::classify(path),
+            api,
             generation: Generation::of_path(path),
         };
         let support = slot.generation.support(self.today.date(now));
@@ -218,6 +219,11 @@ pub fn add_deprecation_headers(headers: &mut HeaderMap, support: &Support) {
 mod tests {
     use super::*;
 
+    /// What the request path does: classify the family once, then record.
+    fn record(r: &Report, caller: &str, account: &Arc<str>, path: &str) -> Support {
+        r.record(caller, account, path, api_family::classify(path))
+    }
+
     fn report(today: &str) -> Report {
         let vec = IntCounterVec::new(
             prometheus::Opts::new("t", "t"),
@@ -232,11 +238,16 @@ mod tests {
         let r = report("2027-04-01");
         let main: Arc<str> = Arc::from("main");
         for _ in 0..3 {
-            r.record("nightly-sync", &main, "/contacts/v1/lists/all/contacts/all");
+            record(
+                &r,
+                "nightly-sync",
+                &main,
+                "/contacts/v1/lists/all/contacts/all",
+            );
         }
-        let s = r.record("web", &main, "/crm/v4/associations/x");
+        let s = record(&r, "web", &main, "/crm/v4/associations/x");
         assert_eq!(s.state, State::Unsupported);
-        r.record("web", &main, "/crm/objects/2027-03/contacts");
+        record(&r, "web", &main, "/crm/objects/2027-03/contacts");
         let json = r.to_json();
         let items = json["items"].as_array().unwrap();
         assert_eq!(items.len(), 3);
@@ -266,7 +277,7 @@ mod tests {
     fn invented_families_stay_out_of_the_metric() {
         let r = report("2027-04-01");
         let main: Arc<str> = Arc::from("main");
-        r.record("web", &main, "/not-hubspot/v1/x");
+        record(&r, "web", &main, "/not-hubspot/v1/x");
         let labels = ["main", "other", "legacy-v1", "deprecated"];
         assert_eq!(r.deprecated.with_label_values(&labels).get(), 0);
         assert_eq!(r.to_json()["items"][0]["count"], 1, "still in the report");
@@ -277,9 +288,9 @@ mod tests {
         let r = report("2027-04-01");
         let main: Arc<str> = Arc::from("main");
         for i in 0..MAX_CALLERS + 50 {
-            r.record(&format!("c{i}"), &main, "/crm/v3/x");
+            record(&r, &format!("c{i}"), &main, "/crm/v3/x");
         }
-        r.record("c0", &main, "/crm/v3/x");
+        record(&r, "c0", &main, "/crm/v3/x");
         let json = r.to_json();
         let items = json["items"].as_array().unwrap();
         assert_eq!(items.len(), MAX_CALLERS + 1);

@@ -265,7 +265,7 @@ impl Proxy {
                 .authorize(client, &account.name, &parts.method, parts.uri.path())
                 .map_err(|e| refuse(account, e))?;
         }
-        account.metrics.api_request(parts.uri.path());
+        let api = account.metrics.api_request(parts.uri.path());
         // Who called, for the migration report: a client key, a legacy key, a declared name.
         let caller_name = key_client
             .map(|c| &*c.name)
@@ -273,10 +273,10 @@ impl Proxy {
             .or(routed.legacy_label)
             .or(declared.as_ref().map(caller::name))
             .unwrap_or(migration::ANONYMOUS);
-        let support = self
-            .migration
-            .report
-            .record(caller_name, &account.name, parts.uri.path());
+        let support =
+            self.migration
+                .report
+                .record(caller_name, &account.name, parts.uri.path(), api);
         let deadline = tokio::time::Instant::from_std(started) + self.upstream.timeout();
         let search = ratelimit::is_search(&parts.method, parts.uri.path());
         let method = parts.method.clone();
