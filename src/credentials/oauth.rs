@@ -439,13 +439,12 @@ impl State {
         match error {
             TokenError::Refused { .. } => {
                 let text = error.to_string();
-                if self.logged_refusal.as_deref() != Some(text.as_str()) {
+                if self.first_report(&text) {
                     tracing::error!(
-                        account = %account.name,
+                        account = %self.r.account.name,
                         endpoint = self.r.endpoint.url(),
                         "token refresh refused; fix the client secret or refresh token (the proxy retries, and picks up a changed refresh-token file): {text}"
                     );
-                    self.logged_refusal = Some(text);
                 }
             }
             _ if self.failures == 1 => tracing::warn!(
@@ -493,14 +492,23 @@ impl State {
                 action: action.clone(),
             });
         let text = error.to_string();
-        if self.logged_refusal.as_deref() != Some(text.as_str()) {
+        if self.first_report(&text) {
             tracing::error!(
-                account = %account.name,
+                account = %self.r.account.name,
                 endpoint = self.r.endpoint.url(),
                 "account needs re-authorization: {text}; {action}. The proxy retries when the refresh-token file changes, on SIGHUP, and every 10 minutes"
             );
-            self.logged_refusal = Some(text);
         }
+    }
+
+    /// True unless this refusal is the one last logged: a bad secret is logged once, not at
+    /// every retry.
+    fn first_report(&mut self, text: &str) -> bool {
+        if self.logged_refusal.as_deref() == Some(text) {
+            return false;
+        }
+        self.logged_refusal = Some(text.to_string());
+        true
     }
 
     async fn reload_client_secret(&mut self) {
