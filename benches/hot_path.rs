@@ -8,7 +8,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 
-use hubspot_auth_proxy::account::{Account, AccountKind, Accounts};
+use hubspot_auth_proxy::account::{Account, Accounts, Credential};
 use hubspot_auth_proxy::config::{LegacyConfig, LegacyKey, RateLimitConfig};
 use hubspot_auth_proxy::metrics::Metrics;
 use hubspot_auth_proxy::proxy::{hapikey, headers, route::Router};
@@ -84,7 +84,7 @@ fn router(metrics: &Metrics) -> Router {
         .iter()
         .map(|name| {
             let m = metrics.for_account(name);
-            Arc::new(Account::new(name, AccountKind::Static, m, &shaping, None))
+            Arc::new(Account::new(name, Credential::Static, m, &shaping, None))
         })
         .collect();
     let legacy = LegacyConfig {

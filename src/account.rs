@@ -6,33 +6,46 @@ use std::time::{Instant, SystemTime};
 use http::HeaderValue;
 
 use crate::config::RateLimitConfig;
-use crate::credentials::{RefreshControl, TokenCell};
 use crate::error::ProxyError;
 use crate::fleet::Fleet;
 use crate::metrics::{AccountMetrics, AccountState};
+use crate::portal_state::Portal;
 use crate::shaping::{Admit, Shaper};
+use crate::token_cell::{RefreshControl, TokenCell};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountKind {
+/// The account's kind of credential, and for OAuth how requests reach its refresher. The one
+/// place the kind is said: `/status`, the router, the retry judge and the refresher all read it.
+pub enum Credential {
+    /// A private app token or service key: loaded from config, re-read when its file changes,
+    /// never refreshed.
     Static,
-    OAuth,
+    /// An OAuth access token, kept fresh by the account's one refresher. Requests that find no
+    /// usable token, or one HubSpot calls expired, ask the refresher through this control.
+    OAuth(Arc<RefreshControl>),
 }
 
-impl AccountKind {
-    pub fn as_str(self) -> &'static str {
+impl Credential {
+    /// The `kind` in `/status`.
+    pub fn as_str(&self) -> &'static str {
         match self {
-            AccountKind::Static => "static",
-            AccountKind::OAuth => "oauth",
+            Credential::Static => "static",
+            Credential::OAuth(_) => "oauth",
+        }
+    }
+
+    /// The refresher's control, for an OAuth account.
+    pub fn refresh(&self) -> Option<&RefreshControl> {
+        match self {
+            Credential::Static => None,
+            Credential::OAuth(control) => Some(control),
         }
     }
 }
 
 pub struct Account {
     pub name: Arc<str>,
-    pub kind: AccountKind,
+    pub credential: Credential,
     pub token: TokenCell,
-    /// Present for OAuth accounts: how requests reach the refresher.
-    pub refresh: Option<Arc<RefreshControl>>,
     pub metrics: AccountMetrics,
     pub status: AccountStatus,
     /// Admission under the account's budget, local or fleet-wide. Absent when shaping is off
@@ -40,22 +53,21 @@ pub struct Account {
     pub shaper: Option<Shaper>,
     pub shaping: RateLimitConfig,
     /// The token's HubSpot portal and scopes, checked against `accounts[].hub_id`.
-    pub portal: crate::portal::Portal,
+    pub portal: Portal,
 }
 
 impl Account {
     pub fn new(
         name: &str,
-        kind: AccountKind,
+        credential: Credential,
         metrics: AccountMetrics,
         shaping: &RateLimitConfig,
         fleet: Option<&Arc<Fleet>>,
     ) -> Account {
         Account {
             name: Arc::from(name),
-            kind,
+            credential,
             token: TokenCell::default(),
-            refresh: (kind == AccountKind::OAuth).then(Default::default),
             metrics,
             status: AccountStatus::default(),
             shaper: Shaper::new(name, shaping, fleet),
@@ -103,7 +115,7 @@ impl Account {
 
     /// Whether a request's body should be kept (≤ 1 MiB) so it can be sent again.
     pub fn may_resend(&self) -> bool {
-        self.refresh.is_some()
+        self.credential.refresh().is_some()
             || self.shaping.max_retries_429 > 0
             || self.shaping.max_retries_5xx > 0
     }
@@ -119,7 +131,7 @@ impl Account {
             return Some(usable);
         }
         // Boxed: only a request that finds no usable token waits, and the wait is a large future.
-        let refresh = self.refresh.as_ref()?;
+        let refresh = self.credential.refresh()?;
         Box::pin(refresh.wait_for_token(&self.token, deadline)).await
     }
 }
@@ -252,5 +264,71 @@ impl Accounts {
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Account>> {
         self.list.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn account(credential: Credential) -> Account {
+        let shaping = RateLimitConfig {
+            per_ten_seconds: Some(0),
+            max_retries_429: 0,
+            max_retries_5xx: 0,
+            ..RateLimitConfig::default()
+        };
+        Account::new(
+            "main",
+            credential,
+            Metrics::new().for_account("main"),
+            &shaping,
+            None,
+        )
+    }
+
+    fn oauth() -> Credential {
+        Credential::OAuth(Arc::new(RefreshControl::new(
+            std::time::Duration::from_secs(5),
+        )))
+    }
+
+    #[test]
+    fn the_kind_names_in_status_stay() {
+        assert_eq!(Credential::Static.as_str(), "static");
+        assert_eq!(oauth().as_str(), "oauth");
+    }
+
+    #[test]
+    fn only_oauth_bodies_are_kept_for_an_expired_token_resend() {
+        assert!(!account(Credential::Static).may_resend());
+        assert!(account(oauth()).may_resend());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_static_account_without_a_token_answers_at_once() {
+        let account = account(Credential::Static);
+        let start = tokio::time::Instant::now();
+        let deadline = start + std::time::Duration::from_secs(30);
+        assert!(account.bearer(Instant::now(), deadline).await.is_none());
+        assert_eq!(
+            start.elapsed(),
+            std::time::Duration::ZERO,
+            "nothing to wait for"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_oauth_account_without_a_token_waits_for_its_refresher() {
+        let account = account(oauth());
+        let start = tokio::time::Instant::now();
+        let deadline = start + std::time::Duration::from_secs(30);
+        assert!(account.bearer(Instant::now(), deadline).await.is_none());
+        assert_eq!(
+            start.elapsed(),
+            std::time::Duration::from_secs(30),
+            "waited until the deadline"
+        );
     }
 }

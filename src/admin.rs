@@ -144,7 +144,7 @@ fn account_status(account: &Account, now: Instant) -> Value {
     let [ten_remaining, ten_max, daily_remaining, daily_max] = account.metrics.ratelimit_seen();
     json!({
         "name": &*account.name,
-        "kind": account.kind.as_str(),
+        "kind": account.credential.as_str(),
         "ready": account.token.is_ready(now),
         "token_expires_in_secs": expires_in,
         "last_refresh_unix": snapshot.last_refresh.and_then(unix),

@@ -331,7 +331,7 @@ async fn check_online(config: &Config) -> Vec<String> {
                 continue;
             }
         };
-        let kind = crate::portal::TokenKind::of_static(token.expose()).as_str();
+        let kind = crate::portal_state::TokenKind::of_static(token.expose()).as_str();
         println!(
             "account {}: {kind} token for portal {}, scopes: {}",
             account.name,

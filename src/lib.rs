@@ -20,12 +20,14 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod migration;
 pub mod portal;
+pub mod portal_state;
 pub mod proxy;
 pub mod ratelimit;
 pub mod sandbox;
 pub mod server;
 pub mod shaping;
 pub mod tls;
+pub mod token_cell;
 pub mod upstream;
 pub mod workers;
 
@@ -239,7 +241,7 @@ fn build_accounts(
     })?;
     for index in 0..config.accounts.len() {
         let (account, task) = credentials::activate(config, index, metrics, reload, stop, fleet)?;
-        if account.kind == account::AccountKind::Static {
+        if matches!(account.credential, account::Credential::Static) {
             background.push(portal::spawn_static_check(
                 account.clone(),
                 portal_client.clone(),

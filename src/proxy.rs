@@ -24,7 +24,7 @@ use crate::ratelimit;
 use crate::shaping::Admit;
 use crate::upstream::Upstream;
 use body::{OutboundBody, ProxyBody};
-use route::{Credential, Refused, Router};
+use route::{CredentialSource, Refused, Router};
 
 /// Limits checked before anything is sent upstream.
 #[derive(Debug, Clone, Copy)]
@@ -312,7 +312,7 @@ impl Proxy {
     async fn exchange(
         &self,
         account: &Account,
-        credential: Credential,
+        credential: CredentialSource,
         first: Request<OutboundBody>,
         replay: Option<replay::Replay>,
         mut sent: retry::Sent,
@@ -323,7 +323,7 @@ impl Proxy {
         loop {
             // The bearer this attempt carries, for a copy resent because HubSpot never processed it.
             let mut bearer_sent = None;
-            if credential == Credential::Bearer {
+            if credential == CredentialSource::Account {
                 // Developer keys are the developer app's budget, not the account's.
                 admit(account, search, sent.deadline).await?;
                 let (bearer, generation) = account
@@ -348,7 +348,7 @@ impl Proxy {
                 }
                 Some(copy)
             };
-            let bearer = credential == Credential::Bearer;
+            let bearer = credential == CredentialSource::Account;
             let response = self
                 .send(account, request, again, sent.deadline, bearer)
                 .await?;

@@ -13,6 +13,8 @@ use super::token_endpoint::{Grant, TokenEndpoint, TokenError};
 use crate::account::{Account, FleetTokenStatus, TokenOrigin};
 use crate::config::{Secret, SecretError, SecretReader, SecretSource};
 use crate::fleet::SharedToken;
+use crate::portal_state::TokenKind;
+use crate::token_cell::RefreshControl;
 
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
@@ -39,6 +41,9 @@ pub fn backoff_delay(failures: u32, jitter: f64) -> Duration {
 
 pub struct Refresher {
     pub account: Arc<Account>,
+    /// The account's `Credential::OAuth` control: requests wake the refresher through it, and
+    /// it tells them when an attempt ended.
+    pub control: Arc<RefreshControl>,
     pub endpoint: TokenEndpoint,
     pub client_id: String,
     pub client_secret: Secret<String>,
@@ -144,7 +149,7 @@ pub fn spawn(
             read_stuck: false,
             lifetime: None,
         };
-        let control = state.r.account.refresh.clone().expect("oauth account");
+        let control = state.r.control.clone();
         let mut next = tokio::time::Instant::now();
         let mut file_poll = tokio::time::interval(REAUTHORIZATION_FILE_POLL);
         file_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -200,7 +205,7 @@ pub fn spawn(
 impl State {
     /// One token call; returns when the next one is due.
     async fn attempt(&mut self) -> Instant {
-        let control = self.r.account.refresh.clone().expect("oauth account");
+        let control = self.r.control.clone();
         control.attempt_started();
         let reauthorized = self.pick_up_changed_file().await;
         let mut lease = None;
@@ -345,7 +350,7 @@ impl State {
         if left < Duration::from_secs(1) {
             return None;
         }
-        let control = self.r.account.refresh.clone().expect("oauth account");
+        let control = self.r.control.clone();
         control.attempt_started();
         let next = self.adopt(token);
         control.attempt_finished(self.failures == 0);
@@ -398,8 +403,9 @@ impl State {
         let account = &self.r.account;
         // Portal check hook, before the token is usable: the response names portal and scopes.
         let scopes = std::mem::take(&mut grant.scopes);
-        let kind = crate::portal::TokenKind::OAuth;
-        account.portal.observe(grant.hub_id, scopes, kind);
+        account
+            .portal
+            .observe(grant.hub_id, scopes, TokenKind::OAuth);
         let Ok(generation) = account.token.store(&grant.access_token, Some(expires_at)) else {
             return self.failed(&TokenError::BadBody(
                 "access_token is not header-safe".into(),

@@ -81,7 +81,7 @@ async fn after_401(
     sent: &Sent,
     attempts: &mut Attempts,
 ) -> Result<Verdict, ProxyError> {
-    let (Some(generation), Some(refresh)) = (sent.generation, &account.refresh) else {
+    let (Some(generation), Some(refresh)) = (sent.generation, account.credential.refresh()) else {
         return Ok(Verdict::Deliver(response));
     };
     let (response, json) = small_json(response).await?;

@@ -17,17 +17,18 @@ use crate::metrics::HapikeyAction;
 
 pub static ACCOUNT_HEADER: HeaderName = HeaderName::from_static("x-auth-proxy-account");
 
-/// Whether the proxy puts its bearer on the request, or the request carries its own credential.
+/// Whose credential a request goes to HubSpot with: its account's, which the proxy puts on as
+/// the bearer, or the client's own. (What kind the account's credential is: `account::Credential`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credential {
-    Bearer,
+pub enum CredentialSource {
+    Account,
     /// Developer API keys on app-settings paths, and `forward` mode: the client's own key.
     ClientOwn,
 }
 
 pub struct Routed<'a> {
     pub account: &'a Arc<Account>,
-    pub credential: Credential,
+    pub credential: CredentialSource,
     /// The `[[clients]]` name a mapped legacy key stands for, if its entry names one.
     pub legacy_client: Option<&'a str>,
     /// A mapped legacy key's caller name for the migration report (its label or hash prefix).
@@ -92,7 +93,7 @@ impl Router {
             Some(query) if hapikey::present(query) => self.route_hapikey(parts, chosen),
             _ => Ok(Routed {
                 account: chosen,
-                credential: Credential::Bearer,
+                credential: CredentialSource::Account,
                 legacy_client: None,
                 legacy_label: None,
             }),
@@ -108,7 +109,7 @@ impl Router {
             account.metrics.hapikey(action);
             Ok(Routed {
                 account,
-                credential: Credential::ClientOwn,
+                credential: CredentialSource::ClientOwn,
                 legacy_client: None,
                 legacy_label: None,
             })
@@ -157,7 +158,7 @@ impl Router {
         account.metrics.hapikey(HapikeyAction::Translated);
         Ok(Routed {
             account,
-            credential: Credential::Bearer,
+            credential: CredentialSource::Account,
             legacy_client,
             legacy_label,
         })
