@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::proxy::body::ProxyBody;
+use crate::body::ProxyBody;
 pub use listener::Alpn;
 
 /// The stand-in keeps this many recent requests; older ones are forgotten so a long demo stays small.

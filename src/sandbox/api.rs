@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::oauth::{token_endpoint, AccessCheck};
 use super::ratelimit::Admission;
 use super::{Recorded, State};
-use crate::proxy::body::ProxyBody;
+use crate::body::ProxyBody;
 
 pub(super) fn seed_contacts(state: &State) {
     let mut contacts = state.contacts.lock().unwrap();

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::api::{json_response, oauth_error};
 use super::Recorded;
-use crate::proxy::body::ProxyBody;
+use crate::body::ProxyBody;
 
 /// How the token endpoint misbehaves, for outage tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
