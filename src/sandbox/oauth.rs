@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::api::{json_response, oauth_error};
+use super::json::{json_response, oauth_error};
 use super::Recorded;
 use crate::body::ProxyBody;
 
