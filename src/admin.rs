@@ -8,11 +8,11 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::account::{Account, Accounts};
+use crate::body::ProxyBody;
 use crate::fleet::Fleet;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::migration::Report;
-use crate::proxy::body::ProxyBody;
 use crate::shaping::SharedShaper;
 
 pub struct Admin {

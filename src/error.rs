@@ -5,8 +5,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
+use crate::body::{OutboundFault, ProxyBody};
 use crate::metrics::ClientBodyFault;
-use crate::proxy::body::{OutboundFault, ProxyBody};
 
 /// Why an upstream exchange produced no response. `as usize` indexes the metric handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

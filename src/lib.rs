@@ -9,6 +9,7 @@ pub mod account;
 pub mod admin;
 pub mod admin_client;
 pub mod authorize;
+pub mod body;
 pub mod commands;
 pub mod config;
 pub mod credentials;

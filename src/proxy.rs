@@ -1,6 +1,5 @@
 //! The data plane: one client request, checked, given its account's bearer, sent to HubSpot and streamed back.
 
-pub mod body;
 pub mod hapikey;
 pub mod headers;
 pub mod inspect;
@@ -16,6 +15,7 @@ use http::{header, HeaderMap, Method, Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::account::Account;
+use crate::body::{self, OutboundBody, ProxyBody};
 use crate::config::ServerConfig;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
@@ -23,7 +23,6 @@ use crate::migration::{self, caller};
 use crate::ratelimit;
 use crate::shaping::Admit;
 use crate::upstream::Upstream;
-use body::{OutboundBody, ProxyBody};
 use route::{CredentialSource, Refused, Router};
 
 /// Limits checked before anything is sent upstream.
@@ -413,7 +412,7 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         Ok(Response::from_parts(
             parts,
-            ProxyBody::upstream(body, deadline, slot),
+            ProxyBody::forwarded(body, deadline, slot),
         ))
     }
 }

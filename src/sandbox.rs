@@ -2,6 +2,7 @@
 //! so the two never drift apart. It records every request exactly as it arrived.
 
 mod api;
+mod json;
 mod listener;
 pub mod oauth;
 pub mod ratelimit;
@@ -19,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::proxy::body::ProxyBody;
+use crate::body::ProxyBody;
 pub use listener::Alpn;
 
 /// The stand-in keeps this many recent requests; older ones are forgotten so a long demo stays small.
@@ -301,7 +302,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Proxy
     let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
-            return api::error(
+            return json::error(
                 400,
                 "INVALID_REQUEST",
                 "The request body could not be read.",
@@ -343,7 +344,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Proxy
         && recorded.headers.contains_key(http::header::HOST)
     {
         // As nginx does: an h2 client names the authority in `:authority` (RFC 9113 §8.3.1).
-        return api::error(400, "INVALID_REQUEST", "duplicate host in an h2 request");
+        return json::error(400, "INVALID_REQUEST", "duplicate host in an h2 request");
     }
     api::respond(&state, &recorded, body).await
 }

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::proxy::body::ProxyBody;
+use crate::body::ProxyBody;
 use crate::tls::SharedAcceptor;
 
 /// Per-connection settings that protect the listener from slow or oversized clients.

@@ -16,14 +16,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::body::{self, OutboundBody, OutboundFault, Slot};
 use crate::config::{parse_base_url, UpstreamConfig};
 use crate::egress::{proxy_for, Connector};
 use crate::error::{ProxyError, UpstreamErrorKind};
-use crate::metrics::{GaugeGuard, SlotMetrics};
-use crate::proxy::body::{OutboundBody, OutboundFault};
+use crate::metrics::SlotMetrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamBuildError {
@@ -49,13 +49,6 @@ pub struct Upstream {
     timeout: Duration,
     slots: Arc<Semaphore>,
     slot_metrics: SlotMetrics,
-}
-
-/// One of the worker's upstream slots, held until the response body is dropped: on HTTP/1.1
-/// a connection stays busy until its body is read, so this also bounds open connections.
-pub struct Slot {
-    _permit: OwnedSemaphorePermit,
-    _counted: GaugeGuard,
 }
 
 impl Upstream {
@@ -131,7 +124,7 @@ impl Upstream {
         resent: impl Fn(),
         deadline: Instant,
     ) -> Result<(Response<Incoming>, Slot), ProxyError> {
-        let body_fault = request.body().fault_cell();
+        let body_fault = body::fault_cell(request.body());
         let exchange = async {
             let slot = self.take_slot().await;
             let mut request = request;
@@ -206,10 +199,7 @@ impl Upstream {
                 acquired.expect("the semaphore is never closed")
             }
         };
-        Slot {
-            _permit: permit,
-            _counted: self.slot_metrics.held(),
-        }
+        Slot::new(permit, self.slot_metrics.held())
     }
 }
 

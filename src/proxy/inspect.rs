@@ -5,7 +5,7 @@ use http::Response;
 use http_body::Body;
 use http_body_util::BodyExt;
 
-use super::body::ProxyBody;
+use crate::body::ProxyBody;
 use crate::error::{ProxyError, UpstreamErrorKind};
 
 /// HubSpot's error JSON is a few hundred bytes; anything declaring more is not inspected.

@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{BodyLimits, LimitedBody, OutboundBody, OutboundFault};
+use crate::body::{self, BodyLimits, LimitedBody, OutboundBody, OutboundFault};
 use crate::error::ProxyError;
 use crate::metrics::{BodyMetrics, ClientBodyFault};
 
@@ -33,7 +33,7 @@ impl Replay {
     /// A fresh copy of the request. The kept headers never hold the proxy's bearer; the caller
     /// sets the current one on each copy.
     pub fn request(&self) -> Request<OutboundBody> {
-        let mut request = Request::new(OutboundBody::kept(self.body.clone()));
+        let mut request = Request::new(body::kept(self.body.clone()));
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = Version::HTTP_11;
@@ -117,8 +117,8 @@ pub async fn outbound(
         _ => None,
     };
     let Some(reserved) = reserved else {
-        let body = OutboundBody::streaming(body, limits);
-        return Ok((Request::from_parts(parts, body), None));
+        let streamed = body::streaming(body, limits);
+        return Ok((Request::from_parts(parts, streamed), None));
     };
     let bytes = read_whole(body, limits, deadline).await?;
     let replay = Replay {
@@ -128,10 +128,7 @@ pub async fn outbound(
         body: bytes.clone(),
         _reserved: reserved,
     };
-    Ok((
-        Request::from_parts(parts, OutboundBody::kept(bytes)),
-        Some(replay),
-    ))
+    Ok((Request::from_parts(parts, body::kept(bytes)), Some(replay)))
 }
 
 /// The client's whole (small, declared) body, under the same limits as a streamed one.

@@ -9,9 +9,9 @@ use std::time::Duration;
 use http::{header, Method, Response};
 use tokio::time::Instant;
 
-use super::body::ProxyBody;
 use super::inspect::small_json;
 use crate::account::Account;
+use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::metrics::{ExpiredPassed, RateLimitPolicy, RetryReason};
 

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Response, StatusCode};
+use http::{header, HeaderValue, Method, Response};
 use serde_json::{json, Value};
 
+use super::json::{error, json_response};
 use super::oauth::{token_endpoint, AccessCheck};
 use super::ratelimit::Admission;
 use super::{Recorded, State};
-use crate::proxy::body::ProxyBody;
+use crate::body::ProxyBody;
 
 pub(super) fn seed_contacts(state: &State) {
     let mut contacts = state.contacts.lock().unwrap();
@@ -38,53 +39,6 @@ fn contact(id: &str, first: &str, last: &str, email: &str) -> Value {
         "updatedAt": "2026-11-01T09:30:00.000Z",
         "archived": false,
     })
-}
-
-/// HubSpot's error shape: `{"status":"error","message":…,"correlationId":…,"category":…}`.
-pub fn error(status: u16, category: &str, message: &str) -> Response<ProxyBody> {
-    json_response(
-        status,
-        json!({
-            "status": "error",
-            "message": message,
-            "correlationId": uuid::Uuid::new_v4().to_string(),
-            "category": category,
-        }),
-    )
-}
-
-pub(super) fn json_response(status: u16, body: Value) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::full(body.to_string()));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json;charset=utf-8"),
-    );
-    headers.insert(
-        "x-hubspot-correlation-id",
-        HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("uuid is ASCII"),
-    );
-    response
-}
-
-/// Token endpoint errors carry RFC 6749 fields and HubSpot's own.
-pub(super) fn oauth_error(
-    status: u16,
-    error: &str,
-    hubspot_status: &str,
-    description: &str,
-) -> Response<ProxyBody> {
-    json_response(
-        status,
-        json!({
-            "status": hubspot_status,
-            "message": description,
-            "correlationId": uuid::Uuid::new_v4().to_string(),
-            "error": error,
-            "error_description": description,
-        }),
-    )
 }
 
 fn query_param<'a>(target: &'a str, key: &str) -> Option<&'a str> {

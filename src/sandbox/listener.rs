@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio_rustls::TlsAcceptor;
 
-use crate::proxy::body::ProxyBody;
+use crate::body::ProxyBody;
 
 /// Which protocols the stand-in's TLS offers in ALPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,9 +11,9 @@ use bytes::Bytes;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::api::{json_response, oauth_error};
+use super::json::{json_response, oauth_error};
 use super::Recorded;
-use crate::proxy::body::ProxyBody;
+use crate::body::ProxyBody;
 
 /// How the token endpoint misbehaves, for outage tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,9 +18,9 @@ use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
+use crate::body::{BoxError, OutboundBody};
 use crate::egress::Connector;
 use crate::error::{ProxyError, UpstreamErrorKind};
-use crate::proxy::body::{BoxError, OutboundBody};
 
 /// Pings an h2 connection while requests are open on it, so a dead peer is found within
 /// interval + timeout rather than at the request deadline.

@@ -1,5 +1,8 @@
 //! Body types for both directions: a size-limited, idle-guarded outbound stream and a
-//! deadline-guarded response.
+//! deadline-guarded response, with the upstream slot a forwarded response holds.
+//!
+//! It sits below the proxy, the upstream client and the error mapping, which all speak of
+//! bodies; it imports none of them.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,13 +12,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
-use crate::metrics::ClientBodyFault;
-use crate::upstream::Slot;
+use crate::metrics::{ClientBodyFault, GaugeGuard};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -199,71 +202,43 @@ impl Body for LimitedBody {
     }
 }
 
-pin_project! {
-    /// What goes upstream: the client's body streamed, or kept whole so it can be sent again.
-    #[project = OutboundProj]
-    pub enum OutboundBody {
-        Streaming {
-            #[pin]
-            body: LimitedBody,
-        },
-        Kept {
-            #[pin]
-            body: Full<Bytes>,
-        },
+/// What goes upstream: the client's body streamed (`Left`), or kept whole so it can be sent
+/// again (`Right`).
+pub type OutboundBody = Either<LimitedBody, Full<Bytes>>;
+
+/// A body kept whole, sent as is (and again, for a replay).
+pub fn kept(bytes: Bytes) -> OutboundBody {
+    Either::Right(Full::new(bytes))
+}
+
+/// The client's body streamed; a body with anything to send gets a cell for its fault.
+pub fn streaming(inner: Incoming, limits: BodyLimits) -> OutboundBody {
+    let fault = (!inner.is_end_stream()).then(FaultCell::default);
+    Either::Left(LimitedBody::new(inner, limits, fault))
+}
+
+/// Where a streamed body records why it failed, for the exchange to read; a kept body (already
+/// read whole) and an empty one cannot fail and have none.
+pub fn fault_cell(body: &OutboundBody) -> Option<FaultCell> {
+    match body {
+        Either::Left(streamed) => streamed.fault.clone(),
+        Either::Right(_) => None,
     }
 }
 
-impl OutboundBody {
-    pub fn kept(bytes: Bytes) -> Self {
-        OutboundBody::Kept {
-            body: Full::new(bytes),
-        }
-    }
-
-    /// The client's body streamed; a body with anything to send gets a cell for its fault.
-    pub fn streaming(inner: Incoming, limits: BodyLimits) -> Self {
-        let fault = (!inner.is_end_stream()).then(FaultCell::default);
-        OutboundBody::Streaming {
-            body: LimitedBody::new(inner, limits, fault),
-        }
-    }
-
-    /// Where a streamed body records why it failed, for the exchange to read; a kept body
-    /// (already read whole) and an empty one cannot fail and have none.
-    pub fn fault_cell(&self) -> Option<FaultCell> {
-        match self {
-            OutboundBody::Streaming { body } => body.fault.clone(),
-            OutboundBody::Kept { .. } => None,
-        }
-    }
+/// One of the worker's upstream slots, held until the response body is dropped: on HTTP/1.1
+/// a connection stays busy until its body is read, so this also bounds open connections.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _counted: GaugeGuard,
 }
 
-impl Body for OutboundBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project() {
-            OutboundProj::Streaming { body } => body.poll_frame(cx),
-            OutboundProj::Kept { body } => body.poll_frame(cx).map_err(|never| match never {}),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            OutboundBody::Streaming { body } => body.is_end_stream(),
-            OutboundBody::Kept { body } => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            OutboundBody::Streaming { body } => body.size_hint(),
-            OutboundBody::Kept { body } => body.size_hint(),
+impl Slot {
+    /// `permit` is the worker's semaphore share; `counted` keeps the slot gauge up while held.
+    pub fn new(permit: OwnedSemaphorePermit, counted: GaugeGuard) -> Slot {
+        Slot {
+            _permit: permit,
+            _counted: counted,
         }
     }
 }
@@ -272,7 +247,7 @@ pin_project! {
     /// What the proxy sends back: HubSpot's streamed body, or a small body of its own.
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
-        Upstream {
+        Forwarded {
             #[pin]
             body: Incoming,
             // The whole exchange has one deadline; a response that stalls mid-body is cut off.
@@ -288,8 +263,8 @@ pin_project! {
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming, deadline: Instant, slot: Slot) -> Self {
-        ProxyBody::Upstream {
+    pub fn forwarded(body: Incoming, deadline: Instant, slot: Slot) -> Self {
+        ProxyBody::Forwarded {
             body,
             deadline: tokio::time::sleep_until(deadline),
             slot,
@@ -316,7 +291,7 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { body, deadline, .. } => match body.poll_frame(cx) {
+            ProxyBodyProj::Forwarded { body, deadline, .. } => match body.poll_frame(cx) {
                 Poll::Ready(r) => Poll::Ready(r.map(|r| r.map_err(Into::into))),
                 Poll::Pending => match deadline.poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(DeadlineExceeded)))),
@@ -329,14 +304,14 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Forwarded { body, .. } => body.is_end_stream(),
             ProxyBody::Local { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Forwarded { body, .. } => body.size_hint(),
             ProxyBody::Local { body } => body.size_hint(),
         }
     }
