@@ -468,7 +468,7 @@ fn count_upstream_error(account: &Account, error: &ProxyError) {
         ProxyError::UpstreamUnreachable { kind } => account.metrics.upstream_error(*kind),
         ProxyError::UpstreamTimeout { .. } => account
             .metrics
-            .upstream_error(crate::error::UpstreamErrorKind::Timeout),
+            .upstream_error(crate::metrics::UpstreamErrorKind::Timeout),
         _ => {}
     }
 }

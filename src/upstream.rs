@@ -21,8 +21,8 @@ use tokio::time::Instant;
 
 use crate::config::{parse_base_url, UpstreamConfig};
 use crate::egress::{proxy_for, Connector};
-use crate::error::{ProxyError, UpstreamErrorKind};
-use crate::metrics::{GaugeGuard, SlotMetrics};
+use crate::error::ProxyError;
+use crate::metrics::{GaugeGuard, SlotMetrics, UpstreamErrorKind};
 use crate::proxy::body::{OutboundBody, OutboundFault};
 
 #[derive(Debug, thiserror::Error)]

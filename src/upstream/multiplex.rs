@@ -19,7 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use crate::egress::Connector;
-use crate::error::{ProxyError, UpstreamErrorKind};
+use crate::error::ProxyError;
+use crate::metrics::UpstreamErrorKind;
 use crate::proxy::body::{BoxError, OutboundBody};
 
 /// Pings an h2 connection while requests are open on it, so a dead peer is found within
