@@ -362,9 +362,6 @@ impl Proxy {
                 retry::Verdict::Deliver(response) => return Ok(response),
                 retry::Verdict::Resend { after, reason } => {
                     account.metrics.retried(reason);
-                    if reason == crate::metrics::RetryReason::ExpiredToken {
-                        account.metrics.replayed_expired();
-                    }
                     // `judge` kept `after` within the request's deadline and the queue bound.
                     tokio::time::sleep(after).await;
                     request = replay.as_ref().expect("resendable").request();

@@ -215,8 +215,13 @@ impl AccountFamilies {
             rate_limited: RateLimitPolicy::LABELS.map(|p| series(&self.rate_limited, p)),
             queue_wait: self.queue_wait.with_label_values(&[account]),
             shaping_rejected: self.shaping_rejected.with_label_values(&[account]),
-            retries: RetryReason::LABELS.map(|r| series(&self.retries, r)),
-            replay_expired: series(&self.replays, "expired_token"),
+            // Each resend is counted once. The replay with a refreshed token after
+            // EXPIRED_AUTHENTICATION is what `replays_total` exists for; `retries_total`
+            // counts the resends of requests HubSpot did not serve (429, 5xx, unprocessed).
+            resends: RetryReason::ALL.map(|reason| match reason {
+                RetryReason::ExpiredToken => series(&self.replays, reason.as_str()),
+                _ => series(&self.retries, reason.as_str()),
+            }),
             api_vec: self.api_requests.clone(),
             api: (0..api_family::SLOTS).map(|_| OnceLock::new()).collect(),
             expired_passed: ExpiredPassed::LABELS.map(|r| series(&self.expired_passed, r)),
@@ -254,8 +259,8 @@ pub struct AccountMetrics {
     rate_limited: [IntCounter; 4],
     queue_wait: Histogram,
     shaping_rejected: IntCounter,
-    retries: [IntCounter; 4],
-    replay_expired: IntCounter,
+    /// By `RetryReason`: each reason's one series, in `retries_total` or `replays_total`.
+    resends: [IntCounter; 4],
     api_vec: IntCounterVec,
     api: Box<[OnceLock<IntCounter>]>,
     expired_passed: [IntCounter; 2],
@@ -335,12 +340,10 @@ impl AccountMetrics {
         self.shaping_rejected.inc();
     }
 
+    /// A request sent to HubSpot again, counted once under its reason: the expired-token
+    /// replay in `replays_total`, the others in `retries_total`.
     pub fn retried(&self, reason: RetryReason) {
-        self.retries[reason as usize].inc();
-    }
-
-    pub fn replayed_expired(&self) {
-        self.replay_expired.inc();
+        self.resends[reason as usize].inc();
     }
 
     pub fn rate_limited(&self, policy: RateLimitPolicy) {

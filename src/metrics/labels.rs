@@ -44,6 +44,8 @@ impl ClientBodyFault {
 pub enum RetryReason {
     RateLimited = 0,
     Upstream5xx = 1,
+    /// Replayed with a refreshed token after EXPIRED_AUTHENTICATION: counted in
+    /// `hubspot_proxy_replays_total`, the series that owns it, and not among the retries.
     ExpiredToken = 2,
     /// HubSpot provably never processed it (REFUSED_STREAM, above GOAWAY's last stream id,
     /// never written): resent on a fresh connection, whatever the method.
@@ -51,6 +53,13 @@ pub enum RetryReason {
 }
 
 impl RetryReason {
+    pub(super) const ALL: [RetryReason; 4] = [
+        RetryReason::RateLimited,
+        RetryReason::Upstream5xx,
+        RetryReason::ExpiredToken,
+        RetryReason::Unprocessed,
+    ];
+
     pub(super) const LABELS: [&'static str; 4] = [
         "rate_limited",
         "upstream_5xx",
