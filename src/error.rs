@@ -6,27 +6,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{OutboundFault, ProxyBody};
-use crate::metrics::ClientBodyFault;
-
-/// Why an upstream exchange produced no response. `as usize` indexes the metric handles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamErrorKind {
-    Connect = 0,
-    Timeout = 1,
-    Tls = 2,
-    Protocol = 3,
-}
-
-impl UpstreamErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamErrorKind::Connect => "connect",
-            UpstreamErrorKind::Timeout => "timeout",
-            UpstreamErrorKind::Tls => "tls",
-            UpstreamErrorKind::Protocol => "protocol",
-        }
-    }
-}
+use crate::metrics::{ClientBodyFault, UpstreamErrorKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {

@@ -361,9 +361,6 @@ impl Proxy {
                 retry::Verdict::Deliver(response) => return Ok(response),
                 retry::Verdict::Resend { after, reason } => {
                     account.metrics.retried(reason);
-                    if reason == crate::metrics::RetryReason::ExpiredToken {
-                        account.metrics.replayed_expired();
-                    }
                     // `judge` kept `after` within the request's deadline and the queue bound.
                     tokio::time::sleep(after).await;
                     request = replay.as_ref().expect("resendable").request();
@@ -467,7 +464,7 @@ fn count_upstream_error(account: &Account, error: &ProxyError) {
         ProxyError::UpstreamUnreachable { kind } => account.metrics.upstream_error(*kind),
         ProxyError::UpstreamTimeout { .. } => account
             .metrics
-            .upstream_error(crate::error::UpstreamErrorKind::Timeout),
+            .upstream_error(crate::metrics::UpstreamErrorKind::Timeout),
         _ => {}
     }
 }

@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use crate::body::{self, OutboundBody, OutboundFault, Slot};
 use crate::config::{parse_base_url, UpstreamConfig};
 use crate::egress::{proxy_for, Connector};
-use crate::error::{ProxyError, UpstreamErrorKind};
-use crate::metrics::SlotMetrics;
+use crate::error::ProxyError;
+use crate::metrics::{SlotMetrics, UpstreamErrorKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamBuildError {

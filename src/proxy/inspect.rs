@@ -6,7 +6,8 @@ use http_body::Body;
 use http_body_util::BodyExt;
 
 use crate::body::ProxyBody;
-use crate::error::{ProxyError, UpstreamErrorKind};
+use crate::error::ProxyError;
+use crate::metrics::UpstreamErrorKind;
 
 /// HubSpot's error JSON is a few hundred bytes; anything declaring more is not inspected.
 pub const SMALL_JSON_BYTES: u64 = 64 * 1024;

@@ -20,7 +20,8 @@ use tower_service::Service;
 
 use crate::body::{BoxError, OutboundBody};
 use crate::egress::Connector;
-use crate::error::{ProxyError, UpstreamErrorKind};
+use crate::error::ProxyError;
+use crate::metrics::UpstreamErrorKind;
 
 /// Pings an h2 connection while requests are open on it, so a dead peer is found within
 /// interval + timeout rather than at the request deadline.

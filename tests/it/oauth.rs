@@ -317,6 +317,49 @@ async fn twelve_expired_authentication_401s_cause_one_refresh_and_twelve_replays
     );
 }
 
+/// A replay after EXPIRED_AUTHENTICATION is one resend, counted once: in `replays_total`,
+/// which exists for it, and in no `retries_total` series, so the two counters together add
+/// up to the resends that went over the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_expired_token_replay_is_counted_once() {
+    let w = start(sandbox_with(600).await, Scratch::new(), "").await;
+    ready(&w).await;
+    w.sandbox.oauth().expire_access_tokens_early();
+    let response = client()
+        .post(w.proxy.url("/__sandbox/echo"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let sends = w
+        .sandbox
+        .requests()
+        .into_iter()
+        .filter(|r| r.target == "/__sandbox/echo")
+        .count();
+    assert_eq!(sends, 2, "sent once, rejected, replayed once");
+    let text = w.proxy.metrics().await;
+    let replays = metric(
+        &text,
+        r#"hubspot_proxy_replays_total{account="marketing",reason="expired_token"}"#,
+    );
+    assert_eq!(replays, Some(1.0), "{text}");
+    let retries: Vec<(&str, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(r#"hubspot_proxy_retries_total{account="marketing","#))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series, value.parse().unwrap())
+        })
+        .collect();
+    assert!(!retries.is_empty(), "retries_total is exposed:\n{text}");
+    assert!(
+        retries.iter().all(|(_, n)| *n == 0.0),
+        "the replay is counted in retries_total too: {retries:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_401s_and_large_bodies_pass_through() {
     let w = start(sandbox_with(600).await, Scratch::new(), "").await;
