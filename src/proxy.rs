@@ -130,8 +130,8 @@ impl Proxy {
         response
     }
 
-    /// The stages, in order. A refusal counts under the account known when it happens: the
-    /// default account before routing, the routed one after.
+    /// The stages, in order, each with one way out. A refusal counts under the account known
+    /// when it happens: the default account before routing, the routed one from then on.
     async fn forward(
         &self,
         request: Request<Incoming>,
@@ -139,13 +139,14 @@ impl Proxy {
         hapikey: bool,
         started: Instant,
     ) -> Result<(&Arc<Account>, Response<ProxyBody>), Refused<'_>> {
-        let mut gated =
-            gate::pass(&self.admission, &self.limits, request, peer, hapikey).map_err(|error| {
-                Refused {
-                    account: self.router.default_account(),
-                    error,
-                }
-            })?;
+        let default = self.router.default_account();
+        let before_routing = |error| Refused {
+            account: default,
+            error,
+        };
+        let mut gated = gate::pass(&self.admission, &self.limits, request, peer, hapikey)
+            .map_err(before_routing)?;
+        // The router's refusals name their account: the default, or the one a header named.
         let routed = self.router.route(&mut gated.parts, gated.hapikey)?;
         let account = routed.account;
         let refuse = |error| Refused { account, error };
