@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::authorize::AuthorizeArgs;
 use crate::config::secret::ONE_SHOT_READ_LIMIT;
 use crate::config::{Config, SecretSource};
 use crate::demo::Demo;
+use crate::oauth_consent::AuthorizeArgs;
 
 /// The `--log-level` filter, refused unless every directive sets a level. tracing's syntax
 /// reads a bare word as a target with no level, so a typo such as `inf` would silently turn
@@ -158,7 +158,7 @@ pub fn authorize(path: &Path, args: AuthorizeArgs) -> ExitCode {
             "Open the URL above in a browser and approve access; waiting for the redirect..."
         );
     };
-    match runtime.block_on(crate::authorize::run(&config, &args, print_url)) {
+    match runtime.block_on(crate::oauth_consent::run(&config, &args, print_url)) {
         Ok(done) => {
             let hub = done
                 .hub_id

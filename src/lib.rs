@@ -4,11 +4,10 @@
 //! proxy; the binary and the integration tests both enter here.
 #![forbid(unsafe_code)]
 
-pub mod access;
 pub mod account;
 pub mod admin;
 pub mod admin_client;
-pub mod authorize;
+pub mod admission;
 pub mod body;
 pub mod commands;
 pub mod config;
@@ -20,6 +19,7 @@ pub mod fleet;
 pub mod lifecycle;
 pub mod metrics;
 pub mod migration;
+pub mod oauth_consent;
 pub mod portal;
 pub mod portal_state;
 pub mod proxy;
@@ -43,8 +43,9 @@ use account::Accounts;
 use config::Config;
 use lifecycle::Lifecycle;
 use metrics::Metrics;
+use proxy::limits::RequestLimits;
 use proxy::route::Router;
-use proxy::{Proxy, RequestLimits};
+use proxy::Proxy;
 use server::ConnectionLimits;
 use upstream::Upstream;
 
@@ -104,13 +105,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         max_header_bytes: config.server.max_header_bytes,
     };
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    if access::exposed_without_protection(&config) {
+    if admission::exposed_without_protection(&config) {
         tracing::warn!(
             listen = %config.server.listen,
             "server.listen is not a loopback address, but server.allowed_networks is the default (loopback only), no [[clients]] keys are required and there is no [server.tls]: clients elsewhere will be refused, and anyone who can open allowed_networks gets the HubSpot credentials"
         );
     }
-    let access = Arc::new(access::Access::new(&config, &metrics));
+    let admission = Arc::new(admission::Admission::new(&config, &metrics));
     // One budget for all workers: the bound is on the process's memory.
     let replay_budget = proxy::replay::ReplayBudget::new(
         config.server.max_replay_buffer_bytes,
@@ -126,7 +127,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         deprecation_headers: config.server.deprecation_headers,
     };
     let shared = proxy::Shared {
-        access,
+        admission,
         metrics: metrics.clone(),
         limits: RequestLimits::from_config(&config.server),
         access_log: config.server.access_log,

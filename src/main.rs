@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hubspot_auth_proxy::authorize::AuthorizeArgs;
 use hubspot_auth_proxy::commands;
+use hubspot_auth_proxy::oauth_consent::AuthorizeArgs;
 
 // jemalloc hands memory freed after a burst of connections back to the OS (its background
 // thread purges on a 10 s decay); glibc's arenas kept a 1,000-connection burst's ~55 MiB

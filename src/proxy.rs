@@ -1,8 +1,16 @@
 //! The data plane: one client request, checked, given its account's bearer, sent to HubSpot and streamed back.
+//!
+//! [`Proxy::forward`] runs the request through named stages, each with one way out:
+//! *gate* (network, limits, path, client identity; [`gate`]) → *route* (account, credential,
+//! hapikey; [`route`]) → *authorize* (the client's accounts and rules) → *prepare* (target,
+//! headers, replay copy) → *exchange* (send, judge, resend).
 
+pub mod access_log;
+pub mod gate;
 pub mod hapikey;
 pub mod headers;
 pub mod inspect;
+pub mod limits;
 pub mod path_gate;
 pub mod replay;
 pub mod retry;
@@ -11,121 +19,30 @@ pub mod route;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, HeaderMap, Method, Request, Response, Version};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::account::Account;
-use crate::body::{self, OutboundBody, ProxyBody};
-use crate::config::ServerConfig;
+use crate::admission::Admission;
+use crate::body::{OutboundBody, ProxyBody};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::migration::{self, caller};
 use crate::ratelimit;
 use crate::shaping::Admit;
 use crate::upstream::Upstream;
-use route::{CredentialSource, Refused, Router};
-
-/// Limits checked before anything is sent upstream.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestLimits {
-    pub max_body_bytes: u64,
-    pub max_header_count: usize,
-    pub max_header_bytes: usize,
-    pub body_read_timeout: std::time::Duration,
-}
-
-impl RequestLimits {
-    pub fn from_config(server: &ServerConfig) -> Self {
-        RequestLimits {
-            max_body_bytes: server.max_body_bytes,
-            max_header_count: server.max_header_count,
-            max_header_bytes: server.max_header_bytes,
-            body_read_timeout: std::time::Duration::from_secs(server.body_read_timeout_secs),
-        }
-    }
-
-    fn body(&self) -> body::BodyLimits {
-        body::BodyLimits {
-            max_bytes: self.max_body_bytes,
-            idle: self.body_read_timeout,
-        }
-    }
-
-    fn check<B>(&self, request: &Request<B>) -> Result<(), ProxyError> {
-        if request.method() == Method::CONNECT {
-            return Err(ProxyError::ConnectNotAllowed);
-        }
-        // RFC 9112 §3.2: a request with more than one Host is answered 400; two Hosts are a
-        // request-smuggling tool when proxies disagree on which one counts. (Content-Length with
-        // Transfer-Encoding needs no check here: hyper drops the Content-Length, decodes the
-        // chunked body, and closes the connection after the answer.)
-        if request
-            .headers()
-            .get_all(header::HOST)
-            .iter()
-            .nth(1)
-            .is_some()
-        {
-            return Err(ProxyError::Smuggling(
-                "The request has more than one Host header.",
-            ));
-        }
-        // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400 (h2 has :authority,
-        // HTTP/1.0 predates Host).
-        if request.version() == Version::HTTP_11 && !request.headers().contains_key(header::HOST) {
-            return Err(ProxyError::BadRequest(
-                "An HTTP/1.1 request needs a Host header.",
-            ));
-        }
-        if !only_chunked(request.headers()) {
-            return Err(ProxyError::BadRequest(
-                "The request's Transfer-Encoding names a coding other than chunked; send a coded body with Content-Encoding instead.",
-            ));
-        }
-        self.check_headers(request.headers())?;
-        if declared_length(request.headers()).is_some_and(|len| len > self.max_body_bytes) {
-            return Err(ProxyError::BodyTooLarge {
-                limit: self.max_body_bytes,
-            });
-        }
-        Ok(())
-    }
-
-    fn check_headers(&self, headers: &HeaderMap) -> Result<(), ProxyError> {
-        let too_large = || ProxyError::HeadersTooLarge {
-            max_count: self.max_header_count,
-            max_bytes: self.max_header_bytes,
-        };
-        if headers.len() > self.max_header_count {
-            return Err(too_large());
-        }
-        let bytes: usize = headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum();
-        if bytes > self.max_header_bytes {
-            return Err(too_large());
-        }
-        Ok(())
-    }
-}
-
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
+use access_log::AccessLog;
+use gate::Gated;
+use limits::RequestLimits;
+use route::{CredentialSource, Refused, Routed, Router};
 
 pub struct Proxy {
-    access: Arc<crate::access::Access>,
+    admission: Arc<Admission>,
     upstream: Upstream,
     router: Router,
     metrics: Arc<Metrics>,
     limits: RequestLimits,
-    access_log: bool,
+    access_log: AccessLog,
     replay_budget: Arc<replay::ReplayBudget>,
     migration: MigrationHook,
 }
@@ -141,7 +58,7 @@ pub struct MigrationHook {
 /// What every worker's proxy shares: built once at startup, cloned per worker.
 #[derive(Clone)]
 pub struct Shared {
-    pub access: Arc<crate::access::Access>,
+    pub admission: Arc<Admission>,
     pub metrics: Arc<Metrics>,
     pub limits: RequestLimits,
     pub access_log: bool,
@@ -149,11 +66,21 @@ pub struct Shared {
     pub migration: MigrationHook,
 }
 
+/// A request ready to send: the first copy, the kept copy a resend is built from (if the
+/// body could be kept), and what the retry judge needs to know about it.
+struct Prepared {
+    first: Request<OutboundBody>,
+    replay: Option<replay::Replay>,
+    sent: retry::Sent,
+    /// A search request, shaped under the search budget too.
+    search: bool,
+}
+
 impl Proxy {
     /// One worker's proxy: its own upstream client and router, and the process-wide pieces.
     pub fn new(upstream: Upstream, router: Router, shared: Shared) -> Self {
         let Shared {
-            access,
+            admission,
             metrics,
             limits,
             access_log,
@@ -161,12 +88,12 @@ impl Proxy {
             migration,
         } = shared;
         Proxy {
-            access,
+            admission,
             upstream,
             router,
             metrics,
             limits,
-            access_log,
+            access_log: AccessLog::new(access_log),
             replay_budget,
             migration,
         }
@@ -180,9 +107,10 @@ impl Proxy {
         let started = Instant::now();
         let _inflight = self.metrics.inflight();
         let method = request.method().clone();
-        let log_this = self.access_log || tracing::enabled!(tracing::Level::DEBUG);
-        let target = log_this.then(|| loggable_target(request.uri()));
-        let (account, response) = match self.forward(request, peer, started).await {
+        // Looked for once: the log line redacts it, the gate and the router act on it.
+        let hapikey = request.uri().query().is_some_and(hapikey::present);
+        let target = self.access_log.target(request.uri(), hapikey);
+        let (account, response) = match self.forward(request, peer, hapikey, started).await {
             Ok((account, response)) => (account, response),
             Err(Refused { account, error }) => {
                 if let ProxyError::ClientBody { fault } = error {
@@ -195,115 +123,126 @@ impl Proxy {
         let elapsed = started.elapsed();
         account.metrics.observe(&method, response.status(), elapsed);
         if let Some(target) = target {
-            self.log_request(&account.name, &method, &target, &response, elapsed);
+            self.access_log
+                .write(&account.name, &method, &target, &response, elapsed);
         }
         response
     }
 
-    /// One line per request: info when the access log is on, else debug.
-    fn log_request(
-        &self,
-        account: &str,
-        method: &http::Method,
-        target: &str,
-        response: &Response<ProxyBody>,
-        elapsed: std::time::Duration,
-    ) {
-        let correlation_id = response
-            .headers()
-            .get("x-hubspot-correlation-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let status = response.status().as_u16();
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
-        if self.access_log {
-            tracing::info!(account, %method, path = target, status, duration_ms, correlation_id, "request");
-        } else {
-            tracing::debug!(account, %method, path = target, status, duration_ms, correlation_id, "request");
-        }
-    }
-
+    /// The stages, in order, each with one way out. A refusal counts under the account known
+    /// when it happens: the default account before routing, the routed one from then on.
     async fn forward(
         &self,
         request: Request<Incoming>,
         peer: std::net::SocketAddr,
+        hapikey: bool,
         started: Instant,
     ) -> Result<(&Arc<Account>, Response<ProxyBody>), Refused<'_>> {
         let default = self.router.default_account();
-        let refuse = |account, error| Refused { account, error };
-        self.access
-            .check_network(peer, request.headers())
-            .map_err(|e| refuse(default, e))?;
-        self.limits
-            .check(&request)
-            .map_err(|e| refuse(default, e))?;
-        let (mut parts, body) = request.into_parts();
-        // Before routing: rules, routes and HubSpot all see the one path this returns.
-        path_gate::apply(&mut parts.uri).map_err(|e| refuse(default, e))?;
-        let key_client = self
-            .access
-            .key_client(&mut parts.headers)
-            .map_err(|e| refuse(default, e))?;
-        let declared = caller::take(&mut parts.headers).map_err(|e| refuse(default, e))?;
-        let has_hapikey = parts.uri.query().is_some_and(hapikey::present);
-        if self.access.requires_client_key() && key_client.is_none() && !has_hapikey {
-            // Refused before routing, so no unauthenticated caller learns which accounts exist.
-            return Err(refuse(default, self.access.unauthenticated()));
-        }
-        let routed = self.router.route(&mut parts)?;
+        let before_routing = |error| Refused {
+            account: default,
+            error,
+        };
+        let mut gated = gate::pass(&self.admission, &self.limits, request, peer, hapikey)
+            .map_err(before_routing)?;
+        // The router's refusals name their account: the default, or the one a header named.
+        let routed = self.router.route(&mut gated.parts, gated.hapikey)?;
         let account = routed.account;
-        if self.access.requires_client_key() {
-            let client = key_client
-                .or_else(|| {
-                    routed
-                        .legacy_client
-                        .and_then(|n| self.access.client_named(n))
-                })
-                .ok_or_else(|| refuse(account, self.access.unauthenticated()))?;
-            self.access
-                .authorize(client, &account.name, &parts.method, parts.uri.path())
-                .map_err(|e| refuse(account, e))?;
+        let refuse = |error| Refused { account, error };
+        self.authorize(&gated, &routed).map_err(refuse)?;
+        let support = self.record(&gated, &routed);
+        let prepared = self
+            .prepare(account, gated, started)
+            .await
+            .map_err(refuse)?;
+        let mut response = self
+            .exchange(account, routed.credential, prepared)
+            .await
+            .map_err(refuse)?;
+        if self.migration.deprecation_headers {
+            migration::add_deprecation_headers(response.headers_mut(), &support);
         }
-        let api = account.metrics.api_request(parts.uri.path());
-        // Who called, for the migration report: a client key, a legacy key, a declared name.
-        let caller_name = key_client
+        Ok((account, response))
+    }
+
+    /// With `[[clients]]`, the client (named by its key, or by the legacy key the router
+    /// mapped) may use the routed account, and one of its rules allows the method and path.
+    fn authorize(
+        &self,
+        gated: &Gated<'_, Incoming>,
+        routed: &Routed<'_>,
+    ) -> Result<(), ProxyError> {
+        if !self.admission.requires_client_key() {
+            return Ok(());
+        }
+        let client = gated
+            .client
+            .or_else(|| {
+                routed
+                    .legacy_client
+                    .and_then(|n| self.admission.client_named(n))
+            })
+            .ok_or_else(|| self.admission.unauthenticated())?;
+        let account = &routed.account.name;
+        self.admission
+            .authorize(client, account, &gated.parts.method, gated.parts.uri.path())
+    }
+
+    /// Counts the request for its API family and the migration report, under who called: a
+    /// client key, a legacy key, a declared name, or anonymous.
+    fn record(
+        &self,
+        gated: &Gated<'_, Incoming>,
+        routed: &Routed<'_>,
+    ) -> migration::generation::Support {
+        let account = routed.account;
+        let path = gated.parts.uri.path();
+        let api = account.metrics.api_request(path);
+        let caller_name = gated
+            .client
             .map(|c| &*c.name)
             .or(routed.legacy_client)
             .or(routed.legacy_label)
-            .or(declared.as_ref().map(caller::name))
+            .or(gated.declared.as_ref().map(caller::name))
             .unwrap_or(migration::ANONYMOUS);
-        let support =
-            self.migration
-                .report
-                .record(caller_name, &account.name, parts.uri.path(), api);
+        self.migration
+            .report
+            .record(caller_name, &account.name, path, api)
+    }
+
+    /// Points the request at HubSpot, with hop-by-hop and proxy headers gone, and reads or
+    /// streams the body into the first copy (keeping a replay copy when the account may resend).
+    async fn prepare(
+        &self,
+        account: &Account,
+        gated: Gated<'_, Incoming>,
+        started: Instant,
+    ) -> Result<Prepared, ProxyError> {
+        let Gated {
+            mut parts, body, ..
+        } = gated;
         let deadline = tokio::time::Instant::from_std(started) + self.upstream.timeout();
         let search = ratelimit::is_search(&parts.method, parts.uri.path());
         let method = parts.method.clone();
-        parts.uri = self
-            .upstream
-            .target(parts.uri)
-            .map_err(|e| refuse(account, e))?;
+        parts.uri = self.upstream.target(parts.uri)?;
         // The upstream client picks HTTP/1.1 or h2 per connection by ALPN.
         parts.version = Version::HTTP_11;
         headers::to_upstream(&mut parts.headers);
         let budget = account.may_resend().then_some(&self.replay_budget);
-        let (first, replay) = replay::outbound(parts, body, self.limits.body(), budget, deadline)
-            .await
-            .map_err(|e| refuse(account, e))?;
+        let (first, replay) =
+            replay::outbound(parts, body, self.limits.body(), budget, deadline).await?;
         let sent = retry::Sent {
             method,
             generation: None,
             resendable: replay.is_some(),
             deadline,
         };
-        let mut response = self
-            .exchange(account, routed.credential, first, replay, sent, search)
-            .await
-            .map_err(|e| refuse(account, e))?;
-        if self.migration.deprecation_headers {
-            migration::add_deprecation_headers(response.headers_mut(), &support);
-        }
-        Ok((account, response))
+        Ok(Prepared {
+            first,
+            replay,
+            sent,
+            search,
+        })
     }
 
     /// Sends, judges HubSpot's answer, and resends from the kept copy while the verdict says so.
@@ -312,11 +251,14 @@ impl Proxy {
         &self,
         account: &Account,
         credential: CredentialSource,
-        first: Request<OutboundBody>,
-        replay: Option<replay::Replay>,
-        mut sent: retry::Sent,
-        search: bool,
+        prepared: Prepared,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let Prepared {
+            first,
+            replay,
+            mut sent,
+            search,
+        } = prepared;
         let mut attempts = retry::Attempts::default();
         let mut request = first;
         loop {
@@ -451,14 +393,6 @@ fn adapt(account: &Account, ten_second_max: Option<i64>) {
     }
 }
 
-/// Path and query for logs, with any hapikey value replaced by `REDACTED`.
-fn loggable_target(uri: &http::Uri) -> String {
-    match uri.query() {
-        Some(query) => format!("{}?{}", uri.path(), hapikey::redact(query)),
-        None => uri.path().to_string(),
-    }
-}
-
 fn count_upstream_error(account: &Account, error: &ProxyError) {
     match error {
         ProxyError::UpstreamUnreachable { kind } => account.metrics.upstream_error(*kind),
@@ -466,91 +400,5 @@ fn count_upstream_error(account: &Account, error: &ProxyError) {
             .metrics
             .upstream_error(crate::metrics::UpstreamErrorKind::Timeout),
         _ => {}
-    }
-}
-
-/// RFC 9112 §6.1: true unless Transfer-Encoding names a coding besides `chunked`. hyper decodes
-/// only the chunked framing and the header is hop-by-hop, so a coding beneath it (`gzip,
-/// chunked`) would vanish and its coded bytes reach HubSpot as the plain body.
-fn only_chunked(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .all(|value| {
-            value.to_str().is_ok_and(|codings| {
-                codings
-                    .split(',')
-                    .all(|c| c.trim().eq_ignore_ascii_case("chunked"))
-            })
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits() -> RequestLimits {
-        RequestLimits {
-            max_body_bytes: 100,
-            max_header_count: 4,
-            max_header_bytes: 200,
-            body_read_timeout: std::time::Duration::from_secs(1),
-        }
-    }
-
-    fn request(method: Method, headers: &[(&str, &str)]) -> Request<()> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri("/crm/v3/objects/contacts");
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        builder.body(()).unwrap()
-    }
-
-    fn category(result: Result<(), ProxyError>) -> &'static str {
-        result.err().map_or("ok", |e| e.category())
-    }
-
-    #[test]
-    fn request_limits_check() {
-        let l = limits();
-        let host = ("host", "proxy");
-        assert_eq!(category(l.check(&request(Method::GET, &[host]))), "ok");
-        assert_eq!(
-            category(l.check(&request(Method::CONNECT, &[host]))),
-            "PROXY_METHOD_NOT_ALLOWED"
-        );
-        assert_eq!(
-            category(l.check(&request(Method::GET, &[host, ("host", "other")]))),
-            "PROXY_BAD_REQUEST",
-            "two Hosts"
-        );
-        assert_eq!(
-            category(l.check(&request(Method::GET, &[]))),
-            "PROXY_BAD_REQUEST",
-            "HTTP/1.1 without Host"
-        );
-        let mut h2 = request(Method::GET, &[]);
-        *h2.version_mut() = Version::HTTP_2;
-        assert_eq!(category(l.check(&h2)), "ok", "h2 carries :authority");
-        let many: Vec<_> = (0..5).map(|_| ("x-n", "1")).collect();
-        assert_eq!(
-            category(l.check(&request(Method::GET, &[&[host][..], &many].concat()))),
-            "PROXY_HEADERS_TOO_LARGE"
-        );
-        let long = "v".repeat(200);
-        assert_eq!(
-            category(l.check(&request(Method::GET, &[host, ("x-long", &long)]))),
-            "PROXY_HEADERS_TOO_LARGE"
-        );
-        assert_eq!(
-            category(l.check(&request(Method::POST, &[host, ("content-length", "101")]))),
-            "PROXY_BODY_TOO_LARGE"
-        );
-        assert_eq!(
-            category(l.check(&request(Method::POST, &[host, ("content-length", "100")]))),
-            "ok"
-        );
     }
 }

@@ -60,8 +60,13 @@ pub fn strip(query: &str) -> Cow<'_, str> {
     if !present(query) {
         return Cow::Borrowed(query);
     }
+    Cow::Owned(stripped(query))
+}
+
+/// [`strip`] for a query [`present`] already found a key in: the request path looks once.
+pub fn stripped(query: &str) -> String {
     let kept: Vec<&str> = pairs(query).filter(|p| !is_hapikey_pair(p)).collect();
-    Cow::Owned(kept.join("&"))
+    kept.join("&")
 }
 
 /// The query with hapikey values replaced by `REDACTED`, for logs.
@@ -69,13 +74,18 @@ pub fn redact(query: &str) -> Cow<'_, str> {
     if !present(query) {
         return Cow::Borrowed(query);
     }
+    Cow::Owned(redacted(query))
+}
+
+/// [`redact`] for a query [`present`] already found a key in.
+pub fn redacted(query: &str) -> String {
     let pairs: Vec<Cow<str>> = pairs(query)
         .map(|p| match (is_hapikey_pair(p), p.split_once('=')) {
             (true, Some((k, _))) => Cow::Owned(format!("{k}=REDACTED")),
             _ => Cow::Borrowed(p),
         })
         .collect();
-    Cow::Owned(pairs.join("&"))
+    pairs.join("&")
 }
 
 #[cfg(test)]

@@ -80,7 +80,8 @@ impl Router {
     }
 
     /// Picks the account and credential, rewriting the target when a hapikey is stripped.
-    pub fn route(&self, parts: &mut Parts) -> Result<Routed<'_>, Refused<'_>> {
+    /// `hapikey`: whether the query holds a key ([`hapikey::present`], looked for once per request).
+    pub fn route(&self, parts: &mut Parts, hapikey: bool) -> Result<Routed<'_>, Refused<'_>> {
         let named = parts.headers.remove(&ACCOUNT_HEADER);
         let chosen = match named {
             None => self.accounts.default_account(),
@@ -89,15 +90,15 @@ impl Router {
                 None => return Err(self.refuse(self.default_account(), ProxyError::UnknownAccount)),
             },
         };
-        match parts.uri.query() {
-            Some(query) if hapikey::present(query) => self.route_hapikey(parts, chosen),
-            _ => Ok(Routed {
-                account: chosen,
-                credential: CredentialSource::Account,
-                legacy_client: None,
-                legacy_label: None,
-            }),
+        if hapikey {
+            return self.route_hapikey(parts, chosen);
         }
+        Ok(Routed {
+            account: chosen,
+            credential: CredentialSource::Account,
+            legacy_client: None,
+            legacy_label: None,
+        })
     }
 
     fn route_hapikey<'a>(
@@ -170,8 +171,9 @@ impl Router {
 }
 
 /// The origin-form target with the hapikey pairs gone; an emptied query loses its `?`.
+/// Called only for a query known to hold a key.
 fn without_hapikey(uri: &Uri) -> Uri {
-    let query = hapikey::strip(uri.query().unwrap_or_default());
+    let query = hapikey::stripped(uri.query().unwrap_or_default());
     let target = if query.is_empty() {
         uri.path().to_string()
     } else {

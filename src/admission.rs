@@ -1,5 +1,6 @@
-//! Who may use the proxy: the network allowlist, client keys (`X-Auth-Proxy-Key`), and each
-//! client's accounts and method+path rules. Nothing reaches HubSpot for a refused request.
+//! Client admission: who may use the proxy. The network allowlist, client keys
+//! (`X-Auth-Proxy-Key`), and each client's accounts and method+path rules; nothing reaches
+//! HubSpot for a refused request. (The access log, one line per request, is `proxy::access_log`.)
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -38,7 +39,7 @@ enum Denied {
     Forbidden = 2,
 }
 
-pub struct Access {
+pub struct Admission {
     networks: Vec<IpNet>,
     trust_forwarded_for: bool,
     clients: Vec<Client>,
@@ -47,9 +48,9 @@ pub struct Access {
     denied: [IntCounter; 3],
 }
 
-impl Access {
+impl Admission {
     /// Built from a validated config.
-    pub fn new(config: &Config, metrics: &Metrics) -> Access {
+    pub fn new(config: &Config, metrics: &Metrics) -> Admission {
         let clients = config
             .clients
             .iter()
@@ -74,7 +75,7 @@ impl Access {
             .enumerate()
             .map(|(i, c)| (parse_sha256(&c.key_sha256).expect("validated hash"), i))
             .collect();
-        Access {
+        Admission {
             networks: config.server.allowed_networks.clone(),
             trust_forwarded_for: config.server.trust_forwarded_for,
             clients,
