@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hubspot_auth_proxy::config::Config;
+use hubspot_auth_proxy::settings::Settings;
 use hubspot_auth_proxy::sandbox::Sandbox;
 
 const BUDGET_PER_10S: u64 = 100;
@@ -138,7 +139,7 @@ async fn run(redis: Option<&Mutex<RedisServer>>) -> Outcome {
     let url = redis.map(|r| r.lock().unwrap().url());
     let mut proxies = Vec::new();
     for _ in 0..REPLICAS {
-        let proxy = hubspot_auth_proxy::start(config(&sandbox, url.as_deref()))
+        let proxy = hubspot_auth_proxy::start(Settings::from_config(config(&sandbox, url.as_deref())).expect("settings"))
             .await
             .expect("proxy");
         proxies.push(proxy);
@@ -252,9 +253,9 @@ async fn admission_round_trips(url: &str, n: usize) -> Vec<Duration> {
     let text = format!(
         "[[accounts]]\nname = \"probe\"\ntoken = {{ value = \"x\" }}\n[fleet]\nredis_url = \"{url}\"\nnamespace = \"bench-probe\"\ntimeout_ms = 1000\n"
     );
-    let config = Config::parse(&text).unwrap();
+    let settings = Settings::from_config(Config::parse(&text).unwrap()).unwrap();
     let fleet = hubspot_auth_proxy::fleet::Fleet::connect(
-        config.fleet.as_ref().unwrap(),
+        settings.fleet.as_ref().unwrap(),
         None,
         hubspot_auth_proxy::fleet::FleetMetrics::unregistered(),
     )

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hubspot_auth_proxy::config::Config;
+use hubspot_auth_proxy::settings::Settings;
 use hubspot_auth_proxy::sandbox::Sandbox;
 
 const CLIENTS: u64 = 20;
@@ -39,7 +40,8 @@ max_queue_wait_ms = {MAX_WAIT_MS}
         sandbox.url()
     ))
     .expect("config");
-    let proxy = hubspot_auth_proxy::start(config).await.expect("proxy");
+    let settings = Settings::from_config(config).expect("settings");
+    let proxy = hubspot_auth_proxy::start(settings).await.expect("proxy");
     let url = format!("http://{}/crm/v3/objects/contacts", proxy.proxy_addr());
 
     let ok = Arc::new(AtomicU64::new(0));

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 
 use crate::account::Account;
 use crate::body::{self, OutboundBody, ProxyBody};
-use crate::config::ServerConfig;
+use crate::settings::ServerSettings;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::migration::{self, caller};
@@ -35,12 +35,12 @@ pub struct RequestLimits {
 }
 
 impl RequestLimits {
-    pub fn from_config(server: &ServerConfig) -> Self {
+    pub fn from_settings(server: &ServerSettings) -> Self {
         RequestLimits {
             max_body_bytes: server.max_body_bytes,
             max_header_count: server.max_header_count,
             max_header_bytes: server.max_header_bytes,
-            body_read_timeout: std::time::Duration::from_secs(server.body_read_timeout_secs),
+            body_read_timeout: server.body_read_timeout,
         }
     }
 
