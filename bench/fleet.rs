@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hubspot_auth_proxy::config::Config;
-use hubspot_auth_proxy::settings::Settings;
 use hubspot_auth_proxy::sandbox::Sandbox;
+use hubspot_auth_proxy::settings::Settings;
 
 const BUDGET_PER_10S: u64 = 100;
 const REPLICAS: usize = 3;
@@ -139,9 +139,11 @@ async fn run(redis: Option<&Mutex<RedisServer>>) -> Outcome {
     let url = redis.map(|r| r.lock().unwrap().url());
     let mut proxies = Vec::new();
     for _ in 0..REPLICAS {
-        let proxy = hubspot_auth_proxy::start(Settings::from_config(config(&sandbox, url.as_deref())).expect("settings"))
-            .await
-            .expect("proxy");
+        let proxy = hubspot_auth_proxy::start(
+            Settings::from_config(config(&sandbox, url.as_deref())).expect("settings"),
+        )
+        .await
+        .expect("proxy");
         proxies.push(proxy);
     }
     let urls: Vec<String> = proxies

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hubspot_auth_proxy::config::Config;
-use hubspot_auth_proxy::settings::Settings;
 use hubspot_auth_proxy::sandbox::Sandbox;
+use hubspot_auth_proxy::settings::Settings;
 
 const CLIENTS: u64 = 20;
 const RUN: Duration = Duration::from_secs(30);

@@ -92,7 +92,13 @@ fn router(metrics: &Metrics) -> Router {
         .iter()
         .map(|a| {
             let m = metrics.for_account(&a.name);
-            Arc::new(Account::new(&a.name, Credential::Static, m, &a.rate_limit, None))
+            Arc::new(Account::new(
+                &a.name,
+                Credential::Static,
+                m,
+                &a.rate_limit,
+                None,
+            ))
         })
         .collect();
     Router::new(

@@ -10,9 +10,9 @@ use ipnet::IpNet;
 use prometheus::IntCounter;
 use sha2::{Digest, Sha256};
 
-use crate::settings::{ClientRule as Rule, ClientSettings, ServerSettings, Settings};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::settings::{ClientRule as Rule, ClientSettings, ServerSettings, Settings};
 
 pub static KEY_HEADER: HeaderName = HeaderName::from_static("x-auth-proxy-key");
 static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -5,11 +5,11 @@ use std::time::{Instant, SystemTime};
 
 use http::HeaderValue;
 
-use crate::settings::RateLimitSettings;
 use crate::error::ProxyError;
 use crate::fleet::Fleet;
 use crate::metrics::{AccountMetrics, AccountState};
 use crate::portal_state::Portal;
+use crate::settings::RateLimitSettings;
 use crate::shaping::{Admit, Shaper};
 use crate::token_cell::{RefreshControl, TokenCell};
 

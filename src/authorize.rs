@@ -18,9 +18,9 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::config::Secret;
-use crate::settings::{CredentialSettings, Settings};
 use crate::credentials::persist::write_secret_file;
 use crate::credentials::token_endpoint::{Grant, TokenEndpoint};
+use crate::settings::{CredentialSettings, Settings};
 
 pub struct AuthorizeArgs {
     pub account: String,

@@ -210,9 +210,7 @@ pub fn check(path: &Path, online: bool) -> ExitCode {
             CredentialSettings::OAuth(o) => Some(o.token_url.as_str()),
             CredentialSettings::Static(_) => None,
         };
-        if let Some(warning) =
-            token_url.and_then(crate::credentials::token_endpoint::v1_warning)
-        {
+        if let Some(warning) = token_url.and_then(crate::credentials::token_endpoint::v1_warning) {
             println!("warning: {file}: accounts[{i}].oauth.token_url: {warning}");
         }
         match check_account(account) {
@@ -280,10 +278,7 @@ fn check_account(account: &AccountSettings) -> Result<String, Vec<String>> {
 }
 
 /// Reaches the fleet's Redis with one PING under `fleet.timeout_ms`.
-fn check_fleet(
-    fleet: &FleetSettings,
-    ca_file: Option<&Path>,
-) -> Result<String, String> {
+fn check_fleet(fleet: &FleetSettings, ca_file: Option<&Path>) -> Result<String, String> {
     use crate::fleet::{FleetError, FleetMetrics, Redis};
     // The connection's "falling back" warning is for `serve`; `check` reports in one line.
     let quiet = tracing::Dispatch::none();
@@ -321,19 +316,16 @@ async fn check_online(settings: &Settings) -> Vec<String> {
         let Ok(token) = source.load_within(true, ONE_SHOT_READ_LIMIT) else {
             continue; // already reported offline
         };
-        let info = match crate::portal::access_token_info(
-            &client,
-            &settings.upstream.base_url,
-            &token,
-        )
-        .await
-        {
-            Ok(info) => info,
-            Err(e) => {
-                problems.push(format!("accounts[{i}].token ({}): {e}", source.describe()));
-                continue;
-            }
-        };
+        let info =
+            match crate::portal::access_token_info(&client, &settings.upstream.base_url, &token)
+                .await
+            {
+                Ok(info) => info,
+                Err(e) => {
+                    problems.push(format!("accounts[{i}].token ({}): {e}", source.describe()));
+                    continue;
+                }
+            };
         let kind = crate::portal_state::TokenKind::of_static(token.expose()).as_str();
         println!(
             "account {}: {kind} token for portal {}, scopes: {}",

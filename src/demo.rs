@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::{Config, ConfigError};
-use crate::settings::Settings;
 use crate::sandbox::Sandbox;
+use crate::settings::Settings;
 
 const STATIC_TOKEN: &str = "pat-na1-00000000-demo-4000-8000-000000000000";
 const CLIENT_ID: &str = "demo-client-id";

@@ -111,7 +111,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             "server.listen is not a loopback address, but server.allowed_networks is the default (loopback only), no [[clients]] keys are required and there is no [server.tls]: clients elsewhere will be refused, and anyone who can open allowed_networks gets the HubSpot credentials"
         );
     }
-    let access = Arc::new(access::Access::new(&settings.clients, &settings.server, &metrics));
+    let access = Arc::new(access::Access::new(
+        &settings.clients,
+        &settings.server,
+        &metrics,
+    ));
     // One budget for all workers: the bound is on the process's memory.
     let replay_budget = proxy::replay::ReplayBudget::new(
         settings.server.max_replay_buffer_bytes,
@@ -254,10 +258,7 @@ fn build_accounts(
         list.push(account);
         background.extend(task);
     }
-    Ok((
-        Accounts::new(list, settings.default_account),
-        background,
-    ))
+    Ok((Accounts::new(list, settings.default_account), background))
 }
 
 impl Running {

@@ -16,11 +16,11 @@ use hyper::body::Incoming;
 
 use crate::account::Account;
 use crate::body::{self, OutboundBody, ProxyBody};
-use crate::settings::ServerSettings;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::migration::{self, caller};
 use crate::ratelimit;
+use crate::settings::ServerSettings;
 use crate::shaping::Admit;
 use crate::upstream::Upstream;
 use route::{CredentialSource, Refused, Router};

@@ -14,9 +14,7 @@ use globset::{GlobMatcher, GlobSet};
 use http::uri::{Authority, Scheme};
 use http::{Method, Uri};
 
-use crate::config::{
-    Config, ConfigError, HapikeyMode, RateLimitConfig, SecretSource, TlsConfig,
-};
+use crate::config::{Config, ConfigError, HapikeyMode, RateLimitConfig, SecretSource, TlsConfig};
 
 #[derive(Debug)]
 pub struct Settings {
@@ -198,7 +196,10 @@ impl Settings {
     /// Every problem at once, each naming its key; a config with none becomes settings.
     pub fn from_config(config: Config) -> Result<Settings, ConfigError> {
         build::settings(&config).map_err(|problems| ConfigError::Invalid {
-            path: config.path.clone().unwrap_or_else(|| PathBuf::from("(config)")),
+            path: config
+                .path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("(config)")),
             problems,
         })
     }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::settings::RateLimitSettings;
 use crate::fleet::Fleet;
 use crate::ratelimit::{self, Budget, Held, Limiter};
+use crate::settings::RateLimitSettings;
 
 pub use shared::SharedShaper;
 

@@ -20,10 +20,10 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::body::{self, OutboundBody, OutboundFault, Slot};
-use crate::settings::UpstreamSettings;
 use crate::egress::{proxy_for, Connector};
 use crate::error::{ProxyError, UpstreamErrorKind};
 use crate::metrics::SlotMetrics;
+use crate::settings::UpstreamSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamBuildError {

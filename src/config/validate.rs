@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-
 /// One thing wrong with the config, with the key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {

@@ -222,7 +222,9 @@ fn account<'a>(
             ));
             None
         }
-        (None, Some(oauth)) => oauth_settings(config, &key, oauth, out).map(CredentialSettings::OAuth),
+        (None, Some(oauth)) => {
+            oauth_settings(config, &key, oauth, out).map(CredentialSettings::OAuth)
+        }
         (Some(token), None) => Some(CredentialSettings::Static(token.clone())),
     };
     let limits = &account.rate_limit;
@@ -472,7 +474,12 @@ mod tests {
     }
 
     fn keys(text: &str) -> Vec<String> {
-        build(text).err().unwrap_or_default().into_iter().map(|p| p.key).collect()
+        build(text)
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.key)
+            .collect()
     }
 
     #[test]
@@ -518,10 +525,14 @@ redis_url = "http://127.0.0.1:6379"
         let text = format!(
             "{ACCOUNT}[[clients]]\nname = \"ci\"\nkey_sha256 = \"{hash}\"\nallow = [\"GET\"]\n"
         );
-        let problems = build(&text).err().expect("refused");
+        let problems = build(&text).expect_err("refused");
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].key, "clients[0].allow[0]");
-        assert!(problems[0].message.contains("METHOD /path/glob"), "{}", problems[0]);
+        assert!(
+            problems[0].message.contains("METHOD /path/glob"),
+            "{}",
+            problems[0]
+        );
     }
 
     #[test]
@@ -544,7 +555,10 @@ redis_url = "http://127.0.0.1:6379"
         assert_eq!(s.upstream.pool_idle_timeout, secs(4));
         assert_eq!(s.upstream.base.scheme, http::uri::Scheme::HTTP);
         assert_eq!(s.upstream.base.authority.as_str(), "127.0.0.1:8443");
-        assert_eq!(s.accounts[0].rate_limit.max_queue_wait, Duration::from_millis(1500));
+        assert_eq!(
+            s.accounts[0].rate_limit.max_queue_wait,
+            Duration::from_millis(1500)
+        );
         let CredentialSettings::OAuth(oauth) = &s.accounts[1].credential else {
             panic!("an oauth account");
         };
@@ -564,7 +578,11 @@ redis_url = "http://127.0.0.1:6379"
         assert_eq!(build(&two).expect("settings").default_account, 0);
         let marked = format!("{two}default = true\n");
         assert_eq!(build(&marked).expect("settings").default_account, 1);
-        let both = marked.replacen("token = { env = \"T\" }\n", "token = { env = \"T\" }\ndefault = true\n", 1);
+        let both = marked.replacen(
+            "token = { env = \"T\" }\n",
+            "token = { env = \"T\" }\ndefault = true\n",
+            1,
+        );
         assert_eq!(keys(&both), ["accounts"]);
     }
 
@@ -584,7 +602,10 @@ redis_url = "http://127.0.0.1:6379"
         assert_eq!(s.legacy.keys[1].account, 0);
         assert_eq!(s.legacy.keys[1].label, "nightly");
         assert!(s.legacy.developer_paths.is_match("/media-bridge/v1/x"));
-        assert!(!s.legacy.developer_paths.is_match("/crm/v3/objects/contacts"));
+        assert!(!s
+            .legacy
+            .developer_paths
+            .is_match("/crm/v3/objects/contacts"));
     }
 
     #[test]
@@ -650,6 +671,9 @@ redis_url = "http://127.0.0.1:6379"
             keys,
             ["fleet.redis_url", "fleet.namespace", "fleet.timeout_ms"]
         );
-        assert_eq!(fleet_problems(&fleet_config("redis+unix:///tmp/x")).len(), 1);
+        assert_eq!(
+            fleet_problems(&fleet_config("redis+unix:///tmp/x")).len(),
+            1
+        );
     }
 }

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use crate::support::redis_server::RedisServer;
 use crate::support::*;
 use hubspot_auth_proxy::config::Secret;
-use hubspot_auth_proxy::settings::{FleetSettings, Settings};
 use hubspot_auth_proxy::fleet::{
     AccountTokens, FencedWrite, Fleet, FleetError, FleetMetrics, Redis, SharedToken, SharedWindow,
 };
 use hubspot_auth_proxy::ratelimit::{Admission, TEN_SECONDS};
+use hubspot_auth_proxy::settings::{FleetSettings, Settings};
 
 const ACCESS: &str = "CJSP5qf1KhICAQEYs-gDIIGOBii1hQIyGQAf3xBKmlwHjX7OIpuIFEavB2";
 const REFRESH: &str = "na1-6a7e-2c4f-4c1b-9f70-1234567890ab";
