@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use hubspot_auth_proxy::config::Config;
 use hubspot_auth_proxy::sandbox::Sandbox;
+use hubspot_auth_proxy::settings::Settings;
 
 const BUDGET_PER_10S: u64 = 100;
 const REPLICAS: usize = 3;
@@ -138,9 +139,11 @@ async fn run(redis: Option<&Mutex<RedisServer>>) -> Outcome {
     let url = redis.map(|r| r.lock().unwrap().url());
     let mut proxies = Vec::new();
     for _ in 0..REPLICAS {
-        let proxy = hubspot_auth_proxy::start(config(&sandbox, url.as_deref()))
-            .await
-            .expect("proxy");
+        let proxy = hubspot_auth_proxy::start(
+            Settings::from_config(config(&sandbox, url.as_deref())).expect("settings"),
+        )
+        .await
+        .expect("proxy");
         proxies.push(proxy);
     }
     let urls: Vec<String> = proxies
@@ -252,9 +255,9 @@ async fn admission_round_trips(url: &str, n: usize) -> Vec<Duration> {
     let text = format!(
         "[[accounts]]\nname = \"probe\"\ntoken = {{ value = \"x\" }}\n[fleet]\nredis_url = \"{url}\"\nnamespace = \"bench-probe\"\ntimeout_ms = 1000\n"
     );
-    let config = Config::parse(&text).unwrap();
+    let settings = Settings::from_config(Config::parse(&text).unwrap()).unwrap();
     let fleet = hubspot_auth_proxy::fleet::Fleet::connect(
-        config.fleet.as_ref().unwrap(),
+        settings.fleet.as_ref().unwrap(),
         None,
         hubspot_auth_proxy::fleet::FleetMetrics::unregistered(),
     )

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use hubspot_auth_proxy::config::Config;
 use hubspot_auth_proxy::sandbox::Sandbox;
+use hubspot_auth_proxy::settings::Settings;
 
 const CLIENTS: u64 = 20;
 const RUN: Duration = Duration::from_secs(30);
@@ -39,7 +40,8 @@ max_queue_wait_ms = {MAX_WAIT_MS}
         sandbox.url()
     ))
     .expect("config");
-    let proxy = hubspot_auth_proxy::start(config).await.expect("proxy");
+    let settings = Settings::from_config(config).expect("settings");
+    let proxy = hubspot_auth_proxy::start(settings).await.expect("proxy");
     let url = format!("http://{}/crm/v3/objects/contacts", proxy.proxy_addr());
 
     let ok = Arc::new(AtomicU64::new(0));

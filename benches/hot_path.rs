@@ -9,9 +9,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 
 use hubspot_auth_proxy::account::{Account, Accounts, Credential};
-use hubspot_auth_proxy::config::{LegacyConfig, LegacyKey, RateLimitConfig};
+use hubspot_auth_proxy::config::Config;
 use hubspot_auth_proxy::metrics::Metrics;
 use hubspot_auth_proxy::proxy::{hapikey, headers, route::Router};
+use hubspot_auth_proxy::settings::Settings;
 
 const PLAIN_QUERY: &str = "limit=100&after=12345&properties=email,firstname,lastname";
 const KEYED_QUERY: &str = "limit=100&hapikey=demo-legacy-key-0001&properties=email";
@@ -77,28 +78,34 @@ fn header_rewrite(c: &mut Criterion) {
 }
 
 fn router(metrics: &Metrics) -> Router {
-    let shaping = RateLimitConfig {
-        per_ten_seconds: Some(0),
-        ..RateLimitConfig::default()
-    };
-    let accounts = ["main", "marketing", "sales"]
+    let mut text = String::new();
+    for name in ["main", "marketing", "sales"] {
+        text += &format!(
+            "[[accounts]]\nname = \"{name}\"\ntoken = {{ env = \"T\" }}\n[accounts.rate_limit]\nper_ten_seconds = 0\n"
+        );
+    }
+    // SHA-256 of "demo-legacy-key-0001".
+    let key = hex_sha256("demo-legacy-key-0001");
+    text += &format!("[[legacy.keys]]\nsha256 = \"{key}\"\naccount = \"sales\"\n");
+    let settings = Settings::from_config(Config::parse(&text).unwrap()).unwrap();
+    let accounts = settings
+        .accounts
         .iter()
-        .map(|name| {
-            let m = metrics.for_account(name);
-            Arc::new(Account::new(name, Credential::Static, m, &shaping, None))
+        .map(|a| {
+            let m = metrics.for_account(&a.name);
+            Arc::new(Account::new(
+                &a.name,
+                Credential::Static,
+                m,
+                &a.rate_limit,
+                None,
+            ))
         })
         .collect();
-    let legacy = LegacyConfig {
-        keys: vec![LegacyKey {
-            // SHA-256 of "demo-legacy-key-0001".
-            sha256: hex_sha256("demo-legacy-key-0001"),
-            account: "sales".into(),
-            client: None,
-            label: None,
-        }],
-        ..LegacyConfig::default()
-    };
-    Router::new(Arc::new(Accounts::new(accounts, 0)), &legacy)
+    Router::new(
+        Arc::new(Accounts::new(accounts, settings.default_account)),
+        &settings.legacy,
+    )
 }
 
 fn hex_sha256(text: &str) -> String {

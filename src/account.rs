@@ -5,11 +5,11 @@ use std::time::{Instant, SystemTime};
 
 use http::HeaderValue;
 
-use crate::config::RateLimitConfig;
 use crate::error::ProxyError;
 use crate::fleet::Fleet;
 use crate::metrics::{AccountMetrics, AccountState};
 use crate::portal_state::Portal;
+use crate::settings::RateLimitSettings;
 use crate::shaping::{Admit, Shaper};
 use crate::token_cell::{RefreshControl, TokenCell};
 
@@ -51,7 +51,7 @@ pub struct Account {
     /// Admission under the account's budget, local or fleet-wide. Absent when shaping is off
     /// (`per_ten_seconds = 0`).
     pub shaper: Option<Shaper>,
-    pub shaping: RateLimitConfig,
+    pub shaping: RateLimitSettings,
     /// The token's HubSpot portal and scopes, checked against `accounts[].hub_id`.
     pub portal: Portal,
 }
@@ -61,7 +61,7 @@ impl Account {
         name: &str,
         credential: Credential,
         metrics: AccountMetrics,
-        shaping: &RateLimitConfig,
+        shaping: &RateLimitSettings,
         fleet: Option<&Arc<Fleet>>,
     ) -> Account {
         Account {
@@ -258,10 +258,6 @@ impl Accounts {
         self.list.iter().find(|a| &*a.name == name)
     }
 
-    pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.list.iter().position(|a| &*a.name == name)
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Account>> {
         self.list.iter()
     }
@@ -273,11 +269,11 @@ mod tests {
     use crate::metrics::Metrics;
 
     fn account(credential: Credential) -> Account {
-        let shaping = RateLimitConfig {
+        let shaping = RateLimitSettings {
             per_ten_seconds: Some(0),
             max_retries_429: 0,
             max_retries_5xx: 0,
-            ..RateLimitConfig::default()
+            ..RateLimitSettings::default()
         };
         Account::new(
             "main",

@@ -6,23 +6,17 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use globset::GlobMatcher;
 use http::{HeaderMap, HeaderName, Method};
 use ipnet::IpNet;
 use prometheus::IntCounter;
 use sha2::{Digest, Sha256};
 
-use crate::config::{parse_rule, parse_sha256, Config};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::settings::{ClientRule as Rule, ClientSettings, ServerSettings, Settings};
 
 pub static KEY_HEADER: HeaderName = HeaderName::from_static("x-auth-proxy-key");
 static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
-struct Rule {
-    method: Option<Method>,
-    path: GlobMatcher,
-}
 
 pub struct Client {
     pub name: Arc<str>,
@@ -49,35 +43,28 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// Built from a validated config.
-    pub fn new(config: &Config, metrics: &Metrics) -> Admission {
-        let clients = config
-            .clients
+    pub fn new(
+        clients: &[ClientSettings],
+        server: &ServerSettings,
+        metrics: &Metrics,
+    ) -> Admission {
+        let keys = clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.key_hash, i))
+            .collect();
+        let clients = clients
             .iter()
             .map(|c| Client {
                 name: Arc::from(c.name.as_str()),
                 accounts: c.accounts.clone(),
-                rules: c.allow.as_ref().map(|rules| {
-                    rules
-                        .iter()
-                        .map(|r| {
-                            let (method, path) = parse_rule(r).expect("validated rule");
-                            Rule { method, path }
-                        })
-                        .collect()
-                }),
+                rules: c.rules.clone(),
                 requests: metrics.client_requests(&c.name),
             })
             .collect();
-        let keys = config
-            .clients
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (parse_sha256(&c.key_sha256).expect("validated hash"), i))
-            .collect();
         Admission {
-            networks: config.server.allowed_networks.clone(),
-            trust_forwarded_for: config.server.trust_forwarded_for,
+            networks: server.allowed_networks.clone(),
+            trust_forwarded_for: server.trust_forwarded_for,
             clients,
             keys,
             denied: ["network", "unauthenticated", "forbidden"].map(|r| metrics.denied(r)),
@@ -182,9 +169,9 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// A non-loopback listener with the default allowlist, no client keys and no TLS.
-pub fn exposed_without_protection(config: &Config) -> bool {
-    !config.server.listen.ip().is_loopback()
-        && config.server.allowed_networks == crate::config::default_allowed_networks()
-        && config.clients.is_empty()
-        && config.server.tls.is_none()
+pub fn exposed_without_protection(settings: &Settings) -> bool {
+    !settings.server.listen.ip().is_loopback()
+        && settings.server.allowed_networks == crate::config::default_allowed_networks()
+        && settings.clients.is_empty()
+        && settings.server.tls.is_none()
 }

@@ -5,9 +5,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::secret::ONE_SHOT_READ_LIMIT;
-use crate::config::{Config, SecretSource};
+use crate::config::SecretSource;
 use crate::demo::Demo;
 use crate::oauth_consent::AuthorizeArgs;
+use crate::settings::{AccountSettings, CredentialSettings, FleetSettings, Settings};
 
 /// The `--log-level` filter, refused unless every directive sets a level. tracing's syntax
 /// reads a bare word as a target with no level, so a typo such as `inf` would silently turn
@@ -35,8 +36,8 @@ pub fn log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter, String> {
         .map_err(|e| format!("{spec:?} is not a valid filter: {e}"))
 }
 
-fn load_config(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
+fn load_settings(path: &Path) -> Result<Settings, ExitCode> {
+    Settings::load(path).map_err(|e| {
         for line in e.lines() {
             eprintln!("error: {line}");
         }
@@ -44,9 +45,12 @@ fn load_config(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn warn_inline_secrets(config: &Config) {
-    for (i, account) in config.accounts.iter().enumerate() {
-        if matches!(account.token, Some(SecretSource::Value(_))) {
+fn warn_inline_secrets(settings: &Settings) {
+    for (i, account) in settings.accounts.iter().enumerate() {
+        if matches!(
+            account.credential,
+            CredentialSettings::Static(SecretSource::Value(_))
+        ) {
             tracing::warn!(
                 "accounts[{i}].token: an inline value keeps the token in the config file; prefer {{ file = ... }} or {{ env = ... }}"
             );
@@ -55,17 +59,17 @@ fn warn_inline_secrets(config: &Config) {
 }
 
 pub fn serve(path: &Path) -> ExitCode {
-    let config = match load_config(path) {
-        Ok(config) => config,
+    let settings = match load_settings(path) {
+        Ok(settings) => settings,
         Err(code) => return code,
     };
-    warn_inline_secrets(&config);
+    warn_inline_secrets(&settings);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let code = runtime.block_on(async move {
-        let running = match crate::start(config).await {
+        let running = match crate::start(settings).await {
             Ok(running) => running,
             Err(e) => {
                 // One line for the operator; a log line as well would say it twice.
@@ -146,8 +150,8 @@ async fn wait_for_signals(running: &crate::Running) {
 
 pub fn authorize(path: &Path, args: AuthorizeArgs) -> ExitCode {
     use std::io::Write;
-    let config = match load_config(path) {
-        Ok(config) => config,
+    let settings = match load_settings(path) {
+        Ok(settings) => settings,
         Err(code) => return code,
     };
     let runtime = current_thread();
@@ -158,7 +162,7 @@ pub fn authorize(path: &Path, args: AuthorizeArgs) -> ExitCode {
             "Open the URL above in a browser and approve access; waiting for the redirect..."
         );
     };
-    match runtime.block_on(crate::oauth_consent::run(&config, &args, print_url)) {
+    match runtime.block_on(crate::oauth_consent::run(&settings, &args, print_url)) {
         Ok(done) => {
             let hub = done
                 .hub_id
@@ -183,33 +187,30 @@ pub fn authorize(path: &Path, args: AuthorizeArgs) -> ExitCode {
 }
 
 pub fn check(path: &Path, online: bool) -> ExitCode {
-    let config = match load_config(path) {
-        Ok(config) => config,
+    let settings = match load_settings(path) {
+        Ok(settings) => settings,
         Err(code) => return code,
     };
     let file = path.display();
     let mut problems = Vec::new();
     if let Err(e) = crate::upstream::Upstream::new(
-        &config.upstream,
-        config.upstream.max_connections,
+        &settings.upstream,
+        settings.upstream.max_connections,
         crate::metrics::Metrics::new().upstream_slots().clone(),
     ) {
         problems.push(format!("{file}: {e}"));
     }
-    if let Some(tls) = &config.server.tls {
+    if let Some(tls) = &settings.server.tls {
         if let Err(e) = crate::tls::load(tls) {
             problems.push(format!("{file}: {e}"));
         }
     }
-    for (i, account) in config.accounts.iter().enumerate() {
-        let token_url = account
-            .oauth
-            .as_ref()
-            .map(|o| o.token_url(&config.upstream));
-        if let Some(warning) = token_url
-            .as_deref()
-            .and_then(crate::credentials::token_endpoint::v1_warning)
-        {
+    for (i, account) in settings.accounts.iter().enumerate() {
+        let token_url = match &account.credential {
+            CredentialSettings::OAuth(o) => Some(o.token_url.as_str()),
+            CredentialSettings::Static(_) => None,
+        };
+        if let Some(warning) = token_url.and_then(crate::credentials::token_endpoint::v1_warning) {
             println!("warning: {file}: accounts[{i}].oauth.token_url: {warning}");
         }
         match check_account(account) {
@@ -217,8 +218,8 @@ pub fn check(path: &Path, online: bool) -> ExitCode {
             Err(e) => problems.extend(e.into_iter().map(|e| format!("{file}: accounts[{i}].{e}"))),
         }
     }
-    if let Some(fleet) = &config.fleet {
-        match check_fleet(fleet, config.upstream.ca_file.as_deref()) {
+    if let Some(fleet) = &settings.fleet {
+        match check_fleet(fleet, settings.upstream.ca_file.as_deref()) {
             Ok(summary) => println!("fleet: {summary}"),
             Err(e) => problems.push(format!("{file}: {e}")),
         }
@@ -226,7 +227,7 @@ pub fn check(path: &Path, online: bool) -> ExitCode {
     if online && problems.is_empty() {
         problems.extend(
             current_thread()
-                .block_on(check_online(&config))
+                .block_on(check_online(&settings))
                 .into_iter()
                 .map(|p| format!("{file}: {p}")),
         );
@@ -243,15 +244,15 @@ pub fn check(path: &Path, online: bool) -> ExitCode {
 }
 
 /// Loads every secret source of one account; the summary names sources, never secrets.
-fn check_account(account: &crate::config::AccountConfig) -> Result<String, Vec<String>> {
-    if let Some(source) = &account.token {
-        return source
-            .load_within(true, ONE_SHOT_READ_LIMIT)
-            .map(|_| format!("static token from {} (ok)", source.describe()))
-            .map_err(|e| vec![format!("token: {e}")]);
-    }
-    let Some(oauth) = &account.oauth else {
-        return Err(vec!["token: no credential".into()]);
+fn check_account(account: &AccountSettings) -> Result<String, Vec<String>> {
+    let oauth = match &account.credential {
+        CredentialSettings::Static(source) => {
+            return source
+                .load_within(true, ONE_SHOT_READ_LIMIT)
+                .map(|_| format!("static token from {} (ok)", source.describe()))
+                .map_err(|e| vec![format!("token: {e}")]);
+        }
+        CredentialSettings::OAuth(oauth) => oauth,
     };
     let errors: Vec<String> = [
         ("oauth.client_secret", &oauth.client_secret),
@@ -277,10 +278,7 @@ fn check_account(account: &crate::config::AccountConfig) -> Result<String, Vec<S
 }
 
 /// Reaches the fleet's Redis with one PING under `fleet.timeout_ms`.
-fn check_fleet(
-    fleet: &crate::config::FleetConfig,
-    ca_file: Option<&Path>,
-) -> Result<String, String> {
+fn check_fleet(fleet: &FleetSettings, ca_file: Option<&Path>) -> Result<String, String> {
     use crate::fleet::{FleetError, FleetMetrics, Redis};
     // The connection's "falling back" warning is for `serve`; `check` reports in one line.
     let quiet = tracing::Dispatch::none();
@@ -301,14 +299,14 @@ fn check_fleet(
 /// `check --online`: each static token's portal and scopes, from HubSpot's access-token-info.
 /// OAuth accounts are not refreshed here (a refresh could rotate the stored refresh token);
 /// the running proxy checks them at every refresh (`/status`, `/readyz`).
-async fn check_online(config: &Config) -> Vec<String> {
-    let client = match crate::portal::client(&config.upstream) {
+async fn check_online(settings: &Settings) -> Vec<String> {
+    let client = match crate::portal::client(&settings.upstream) {
         Ok(client) => client,
         Err(e) => return vec![format!("upstream: {e}")],
     };
     let mut problems = Vec::new();
-    for (i, account) in config.accounts.iter().enumerate() {
-        let Some(source) = &account.token else {
+    for (i, account) in settings.accounts.iter().enumerate() {
+        let CredentialSettings::Static(source) = &account.credential else {
             println!(
                 "account {}: oauth; its portal is checked by the running proxy at each refresh",
                 account.name
@@ -318,19 +316,16 @@ async fn check_online(config: &Config) -> Vec<String> {
         let Ok(token) = source.load_within(true, ONE_SHOT_READ_LIMIT) else {
             continue; // already reported offline
         };
-        let info = match crate::portal::access_token_info(
-            &client,
-            &config.upstream.base_url,
-            &token,
-        )
-        .await
-        {
-            Ok(info) => info,
-            Err(e) => {
-                problems.push(format!("accounts[{i}].token ({}): {e}", source.describe()));
-                continue;
-            }
-        };
+        let info =
+            match crate::portal::access_token_info(&client, &settings.upstream.base_url, &token)
+                .await
+            {
+                Ok(info) => info,
+                Err(e) => {
+                    problems.push(format!("accounts[{i}].token ({}): {e}", source.describe()));
+                    continue;
+                }
+            };
         let kind = crate::portal_state::TokenKind::of_static(token.expose()).as_str();
         println!(
             "account {}: {kind} token for portal {}, scopes: {}",

@@ -2,7 +2,7 @@
 
 pub mod fleet;
 pub mod secret;
-mod validate;
+pub(crate) mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -466,23 +466,15 @@ impl ConfigError {
 }
 
 impl Config {
-    /// Reads, parses and validates a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    /// Reads and parses a config file; `Settings::load` also checks it.
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
         let mut config = Config::parse(&text).map_err(|e| e.in_file(path))?;
         config.path = Some(path.to_path_buf());
-        let problems = config.validate();
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                problems,
-            })
-        }
+        Ok(config)
     }
 
     /// Parses TOML text; the error names the key path (`accounts[0].token`) and line.
@@ -504,13 +496,6 @@ impl Config {
                 message: inner.message().to_string(),
             }
         })
-    }
-}
-
-impl Config {
-    /// Index of the default account: the one marked `default = true`, else the first.
-    pub fn default_account_index(&self) -> usize {
-        self.accounts.iter().position(|a| a.default).unwrap_or(0)
     }
 }
 

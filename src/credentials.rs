@@ -12,8 +12,9 @@ use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
 use crate::account::{Account, Credential};
-use crate::config::{AccountConfig, Config, OAuthConfig, SecretSource};
+use crate::config::SecretSource;
 use crate::metrics::Metrics;
+use crate::settings::{AccountSettings, CredentialSettings, OAuthSettings, Settings};
 use crate::token_cell::RefreshControl;
 
 /// A credential that could not be loaded at startup, with the config key it came from.
@@ -35,7 +36,7 @@ fn credential_error(key: String, source: &SecretSource, reason: impl ToString) -
 
 /// Builds account `index` and starts the control-plane task that keeps its token fresh.
 pub fn activate(
-    config: &Config,
+    settings: &Settings,
     index: usize,
     metrics: &Metrics,
     reload: &Arc<Notify>,
@@ -44,16 +45,21 @@ pub fn activate(
     // to Redis; only its budget is shared).
     fleet: Option<&Arc<crate::fleet::Fleet>>,
 ) -> Result<(Arc<Account>, Option<tokio::task::JoinHandle<()>>), CredentialError> {
-    let cfg = &config.accounts[index];
+    let cfg = &settings.accounts[index];
     let key = format!("accounts[{index}]");
-    match &cfg.oauth {
-        Some(oauth) => activate_oauth(config, cfg, oauth, &key, metrics, reload, stop, fleet),
-        None => activate_static(cfg, &key, metrics, reload, stop, fleet),
+    match &cfg.credential {
+        CredentialSettings::OAuth(oauth) => {
+            activate_oauth(settings, cfg, oauth, &key, metrics, reload, stop, fleet)
+        }
+        CredentialSettings::Static(source) => {
+            activate_static(cfg, source, &key, metrics, reload, stop, fleet)
+        }
     }
 }
 
 fn activate_static(
-    cfg: &AccountConfig,
+    cfg: &AccountSettings,
+    source: &SecretSource,
     key: &str,
     metrics: &Metrics,
     reload: &Arc<Notify>,
@@ -68,16 +74,12 @@ fn activate_static(
         fleet,
     ));
     account.portal.expect(cfg.hub_id);
-    let source = cfg
-        .token
-        .clone()
-        .expect("validated: a static account has a token");
-    let current = static_token::load_initial(&account, &source)
-        .map_err(|e| credential_error(format!("{key}.token"), &source, e))?;
+    let current = static_token::load_initial(&account, source)
+        .map_err(|e| credential_error(format!("{key}.token"), source, e))?;
     account.metrics.token_never_expires();
     let watcher = static_token::spawn_watcher(
         account.clone(),
-        source,
+        source.clone(),
         current,
         reload.clone(),
         stop.clone(),
@@ -87,9 +89,9 @@ fn activate_static(
 
 #[allow(clippy::too_many_arguments)]
 fn activate_oauth(
-    config: &Config,
-    cfg: &AccountConfig,
-    oauth: &OAuthConfig,
+    settings: &Settings,
+    cfg: &AccountSettings,
+    oauth: &OAuthSettings,
     key: &str,
     metrics: &Metrics,
     reload: &Arc<Notify>,
@@ -103,24 +105,22 @@ fn activate_oauth(
     };
     let client_secret = load(&oauth.client_secret, "client_secret")?;
     let refresh_token = load(&oauth.refresh_token, "refresh_token")?;
-    let url = oauth.token_url(&config.upstream);
+    let url = oauth.token_url.clone();
     if let Some(warning) = token_endpoint::v1_warning(&url) {
         tracing::warn!(account = %cfg.name, "{key}.oauth.token_url: {warning}");
     }
     let endpoint = token_endpoint::TokenEndpoint::new(
         url.clone(),
-        std::time::Duration::from_secs(oauth.token_timeout_secs),
-        config.upstream.ca_file.as_deref(),
-        config.upstream.proxy_url.as_deref(),
+        oauth.token_timeout,
+        settings.upstream.ca_file.as_deref(),
+        settings.upstream.proxy_url.as_deref(),
     )
     .map_err(|e| CredentialError {
         key: format!("{key}.oauth.token_url"),
         source_desc: url,
         reason: e,
     })?;
-    let control = Arc::new(RefreshControl::new(std::time::Duration::from_secs(
-        oauth.refresh_min_interval_secs,
-    )));
+    let control = Arc::new(RefreshControl::new(oauth.refresh_min_interval));
     let account = Arc::new(Account::new(
         &cfg.name,
         Credential::OAuth(control.clone()),
@@ -129,14 +129,13 @@ fn activate_oauth(
         fleet,
     ));
     account.portal.expect(cfg.hub_id);
-    let token_timeout = std::time::Duration::from_secs(oauth.token_timeout_secs);
     let fleet = fleet.map(|fleet| {
         let tokens = fleet.tokens();
         // Subscribed before the first refresh, so no notice falls between read and listen.
         fleet_source::FleetSource::new(
             tokens.account(&cfg.name, &client_secret),
             tokens.subscribe(),
-            crate::fleet::lease_ttl(token_timeout),
+            crate::fleet::lease_ttl(oauth.token_timeout),
         )
     });
     let refresher = oauth::Refresher {
@@ -148,10 +147,10 @@ fn activate_oauth(
         client_secret_source: oauth.client_secret.clone(),
         refresh_token,
         refresh_source: oauth.refresh_token.clone(),
-        margin: std::time::Duration::from_secs(oauth.refresh_margin_secs),
+        margin: oauth.refresh_margin,
         reauthorize_command: format!(
             "hubspot-auth-proxy oauth authorize --config {} --account {}",
-            config
+            settings
                 .path
                 .as_deref()
                 .map_or("<this proxy's config file>".into(), |p| p

@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::sandbox::Sandbox;
+use crate::settings::Settings;
 
 const STATIC_TOKEN: &str = "pat-na1-00000000-demo-4000-8000-000000000000";
 const CLIENT_ID: &str = "demo-client-id";
@@ -65,11 +66,13 @@ pub async fn start(args: &DemoArgs) -> Result<Demo, DemoError> {
 
     let config = Config::parse(&config_text(args, &sandbox, &refresh_file))
         .map_err(|e| DemoError::Config(format!("{}: {}", e.key, e.message)))?;
-    let problems = config.validate();
-    if let Some(p) = problems.first() {
-        return Err(DemoError::Config(p.to_string()));
-    }
-    let proxy = crate::start(config).await?;
+    let settings = Settings::from_config(config).map_err(|e| match e {
+        ConfigError::Invalid { problems, .. } if !problems.is_empty() => {
+            DemoError::Config(problems[0].to_string())
+        }
+        other => DemoError::Config(other.to_string()),
+    })?;
+    let proxy = crate::start(settings).await?;
     Ok(Demo {
         sandbox,
         proxy,

@@ -34,7 +34,7 @@ pub use seal::SharedToken;
 pub use tokens::{AccountTokens, FleetTokens, TokenNotice};
 pub use window::{SharedWindow, Ticket, WindowAdmission, WindowUsage};
 
-use crate::config::FleetConfig;
+use crate::settings::FleetSettings;
 
 /// This replica's membership of the fleet. Its background tasks (heartbeat, token watch) stop
 /// when it is dropped; call [`Fleet::leave`] first at a graceful shutdown.
@@ -51,7 +51,7 @@ impl Fleet {
     /// Connects lazily (a replica starts in fallback if Redis is down) and starts the heartbeat
     /// and token watch. Must run inside a tokio runtime.
     pub fn connect(
-        config: &FleetConfig,
+        config: &FleetSettings,
         ca_file: Option<&Path>,
         metrics: FleetMetrics,
     ) -> Result<Fleet, FleetError> {

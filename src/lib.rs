@@ -1,6 +1,6 @@
 //! hubspot-auth-proxy: an authenticating reverse proxy for the HubSpot API.
 //!
-//! `start` builds everything from a validated [`config::Config`] and returns a [`Running`]
+//! `start` builds everything from [`settings::Settings`] (a checked, parsed config) and returns a [`Running`]
 //! proxy; the binary and the integration tests both enter here.
 #![forbid(unsafe_code)]
 
@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod sandbox;
 pub mod server;
+pub mod settings;
 pub mod shaping;
 pub mod tls;
 pub mod token_cell;
@@ -40,13 +41,13 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use account::Accounts;
-use config::Config;
 use lifecycle::Lifecycle;
 use metrics::Metrics;
 use proxy::limits::RequestLimits;
 use proxy::route::Router;
 use proxy::Proxy;
 use server::ConnectionLimits;
+use settings::Settings;
 use upstream::Upstream;
 
 #[derive(Debug, thiserror::Error)]
@@ -84,37 +85,41 @@ pub struct Running {
     fleet: Option<Arc<fleet::Fleet>>,
 }
 
-pub async fn start(config: Config) -> Result<Running, StartError> {
+pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let reload = Arc::new(Notify::new());
     let (stop_background, background_rx) = watch::channel(false);
-    let fleet = join_fleet(&config, &metrics).await?;
+    let fleet = join_fleet(&settings, &metrics).await?;
     let (accounts, background) =
-        build_accounts(&config, &metrics, &reload, &background_rx, fleet.as_ref())?;
+        build_accounts(&settings, &metrics, &reload, &background_rx, fleet.as_ref())?;
     let accounts = Arc::new(accounts);
     let lifecycle = Arc::new(Lifecycle::default());
 
-    let worker_count = workers::count(config.server.workers, config.upstream.max_connections);
-    let (proxy_listeners, proxy_addr) = workers::bind(config.server.listen, worker_count)?;
-    let admin_listener = server::bind(config.server.admin_listen, "server.admin_listen").await?;
+    let worker_count = workers::count(settings.server.workers, settings.upstream.max_connections);
+    let (proxy_listeners, proxy_addr) = workers::bind(settings.server.listen, worker_count)?;
+    let admin_listener = server::bind(settings.server.admin_listen, "server.admin_listen").await?;
     let admin_addr = admin_listener.local_addr().expect("bound socket");
 
     let limits = ConnectionLimits {
-        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
-        max_header_count: config.server.max_header_count,
-        max_header_bytes: config.server.max_header_bytes,
+        header_read_timeout: settings.server.header_read_timeout,
+        max_header_count: settings.server.max_header_count,
+        max_header_bytes: settings.server.max_header_bytes,
     };
-    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    if admission::exposed_without_protection(&config) {
+    let grace = settings.server.shutdown_grace;
+    if admission::exposed_without_protection(&settings) {
         tracing::warn!(
-            listen = %config.server.listen,
+            listen = %settings.server.listen,
             "server.listen is not a loopback address, but server.allowed_networks is the default (loopback only), no [[clients]] keys are required and there is no [server.tls]: clients elsewhere will be refused, and anyone who can open allowed_networks gets the HubSpot credentials"
         );
     }
-    let admission = Arc::new(admission::Admission::new(&config, &metrics));
+    let admission = Arc::new(admission::Admission::new(
+        &settings.clients,
+        &settings.server,
+        &metrics,
+    ));
     // One budget for all workers: the bound is on the process's memory.
     let replay_budget = proxy::replay::ReplayBudget::new(
-        config.server.max_replay_buffer_bytes,
+        settings.server.max_replay_buffer_bytes,
         metrics.bodies().clone(),
     );
     // One report for all workers; it lives as long as the process, so SIGHUP keeps its counts.
@@ -124,13 +129,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     ));
     let migration_hook = proxy::MigrationHook {
         report: report.clone(),
-        deprecation_headers: config.server.deprecation_headers,
+        deprecation_headers: settings.server.deprecation_headers,
     };
     let shared = proxy::Shared {
         admission,
         metrics: metrics.clone(),
-        limits: RequestLimits::from_config(&config.server),
-        access_log: config.server.access_log,
+        limits: RequestLimits::from_settings(&settings.server),
+        access_log: settings.server.access_log,
         replay_budget,
         migration: migration_hook,
     };
@@ -139,18 +144,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map(|index| {
             Ok(Proxy::new(
                 Upstream::new(
-                    &config.upstream,
-                    workers::slot_share(config.upstream.max_connections, worker_count, index),
+                    &settings.upstream,
+                    workers::slot_share(settings.upstream.max_connections, worker_count, index),
                     metrics.upstream_slots().clone(),
                 )?,
-                Router::new(accounts.clone(), &config.legacy),
+                Router::new(accounts.clone(), &settings.legacy),
                 shared.clone(),
             ))
         })
         .collect::<Result<Vec<_>, StartError>>()?;
     let (stop_proxy, proxy_rx) = watch::channel(false);
     let mut background = background;
-    let tls = match &config.server.tls {
+    let tls = match &settings.server.tls {
         None => None,
         Some(tls_config) => {
             let acceptor: tls::SharedAcceptor =
@@ -169,7 +174,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         accounts.clone(),
         metrics,
         lifecycle.clone(),
-        config.server.enable_quit,
+        settings.server.enable_quit,
         report,
         fleet.clone(),
     ));
@@ -187,7 +192,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tracing::info!(addr = %proxy_addr, workers = worker_count, "proxy listening");
     tracing::info!(addr = %admin_addr, "admin listening");
     Ok(Running {
-        min_delay: Duration::from_secs(config.server.shutdown_min_delay_secs),
+        min_delay: settings.server.shutdown_min_delay,
         grace,
         accounts,
         proxy_addr,
@@ -206,15 +211,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// With `[fleet]`, this replica's membership: connected lazily, so a replica starts (in local
 /// fallback) while Redis is down. One heartbeat first, so the replica count is known early.
 async fn join_fleet(
-    config: &Config,
+    settings: &Settings,
     metrics: &Metrics,
 ) -> Result<Option<Arc<fleet::Fleet>>, StartError> {
-    let Some(settings) = &config.fleet else {
+    let Some(fleet_settings) = &settings.fleet else {
         return Ok(None);
     };
     let fleet = fleet::Fleet::connect(
-        settings,
-        config.upstream.ca_file.as_deref(),
+        fleet_settings,
+        settings.upstream.ca_file.as_deref(),
         fleet::FleetMetrics::register(metrics.registry()),
     )
     .map_err(StartError::Fleet)?;
@@ -226,38 +231,35 @@ async fn join_fleet(
 type Background = Vec<JoinHandle<()>>;
 
 fn build_accounts(
-    config: &Config,
+    settings: &Settings,
     metrics: &Metrics,
     reload: &Arc<Notify>,
     stop: &watch::Receiver<bool>,
     fleet: Option<&Arc<fleet::Fleet>>,
 ) -> Result<(Accounts, Background), StartError> {
-    let mut list = Vec::with_capacity(config.accounts.len());
+    let mut list = Vec::with_capacity(settings.accounts.len());
     let mut background = Vec::new();
-    let portal_client = portal::client(&config.upstream).map_err(|reason| {
+    let portal_client = portal::client(&settings.upstream).map_err(|reason| {
         StartError::Credential(credentials::CredentialError {
             key: "upstream".into(),
-            source_desc: config.upstream.base_url.clone(),
+            source_desc: settings.upstream.base_url.clone(),
             reason,
         })
     })?;
-    for index in 0..config.accounts.len() {
-        let (account, task) = credentials::activate(config, index, metrics, reload, stop, fleet)?;
+    for index in 0..settings.accounts.len() {
+        let (account, task) = credentials::activate(settings, index, metrics, reload, stop, fleet)?;
         if matches!(account.credential, account::Credential::Static) {
             background.push(portal::spawn_static_check(
                 account.clone(),
                 portal_client.clone(),
-                config.upstream.base_url.clone(),
+                settings.upstream.base_url.clone(),
                 stop.clone(),
             ));
         }
         list.push(account);
         background.extend(task);
     }
-    Ok((
-        Accounts::new(list, config.default_account_index()),
-        background,
-    ))
+    Ok((Accounts::new(list, settings.default_account), background))
 }
 
 impl Running {

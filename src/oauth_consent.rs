@@ -17,9 +17,10 @@ use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, Secret};
+use crate::config::Secret;
 use crate::credentials::persist::write_secret_file;
 use crate::credentials::token_endpoint::{Grant, TokenEndpoint};
+use crate::settings::{CredentialSettings, Settings};
 
 pub struct AuthorizeArgs {
     pub account: String,
@@ -61,7 +62,7 @@ struct Flow {
 
 /// Runs the flow; `print_url` receives the authorize URL as soon as the listener is up.
 pub async fn run(
-    config: &Config,
+    settings: &Settings,
     args: &AuthorizeArgs,
     print_url: impl FnOnce(&str),
 ) -> Result<Authorized, AuthorizeError> {
@@ -78,7 +79,7 @@ pub async fn run(
             source,
         })?
         .port();
-    let flow = Arc::new(prepare(config, args, port)?);
+    let flow = Arc::new(prepare(settings, args, port)?);
     print_url(&authorize_url(&flow, args));
     let wait = async {
         loop {
@@ -105,20 +106,20 @@ pub async fn run(
         .map_err(|_| AuthorizeError::Timeout(args.timeout))?
 }
 
-fn prepare(config: &Config, args: &AuthorizeArgs, port: u16) -> Result<Flow, AuthorizeError> {
-    let (index, account) = config
+fn prepare(settings: &Settings, args: &AuthorizeArgs, port: u16) -> Result<Flow, AuthorizeError> {
+    let (index, account) = settings
         .accounts
         .iter()
         .enumerate()
         .find(|(_, a)| a.name == args.account)
         .ok_or_else(|| AuthorizeError::Config(format!("no account is named {:?}", args.account)))?;
     let key = format!("accounts[{index}].oauth");
-    let oauth = account.oauth.as_ref().ok_or_else(|| {
-        AuthorizeError::Config(format!(
+    let CredentialSettings::OAuth(oauth) = &account.credential else {
+        return Err(AuthorizeError::Config(format!(
             "{key}: account {:?} has no [accounts.oauth] table",
             args.account
-        ))
-    })?;
+        )));
+    };
     let file = oauth
         .refresh_token
         .file()
@@ -133,10 +134,10 @@ fn prepare(config: &Config, args: &AuthorizeArgs, port: u16) -> Result<Flow, Aut
         .load()
         .map_err(|e| AuthorizeError::Config(format!("{key}.client_secret: {e}")))?;
     let endpoint = TokenEndpoint::new(
-        oauth.token_url(&config.upstream),
-        Duration::from_secs(oauth.token_timeout_secs),
-        config.upstream.ca_file.as_deref(),
-        config.upstream.proxy_url.as_deref(),
+        oauth.token_url.clone(),
+        oauth.token_timeout,
+        settings.upstream.ca_file.as_deref(),
+        settings.upstream.proxy_url.as_deref(),
     )
     .map_err(|e| AuthorizeError::Config(format!("{key}.token_url: {e}")))?;
     let verifier = random_b64(32);

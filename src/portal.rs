@@ -128,7 +128,7 @@ fn bearer_secret(header: &http::HeaderValue) -> Secret<String> {
 }
 
 /// A client for introspection calls, with the upstream's CA and egress settings.
-pub fn client(upstream: &crate::config::UpstreamConfig) -> Result<reqwest::Client, String> {
+pub fn client(upstream: &crate::settings::UpstreamSettings) -> Result<reqwest::Client, String> {
     let url = format!(
         "{}{ACCESS_TOKEN_INFO_PATH}",
         upstream.base_url.trim_end_matches('/')

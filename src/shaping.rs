@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::RateLimitConfig;
 use crate::fleet::Fleet;
 use crate::ratelimit::{self, Budget, Held, Limiter};
+use crate::settings::RateLimitSettings;
 
 pub use shared::SharedShaper;
 
@@ -35,7 +35,7 @@ impl Shaper {
     /// is shared by every replica in the namespace.
     pub fn new(
         account: &str,
-        shaping: &RateLimitConfig,
+        shaping: &RateLimitSettings,
         fleet: Option<&Arc<Fleet>>,
     ) -> Option<Shaper> {
         let budget = match shaping.per_ten_seconds {
@@ -43,7 +43,7 @@ impl Shaper {
             Some(0) => return None,
             Some(n) => Budget::Ceiling(n as usize),
         };
-        let max_wait = Duration::from_millis(shaping.max_queue_wait_ms);
+        let max_wait = shaping.max_queue_wait;
         Some(match fleet {
             None => Shaper::Local(Limiter::new(budget, shaping.search_per_second, max_wait)),
             Some(fleet) => Shaper::Fleet(SharedShaper::new(

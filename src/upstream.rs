@@ -20,15 +20,13 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::body::{self, OutboundBody, OutboundFault, Slot};
-use crate::config::{parse_base_url, UpstreamConfig};
 use crate::egress::{proxy_for, Connector};
 use crate::error::ProxyError;
 use crate::metrics::{SlotMetrics, UpstreamErrorKind};
+use crate::settings::UpstreamSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamBuildError {
-    #[error("upstream.base_url: {0}")]
-    BaseUrl(String),
     #[error("upstream.ca_file: cannot load {path}: {reason}")]
     CaFile { path: String, reason: String },
     #[error("upstream TLS setup failed: {0}")]
@@ -54,40 +52,39 @@ pub struct Upstream {
 impl Upstream {
     /// One worker's client, with `slots` of `upstream.max_connections` (its exact share).
     pub fn new(
-        config: &UpstreamConfig,
+        config: &UpstreamSettings,
         slots: usize,
         slot_metrics: SlotMetrics,
     ) -> Result<Upstream, UpstreamBuildError> {
-        let base = parse_base_url(&config.base_url).map_err(UpstreamBuildError::BaseUrl)?;
+        let base = &config.base;
         let tls = tls_config(config.ca_file.as_deref())?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+        http.set_connect_timeout(Some(config.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
         let egress =
-            proxy_for(config.proxy_url.as_deref(), &base).map_err(UpstreamBuildError::Proxy)?;
+            proxy_for(config.proxy_url.as_deref(), &base.uri).map_err(UpstreamBuildError::Proxy)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
             .wrap_connector(Connector::new(http, egress));
-        let multiplexed = (base.scheme() == Some(&Scheme::HTTPS))
-            .then(|| multiplex::Multiplexed::new(connector.clone(), base.clone()));
+        let multiplexed = (base.scheme == Scheme::HTTPS)
+            .then(|| multiplex::Multiplexed::new(connector.clone(), base.uri.clone()));
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(config.pool_idle_timeout_secs))
+            .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .build(connector);
-        let authority = base.authority().cloned().expect("validated: has a host");
         Ok(Upstream {
             client,
             multiplexed,
-            scheme: base.scheme().cloned().expect("validated: has a scheme"),
-            authority,
-            timeout: Duration::from_secs(config.timeout_secs),
+            scheme: base.scheme.clone(),
+            authority: base.authority.clone(),
+            timeout: config.timeout,
             slots: Arc::new(Semaphore::new(slots)),
             slot_metrics,
         })
@@ -320,9 +317,9 @@ mod tests {
     use super::*;
 
     fn hubspot() -> Upstream {
-        let config = crate::config::UpstreamConfig::default();
+        let settings = crate::settings::Settings::for_tests("");
         let metrics = crate::metrics::Metrics::new();
-        Upstream::new(&config, 1, metrics.upstream_slots().clone()).unwrap()
+        Upstream::new(&settings.upstream, 1, metrics.upstream_slots().clone()).unwrap()
     }
 
     fn target(uri: &str) -> Result<String, &'static str> {
@@ -335,6 +332,7 @@ mod tests {
     #[test]
     fn target_keeps_path_and_query_and_drops_any_authority() {
         let base = crate::config::UpstreamConfig::default().base_url;
+        assert_eq!(base, "https://api.hubapi.com");
         let base = base.trim_end_matches('/');
         assert_eq!(
             target("/crm/v3/objects/contacts?limit=5&a=%2F"),

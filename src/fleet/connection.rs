@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::metrics::FleetMetrics;
-use crate::config::{FleetConfig, Secret};
+use crate::config::Secret;
+use crate::settings::FleetSettings;
 
 /// Why a Redis call did not give an answer; the caller falls back, never fails the client.
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +23,6 @@ pub enum FleetError {
     Redis(String),
     #[error("fleet.redis_password: {0}")]
     Password(String),
-    #[error("fleet.redis_url: {0}")]
-    Config(String),
     #[error("upstream.ca_file ({path}) for rediss://: {reason}")]
     CaFile { path: String, reason: String },
     #[error("fleet: {0}")]
@@ -65,12 +64,12 @@ impl Redis {
     /// Builds the connection without waiting for it: a replica starts (in fallback) while Redis
     /// is down. `ca_file` is `upstream.ca_file`: when set, `rediss://` trusts it instead of the web roots.
     pub fn connect(
-        config: &FleetConfig,
+        config: &FleetSettings,
         ca_file: Option<&Path>,
         metrics: FleetMetrics,
     ) -> Result<Redis, FleetError> {
         let client = client(config, ca_file)?;
-        let timeout = Duration::from_millis(config.timeout_ms);
+        let timeout = config.timeout;
         let manager_config = ConnectionManagerConfig::new()
             .set_min_delay(RECONNECT_MIN_DELAY)
             .set_max_delay(RECONNECT_MAX_DELAY)
@@ -169,8 +168,8 @@ impl Redis {
     }
 }
 
-fn client(config: &FleetConfig, ca_file: Option<&Path>) -> Result<redis::Client, FleetError> {
-    let mut info = config.connection_info().map_err(FleetError::Config)?;
+fn client(config: &FleetSettings, ca_file: Option<&Path>) -> Result<redis::Client, FleetError> {
+    let mut info = config.connection.clone();
     if let Some(source) = &config.redis_password {
         let password: Secret<String> = source
             .load()

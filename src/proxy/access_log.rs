@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use http::{Method, Response, Uri};
 
-use crate::body::ProxyBody;
 use super::hapikey;
+use crate::body::ProxyBody;
 
 /// The line keeps the data plane's target, so operators' filters and parsers see it unchanged.
 const TARGET: &str = "hubspot_auth_proxy::proxy";

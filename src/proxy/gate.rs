@@ -63,6 +63,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::metrics::Metrics;
+    use crate::settings::Settings;
 
     const KEY: &str = "key-of-crm";
 
@@ -83,9 +84,8 @@ key_sha256 = "{}"
 "#,
             hex::encode(Sha256::digest(KEY))
         );
-        let config = Config::parse(&text).unwrap();
-        assert!(config.validate().is_empty());
-        Admission::new(&config, &Metrics::new())
+        let settings = Settings::from_config(Config::parse(&text).unwrap()).unwrap();
+        Admission::new(&settings.clients, &settings.server, &Metrics::new())
     }
 
     fn limits() -> RequestLimits {

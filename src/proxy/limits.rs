@@ -4,8 +4,8 @@
 use http::{header, HeaderMap, Method, Request, Version};
 
 use crate::body::BodyLimits;
-use crate::config::ServerConfig;
 use crate::error::ProxyError;
+use crate::settings::ServerSettings;
 
 /// Limits checked before anything is sent upstream.
 #[derive(Debug, Clone, Copy)]
@@ -17,12 +17,12 @@ pub struct RequestLimits {
 }
 
 impl RequestLimits {
-    pub fn from_config(server: &ServerConfig) -> Self {
+    pub fn from_settings(server: &ServerSettings) -> Self {
         RequestLimits {
             max_body_bytes: server.max_body_bytes,
             max_header_count: server.max_header_count,
             max_header_bytes: server.max_header_bytes,
-            body_read_timeout: std::time::Duration::from_secs(server.body_read_timeout_secs),
+            body_read_timeout: server.body_read_timeout,
         }
     }
 

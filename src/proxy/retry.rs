@@ -120,7 +120,7 @@ async fn after_401(
 /// Whether waiting `wait` before a resend ends within the request's deadline and the account's
 /// queue bound; past either, the client is better served by HubSpot's answer now.
 fn may_wait(account: &Account, sent: &Sent, wait: Duration) -> bool {
-    let bound = Duration::from_millis(account.shaping.max_queue_wait_ms);
+    let bound = account.shaping.max_queue_wait;
     wait <= bound && Instant::now() + wait < sent.deadline
 }
 

@@ -4,16 +4,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use globset::{GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 use http::request::Parts;
 use http::{HeaderName, Uri};
 use sha2::{Digest, Sha256};
 
 use super::hapikey;
 use crate::account::{Account, Accounts};
-use crate::config::{developer_path_glob, parse_sha256, HapikeyMode, LegacyConfig};
+use crate::config::HapikeyMode;
 use crate::error::ProxyError;
 use crate::metrics::HapikeyAction;
+use crate::settings::LegacySettings;
 
 pub static ACCOUNT_HEADER: HeaderName = HeaderName::from_static("x-auth-proxy-account");
 
@@ -50,28 +51,18 @@ pub struct Router {
 }
 
 impl Router {
-    /// Built from a validated config; an invalid glob or key here is a validation bug.
-    pub fn new(accounts: Arc<Accounts>, legacy: &LegacyConfig) -> Router {
-        let mut globs = GlobSetBuilder::new();
-        for glob in &legacy.developer_key_paths {
-            globs.add(developer_path_glob(glob).expect("validated glob"));
-        }
+    /// `accounts` in the settings' order: legacy keys name accounts by index.
+    pub fn new(accounts: Arc<Accounts>, legacy: &LegacySettings) -> Router {
         let keys = legacy
             .keys
             .iter()
-            .map(|k| {
-                let hash = parse_sha256(&k.sha256).expect("validated hash");
-                let account = accounts.index_of(&k.account).expect("validated account");
-                // Eight hex digits of the hash name the key without revealing it.
-                let label = k.label.clone().unwrap_or_else(|| hex::encode(&hash[..4]));
-                (hash, (account, k.client.clone(), label))
-            })
+            .map(|k| (k.hash, (k.account, k.client.clone(), k.label.clone())))
             .collect();
         Router {
             accounts,
             mode: legacy.hapikey,
             keys,
-            developer_paths: globs.build().expect("validated globs"),
+            developer_paths: legacy.developer_paths.clone(),
         }
     }
 

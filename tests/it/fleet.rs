@@ -7,23 +7,23 @@ use std::time::{Duration, Instant};
 
 use crate::support::redis_server::RedisServer;
 use crate::support::*;
-use hubspot_auth_proxy::config::{FleetConfig, Secret};
+use hubspot_auth_proxy::config::Secret;
 use hubspot_auth_proxy::fleet::{
     AccountTokens, FencedWrite, Fleet, FleetError, FleetMetrics, Redis, SharedToken, SharedWindow,
 };
 use hubspot_auth_proxy::ratelimit::{Admission, TEN_SECONDS};
+use hubspot_auth_proxy::settings::{FleetSettings, Settings};
 
 const ACCESS: &str = "CJSP5qf1KhICAQEYs-gDIIGOBii1hQIyGQAf3xBKmlwHjX7OIpuIFEavB2";
 const REFRESH: &str = "na1-6a7e-2c4f-4c1b-9f70-1234567890ab";
 const CLIENT_SECRET: &str = "cs-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
 
-fn fleet_config(url: &str, timeout_ms: u64) -> FleetConfig {
+fn fleet_config(url: &str, timeout_ms: u64) -> FleetSettings {
     let text = format!(
         "[[accounts]]\nname = \"main\"\ntoken = {{ value = \"x\" }}\n[fleet]\nredis_url = \"{url}\"\nnamespace = \"t\"\ntimeout_ms = {timeout_ms}\n"
     );
     let config = hubspot_auth_proxy::config::Config::parse(&text).unwrap();
-    assert!(config.validate().is_empty());
-    config.fleet.unwrap()
+    Settings::from_config(config).unwrap().fleet.unwrap()
 }
 
 /// One "replica": its own connection manager, as a separate process would have.
