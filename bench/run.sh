@@ -1,25 +1,43 @@
 #!/usr/bin/env bash
-# Side-by-side load benchmark: hubspot-auth-proxy vs nginx doing the same job, on loopback.
+# Side-by-side load benchmark on loopback: hubspot-auth-proxy against nginx, HAProxy and Caddy
+# doing the same job, the featureless floor, and the upstream directly.
 #
-#   bench/run.sh            # about 8 minutes; writes the load section of bench/results.md
-#   ROUNDS=1 DURATION=5 bench/run.sh   # a quick look
+#   bench/run.sh                       # about 15 minutes; writes the load section of bench/results.md
+#   ROUNDS=1 DURATION=2 LAT_DURATION=1 bench/run.sh   # a smoke run (figures meaningless)
 #
-# Upstream: nginx answering a small JSON body, only for the right bearer (401 otherwise).
-# Competitor: nginx as a reverse proxy with a keep-alive upstream pool, Authorization and Host set.
-# Floor: bench/floor.rs, a forwarder with no features: what any proxy can reach on this machine.
-# Ours: the release binary with one static token (shaping off: nginx does none either).
-# Load: wrk, 1 thread, 32 and 256 connections, alternating rounds. Also the direct-to-upstream
-# ceiling, RSS idle / after load / after 1,000 keep-alive connections, and a run with the token
-# file rewritten and SIGHUP'd every 100 ms.
+# Upstream: nginx answering a small JSON body, only for the right bearer (401 otherwise), both
+# plain HTTP/1.1 and TLS offering h2 in ALPN (HubSpot's shape), with a throwaway CA.
+# Peers, each injecting the bearer and setting Host, with pooled upstream connections:
+#   nginx (h1 upstream, also over TLS: nginx's proxy module has no h2 upstream), HAProxy (h1
+#   backend, and `alpn h2` over TLS), Caddy (h1, and h2 over TLS: Go's transport negotiates it).
+# Floor: bench/floor.rs, a forwarder with no features (plaintext only).
+# Ours: the release binary with one static token (shaping off: the peers do none either), one
+# instance per setup.
+# Measured: req/s, p50/p99 at 32 and 256 connections in alternating rounds (medians), CPU per
+# request of each forwarder and of the upstream from /proc, sequential latency on one keep-alive
+# connection, memory with 1,000 idle keep-alive connections for every forwarder, that ours speaks
+# h2 to the TLS upstream, a 1,000-busy-connection run and token swaps (SIGHUP every 100 ms).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-8}
+LAT_DURATION=${LAT_DURATION:-3}
+IDLE_CONNS=${IDLE_CONNS:-1000}
 OUT=bench/out
-NGINX_PORT=18082
+NGINX_PORT=18082 NGINX_TLS_PORT=18092
 FLOOR_PORT=18084
+HAPROXY_PORT=18085 HAPROXY_TLS_PORT=18095
+CADDY_PORT=18086 CADDY_TLS_PORT=18096
+PROXY_TLS_PORT=18087 ADMIN_TLS_PORT=18097
+EXTRA_PORTS="$NGINX_PORT $NGINX_TLS_PORT $FLOOR_PORT $HAPROXY_PORT $HAPROXY_TLS_PORT $CADDY_PORT $CADDY_TLS_PORT $PROXY_TLS_PORT $ADMIN_TLS_PORT"
 source bench/common.sh
+need haproxy haproxy
+need caddy caddy
+
+PATH_=/crm/v3/objects/contacts
+PLAIN_UP=127.0.0.1:$UPSTREAM_PORT
+TLS_UP=127.0.0.1:$UPSTREAM_TLS_PORT
 
 cat > "$OUT/nginx-proxy.conf" <<CONF
 worker_processes auto;
@@ -28,140 +46,214 @@ pid $PWD/$OUT/nginx-proxy.pid;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream hubspot { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; keepalive_requests 1000000; }
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  upstream plain { server $PLAIN_UP; keepalive 256; keepalive_requests 1000000; }
+  upstream tls { server $TLS_UP; keepalive 256; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
-    keepalive_requests 1000000;
     location / {
-      proxy_pass http://hubspot;
+      proxy_pass http://plain;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      proxy_set_header Host 127.0.0.1:$UPSTREAM_PORT;
+      proxy_set_header Host $PLAIN_UP;
       proxy_set_header Authorization "Bearer $TOKEN_A";
+    }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_TLS_PORT;
+    location / {
+      proxy_pass https://tls;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $TLS_UP;
+      proxy_set_header Authorization "Bearer $TOKEN_A";
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate $PWD/$OUT/ca.pem;
+      proxy_ssl_name localhost;
+      proxy_ssl_server_name on;
+      proxy_ssl_session_reuse on;
     }
   }
 }
 CONF
 
-start_upstream
-nginx -c "$PWD/$OUT/nginx-proxy.conf" -g 'daemon off;' & pids+=($!)
-start_proxy
+cat > "$OUT/haproxy.cfg" <<CONF
+global
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 120s
+  timeout server 60s
+  timeout http-keep-alive 120s
+  http-reuse always
+frontend plain
+  bind 127.0.0.1:$HAPROXY_PORT
+  default_backend plain
+frontend tls
+  bind 127.0.0.1:$HAPROXY_TLS_PORT
+  default_backend tls
+backend plain
+  http-request set-header Host $PLAIN_UP
+  http-request set-header Authorization "Bearer $TOKEN_A"
+  server upstream $PLAIN_UP
+backend tls
+  http-request set-header Host $TLS_UP
+  http-request set-header Authorization "Bearer $TOKEN_A"
+  server upstream $TLS_UP ssl verify required ca-file $PWD/$OUT/ca.pem verifyhost localhost sni str(localhost) alpn h2
+CONF
+
+cat > "$OUT/Caddyfile" <<CONF
+{
+  admin off
+  auto_https off
+  storage file_system $PWD/$OUT/caddy-data
+}
+http://127.0.0.1:$CADDY_PORT {
+  bind 127.0.0.1
+  reverse_proxy $PLAIN_UP {
+    header_up Host $PLAIN_UP
+    header_up Authorization "Bearer $TOKEN_A"
+    transport http {
+      keepalive 120s
+      keepalive_idle_conns 256
+    }
+  }
+}
+http://127.0.0.1:$CADDY_TLS_PORT {
+  bind 127.0.0.1
+  reverse_proxy https://$TLS_UP {
+    header_up Host $TLS_UP
+    header_up Authorization "Bearer $TOKEN_A"
+    transport http {
+      tls_trusted_ca_certs $PWD/$OUT/ca.pem
+      tls_server_name localhost
+      keepalive 120s
+      keepalive_idle_conns 256
+    }
+  }
+}
+CONF
+
+start_upstream; UPSTREAM_PID=${pids[-1]}
+nginx -c "$PWD/$OUT/nginx-proxy.conf" -g 'daemon off;' & NGINX_PID=$!; pids+=($!)
+haproxy -db -f "$OUT/haproxy.cfg" 2>"$OUT/haproxy.log" & HAPROXY_PID=$!; pids+=($!)
+XDG_CONFIG_HOME="$PWD/$OUT/caddy-config" XDG_DATA_HOME="$PWD/$OUT/caddy-data" \
+  caddy run --adapter caddyfile --config "$OUT/Caddyfile" 2>"$OUT/caddy.log" & CADDY_PID=$!; pids+=($!)
 cargo build --release --locked --quiet --example floor
-target/release/examples/floor "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UPSTREAM_PORT" "$TOKEN_A" & pids+=($!)
-wait_for "http://127.0.0.1:$UPSTREAM_PORT/"
-wait_for "http://127.0.0.1:$NGINX_PORT/"
-wait_for "http://127.0.0.1:$FLOOR_PORT/"
-wait_for "http://127.0.0.1:$ADMIN_PORT/readyz"
-# Every forwarder must really authenticate: the upstream refuses requests without the bearer.
-[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$UPSTREAM_PORT/crm/v3/objects/contacts")" = 401 ]
-[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$NGINX_PORT/crm/v3/objects/contacts")" = 200 ]
-[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts")" = 200 ]
-[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$FLOOR_PORT/crm/v3/objects/contacts")" = 200 ]
+target/release/examples/floor "127.0.0.1:$FLOOR_PORT" "$PLAIN_UP" "$TOKEN_A" & FLOOR_PID=$!; pids+=($!)
+start_proxy proxy-tls "$PROXY_TLS_PORT" "$ADMIN_TLS_PORT" "https://$TLS_UP"; PROXY_TLS_PID=$PROXY_PID
+start_proxy   # last: PROXY_PID, ADMIN_PORT and the token swapper are the plaintext instance's
 
-RSS_IDLE=$(rss_kib)
-
-# One wrk run: prints "rps p50_ms p99_ms non2xx errors". Clients send a bearer of their own:
-# both proxies must replace it; the direct run sends the real one.
-load() { # name url connections [bearer]
-  local file="$OUT/wrk-$1-c$3-$RANDOM.txt"
-  wrk -t1 -c"$3" -d"${DURATION}s" --latency -H "Authorization: Bearer ${4:-client-supplied}" "$2" > "$file" 2>&1 || true
-  python3 - "$file" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-if "Requests/sec" not in t or "99%" not in t:
-    sys.stderr.write(f"wrk failed, see {sys.argv[1]}:\n{t}\n")
-    print("0 0 0 0 1")
-    sys.exit(0)
-def ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s)", v); n = float(m.group(1))
-    return n / 1000 if m.group(2) == "us" else n * 1000 if m.group(2) == "s" else n
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1)); p99 = ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
-non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", t)) else 0
-errs = sum(int(x) for x in m.groups()) if (m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)) else 0
-print(f"{rps:.0f} {p50:.3f} {p99:.3f} {non2xx} {errs}")
-PY
+declare -A PORT=([plain,nginx]=$NGINX_PORT [plain,haproxy]=$HAPROXY_PORT [plain,caddy]=$CADDY_PORT
+  [plain,floor]=$FLOOR_PORT [plain,ours]=$PROXY_PORT
+  [tls,nginx]=$NGINX_TLS_PORT [tls,haproxy]=$HAPROXY_TLS_PORT [tls,caddy]=$CADDY_TLS_PORT
+  [tls,ours]=$PROXY_TLS_PORT)
+declare -A PID=([nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [caddy]=$CADDY_PID [floor]=$FLOOR_PID
+  [plain,ours]=$PROXY_PID [tls,ours]=$PROXY_TLS_PID)
+pid_of() { echo "${PID[$1,$2]:-${PID[$2]:-}}"; } # setup target
+url_of() { # setup target
+  case "$1,$2" in
+    plain,direct) echo "http://$PLAIN_UP$PATH_" ;;
+    tls,direct) echo "https://$TLS_UP$PATH_" ;;
+    *) echo "http://127.0.0.1:${PORT[$1,$2]}$PATH_" ;;
+  esac
 }
 
-# The direct run authenticates with the token too, so the ceiling is a 200 like the others.
-DIRECT="http://127.0.0.1:$UPSTREAM_PORT/crm/v3/objects/contacts"
-declare -A R
-for c in 32 256; do
+wait_for "http://$PLAIN_UP/"
+wait_for "https://$TLS_UP/" --cacert "$OUT/ca.pem"
+wait_for "http://127.0.0.1:$ADMIN_PORT/readyz"
+wait_for "http://127.0.0.1:$ADMIN_TLS_PORT/readyz"
+# Every forwarder must really authenticate: the upstream refuses requests without the bearer.
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://$PLAIN_UP$PATH_")" = 401 ]
+[ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$OUT/ca.pem" "https://$TLS_UP$PATH_")" = 401 ]
+for key in "${!PORT[@]}"; do
+  wait_for "http://127.0.0.1:${PORT[$key]}/"
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$(url_of "${key%,*}" "${key#*,}")")
+  [ "$code" = 200 ] || { echo "$key answered $code, not 200" >&2; exit 1; }
+done
+echo "{\"what\": \"params\", \"duration\": $DURATION}" > "$OUT/extra.jsonl"
+
+# Memory first, on fresh processes: idle, with IDLE_CONNS idle keep-alive connections, after.
+for key in plain,ours tls,ours plain,nginx plain,haproxy plain,caddy plain,floor; do
+  setup=${key%,*} target=${key#*,}
+  result=$(python3 bench/idle.py "${PORT[$key]}" "$IDLE_CONNS" $(pid_of "$setup" "$target"))
+  echo "memory $key: $result" >&2
+  echo "{\"what\": \"idle\", \"setup\": \"$setup\", \"target\": \"$target\", ${result#\{}" >> "$OUT/extra.jsonl"
+done
+
+# One wrk run, appended to runs.jsonl with the CPU ticks of the forwarder and of the upstream.
+# Clients send a bearer of their own: the forwarders must replace it; the direct run sends the
+# real one, so that the ceiling is a 200 like the others.
+load() { # setup target conns round duration
+  local setup=$1 target=$2 c=$3 round=$4 duration=$5 bearer=client-supplied fwd=() f0="" f1=""
+  local file="$OUT/wrk-$setup-$target-c$c-r$round.txt" u0 u1 base=${setup#latency-}
+  base=${base%-1000}
+  [ "$target" = direct ] && bearer=$TOKEN_A || fwd=($(pid_of "$base" "$target"))
+  ((${#fwd[@]})) && f0=$(cpu_ticks "${fwd[@]}")
+  u0=$(cpu_ticks "$UPSTREAM_PID")
+  wrk -t1 -c"$c" -d"${duration}s" --latency -H "Authorization: Bearer $bearer" \
+    "$(url_of "$base" "$target")" > "$file" 2>&1 || true
+  ((${#fwd[@]})) && f1=$(cpu_ticks "${fwd[@]}")
+  u1=$(cpu_ticks "$UPSTREAM_PID")
+  python3 bench/report.py wrk "$file" "$setup" "$target" "$c" "$round" \
+    "${f0:+$((f1 - f0))}" "$((u1 - u0))" | tee -a "$OUT/runs.jsonl" >&2
+}
+
+for setup in plain tls; do
+  targets="direct nginx haproxy caddy ours"; [ "$setup" = plain ] && targets+=" floor"
+  for c in 32 256; do
+    for round in $(seq "$ROUNDS"); do
+      for target in $targets; do load "$setup" "$target" "$c" "$round" "$DURATION"; done
+    done
+  done
   for round in $(seq "$ROUNDS"); do
-    R[direct,$c,$round]=$(load direct "$DIRECT" "$c" "$TOKEN_A")
-    R[nginx,$c,$round]=$(load nginx "http://127.0.0.1:$NGINX_PORT/crm/v3/objects/contacts" "$c")
-    R[proxy,$c,$round]=$(load proxy "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts" "$c")
-    R[floor,$c,$round]=$(load floor "http://127.0.0.1:$FLOOR_PORT/crm/v3/objects/contacts" "$c")
-    echo "c=$c round $round: direct ${R[direct,$c,$round]} | nginx ${R[nginx,$c,$round]} | proxy ${R[proxy,$c,$round]} | floor ${R[floor,$c,$round]}" >&2
+    for target in $targets; do load "latency-$setup" "$target" 1 "$round" "$LAT_DURATION"; done
   done
 done
-RSS_LOADED=$(rss_kib)
 
-# 1,000 keep-alive connections held open under load: the peak while they are open, and what
-# stays resident once they have closed.
-RSS_1000_PEAK=$(rss_peak_kib "$OUT/r1000" load proxy1000 "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts" 1000)
-R1000=$(cat "$OUT/r1000")
+# h2 to the TLS upstream: the connections each forwarder holds to it, and the protocol the
+# upstream logged for requests it forwarded.
+for target in ours nginx haproxy caddy; do
+  for i in $(seq 20); do curl -s -o /dev/null "http://127.0.0.1:${PORT[tls,$target]}/h2-check/$target/$i"; done
+  family=$(pid_of tls "$target"); family+=" $(pgrep -P "$family" | tr '\n' ' ' || true)"
+  conns=0
+  for p in $family; do
+    n=$(ss -tnpH state established "( dport = :$UPSTREAM_TLS_PORT )" | grep -c "pid=$p," || true)
+    conns=$((conns + n))
+  done
+  protocols=$(awk -v t="/h2-check/$target/" 'index($4, t) == 1 { print $2 " " $3 }' "$OUT/upstream-access.log" \
+    | sort | uniq -c | awk '{ printf "%s%s x%s (status %s)", sep, $2, $1, $3; sep = ", " }')
+  echo "h2 check $target: $conns upstream connections, $protocols" >&2
+  echo "{\"what\": \"h2-check\", \"target\": \"$target\", \"connections\": $conns, \"protocols\": \"$protocols\"}" >> "$OUT/extra.jsonl"
+done
+if ! grep -q "/h2-check/ours/.*" "$OUT/upstream-access.log" || grep "/h2-check/ours/" "$OUT/upstream-access.log" | grep -qv "HTTP/2.0 200"; then
+  echo "hubspot-auth-proxy did not speak h2 (with 200s) to the TLS upstream; see $OUT/upstream-access.log" >&2
+  exit 1
+fi
+
+RSS_LOADED=$(rss_kib)
+# 1,000 busy keep-alive connections: every request answered, the peak while they are open, and
+# what stays resident once they have closed.
+RSS_1000_PEAK=$(rss_peak_kib /dev/null load plain-1000 ours 1000 1 "$DURATION")
+R1000=$(grep '"plain-1000"' "$OUT/runs.jsonl" | tail -1)
 RSS_1000=$(rss_settled_kib)
 
 # Token swaps every 100 ms (file rewrite + SIGHUP), against the static case measured just before.
 # One pair is at the mercy of this shared machine's ±5 % noise: alternate pairs, take medians.
-STATIC_SWAPCMP=""; SWAP=""
+swap_load() { # name round
+  local file="$OUT/wrk-swap-$1-r$2.txt"
+  wrk -t1 -c32 -d"${DURATION}s" --latency -H "Authorization: Bearer client-supplied" \
+    "http://127.0.0.1:$PROXY_PORT$PATH_" > "$file" 2>&1 || true
+  python3 bench/report.py wrk "$file" swap "$1" 32 "$2" "" 0 | tee -a "$OUT/swap.jsonl" >&2
+}
 for round in $(seq "$ROUNDS"); do
-  static_run=$(load proxy "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts" 32)
+  swap_load static "$round"
   start_swapper 0.1 hup
-  swap_run=$(load proxy-swap "http://127.0.0.1:$PROXY_PORT/crm/v3/objects/contacts" 32)
+  swap_load swapping "$round"
   kill "$SWAPPER"
-  STATIC_SWAPCMP+="$static_run;"; SWAP+="$swap_run;"
-  echo "token swap round $round: static $static_run | swapping $swap_run" >&2
 done
-RELOADS=$(reloads)
+echo "{\"what\": \"ours\", \"rss_loaded\": $RSS_LOADED, \"rss_1000_peak\": $RSS_1000_PEAK, \"rss_1000\": $RSS_1000, \"reloads\": ${RELOADS:-$(reloads)}, \"r1000\": $R1000}" >> "$OUT/extra.jsonl"
 
-(python3 - "$ROUNDS" "$RSS_IDLE" "$RSS_LOADED" "$RSS_1000" "$R1000" "$STATIC_SWAPCMP" "$SWAP" "$RELOADS" "$DURATION" "$RSS_1000_PEAK" <<PY
-import statistics, sys, platform, subprocess, datetime
-rounds, rss_idle, rss_loaded, rss_1000, r1000, static_cmp, swap, reloads, duration, rss_1000_peak = sys.argv[1:]
-rounds = int(rounds)
-runs = {}
-$(for k in "${!R[@]}"; do echo "runs['$k'] = '${R[$k]}'.split()"; done)
-def agg(name, c, i):
-    vals = [float(runs[f"{name},{c},{r}"][i]) for r in range(1, rounds + 1)]
-    return statistics.median(vals)
-def total(name, c, i):
-    return sum(int(runs[f"{name},{c},{r}"][i]) for r in range(1, rounds + 1))
-lines = []
-cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
-lines.append(f"## Load benchmark\n\nMeasured {datetime.date.today()} on {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, with \`bench/run.sh\` "
-             f"({rounds} alternating rounds of {duration} s each, wrk 1 thread; medians shown).\n")
-lines.append("| target | conns | req/s | p50 ms | p99 ms | non-2xx | socket errors |")
-lines.append("|---|---|---|---|---|---|---|")
-for c in (32, 256):
-    for name, label in (("direct", "upstream directly (ceiling)"), ("nginx", "nginx reverse proxy"), ("proxy", "hubspot-auth-proxy"), ("floor", "featureless forwarder (floor)")):
-        lines.append(f"| {label} | {c} | {agg(name,c,0):.0f} | {agg(name,c,1):.3f} | {agg(name,c,2):.3f} | {total(name,c,3)} | {total(name,c,4)} |")
-lines.append("\n| ratio (hubspot-auth-proxy / nginx) | 32 conns | 256 conns | target |")
-lines.append("|---|---|---|---|")
-lines.append(f"| requests/s | {agg('proxy',32,0)/agg('nginx',32,0):.2f} | {agg('proxy',256,0)/agg('nginx',256,0):.2f} | >= 1.25 |")
-lines.append(f"| p99 latency | {agg('proxy',32,2)/agg('nginx',32,2):.2f} | {agg('proxy',256,2)/agg('nginx',256,2):.2f} | <= 1.00 at 32 |")
-lines.append("\n| what this machine allows (requests/s) | 32 conns | 256 conns |")
-lines.append("|---|---|---|")
-lines.append(f"| featureless forwarder / nginx: the most any proxy reaches here | {agg('floor',32,0)/agg('nginx',32,0):.2f} | {agg('floor',256,0)/agg('nginx',256,0):.2f} |")
-lines.append(f"| hubspot-auth-proxy / featureless forwarder | {agg('proxy',32,0)/agg('floor',32,0):.2f} | {agg('proxy',256,0)/agg('floor',256,0):.2f} |")
-r1000 = r1000.split()
-def pairs(joined):
-    return [run.split() for run in joined.split(";") if run.strip()]
-def median_rps(runs):
-    return statistics.median(float(run[0]) for run in runs)
-st, sw = pairs(static_cmp), pairs(swap)
-st_rps, sw_rps = median_rps(st), median_rps(sw)
-sw_non2xx, sw_errors = sum(int(r[3]) for r in sw), sum(int(r[4]) for r in sw)
-lines.append("\n| hubspot-auth-proxy | value | target |")
-lines.append("|---|---|---|")
-lines.append(f"| RSS idle | {int(rss_idle)/1024:.1f} MiB | |")
-lines.append(f"| RSS after the 32/256-connection rounds | {int(rss_loaded)/1024:.1f} MiB | |")
-lines.append(f"| RSS after 1,000 keep-alive connections (settled once they closed) | {int(rss_1000)/1024:.1f} MiB | <= 20 MiB |")
-lines.append(f"| RSS peak while the 1,000 connections were open and loaded | {int(rss_1000_peak)/1024:.1f} MiB | |")
-lines.append(f"| 1,000 connections: req/s, p99, non-2xx, errors | {float(r1000[0]):.0f}, {float(r1000[2]):.1f} ms, {r1000[3]}, {r1000[4]} | zero non-2xx |")
-lines.append(f"| token swapped every 100 ms: req/s vs static (32 conns, medians of {rounds} alternating pairs) | {sw_rps:.0f} vs {st_rps:.0f} ({100*sw_rps/st_rps:.1f}%) | >= 95% |")
-lines.append(f"| token swap runs: non-2xx, socket errors, reloads done | {sw_non2xx}, {sw_errors}, {reloads} | zero failures |")
-text = "\n".join(lines) + "\n"
-print(text)
-PY
-) | tee /dev/stderr | python3 bench/section.py load
+python3 bench/report.py report "$OUT" | tee /dev/stderr | python3 bench/section.py load

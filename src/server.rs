@@ -137,14 +137,28 @@ async fn connection<H, F>(
     let _ = stream.set_nodelay(true);
     match &shared.tls {
         None => drive(&shared, stream, peer, stop).await,
-        Some(acceptor) => {
-            let acceptor = acceptor.load_full();
-            match tokio::time::timeout(shared.handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => drive(&shared, tls, peer, stop).await,
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        }
+        // Boxed: a task is as large as its largest state, and the TLS states (the handshake,
+        // the TLS stream) would otherwise make every plaintext connection pay for them.
+        Some(acceptor) => Box::pin(drive_tls(&shared, acceptor, stream, peer, stop)).await,
+    }
+}
+
+/// The TLS handshake, bounded like a header read, then the connection over TLS.
+async fn drive_tls<H, F>(
+    shared: &Shared<H>,
+    acceptor: &SharedAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    let acceptor = acceptor.load_full();
+    match tokio::time::timeout(shared.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => drive(shared, tls, peer, stop).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
