@@ -18,7 +18,7 @@ const LEGACY_KEY: &str = "0a1b2c3d-legacy-script-key";
 struct World {
     sandbox: Sandbox,
     scratch: Scratch,
-    proxy: ProxyProcess,
+    proxy: TestProxy,
 }
 
 /// Accounts `main` (TOKEN_A) and `marketing` (TOKEN_B), `server_extra` in [server], `tail` appended.
@@ -34,7 +34,7 @@ async fn world(server_extra: &str, tail: &str) -> World {
         static_config(&sandbox.url(), &a, server_extra),
         b.display()
     );
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = TestProxy::start(&config).await;
     World {
         sandbox,
         scratch,
@@ -619,7 +619,7 @@ refresh_token = {{ file = "{}" }}
         sandbox.url(),
         refresh.display()
     );
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = TestProxy::start(&config).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let r = client()
@@ -664,7 +664,7 @@ refresh_token = {{ file = "{}" }}
     let (egress2, seen2) = connect_proxy().await;
     sandbox.accept_token(TOKEN_A);
     let token = scratch.write("token", TOKEN_A);
-    let proxy2 = ProxyProcess::start_with(
+    let proxy2 = TestProxy::start_with(
         &static_config(&sandbox.url(), &token, ""),
         &[("HTTP_PROXY", &format!("http://{egress2}"))],
         &[],

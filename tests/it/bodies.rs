@@ -33,10 +33,10 @@ async fn raw_upstream(response: &'static [u8]) -> SocketAddr {
 }
 
 /// A proxy with one static account in front of `upstream`.
-async fn proxy_for(upstream: &str, extra_server: &str) -> (Scratch, ProxyProcess) {
+async fn proxy_for(upstream: &str, extra_server: &str) -> (Scratch, TestProxy) {
     let scratch = Scratch::new();
     let token = scratch.write("token", &format!("{TOKEN_A}\n"));
-    let proxy = ProxyProcess::start(&static_config(upstream, &token, extra_server)).await;
+    let proxy = TestProxy::start(&static_config(upstream, &token, extra_server)).await;
     (scratch, proxy)
 }
 
@@ -126,19 +126,19 @@ fn category(response: &str) -> String {
 
 /// A proxy in front of the stand-in that cuts a body idle for 1 s; HubSpot's deadline is
 /// far later, so a 408 can only come from the body timer.
-async fn body_world() -> (Sandbox, Scratch, ProxyProcess) {
+async fn body_world() -> (Sandbox, Scratch, TestProxy) {
     let sandbox = Sandbox::start().await.unwrap();
     sandbox.accept_token(TOKEN_A);
     let scratch = Scratch::new();
     let token = scratch.write("token", &format!("{TOKEN_A}\n"));
     let config = static_config(&sandbox.url(), &token, "body_read_timeout_secs = 1")
         .replace("timeout_secs = 5", "timeout_secs = 20");
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = TestProxy::start(&config).await;
     (sandbox, scratch, proxy)
 }
 
 /// Client body faults are the client's: 400 or 408, counted by kind, never an upstream error.
-async fn assert_client_fault(proxy: &ProxyProcess, seen: &Seen, status: u16, kind: &str) {
+async fn assert_client_fault(proxy: &TestProxy, seen: &Seen, status: u16, kind: &str) {
     let response = &seen.response;
     assert_eq!(raw_status(response), status, "{response}");
     let want = if status == 408 {
@@ -217,7 +217,7 @@ async fn replay_budget_bounds_bodies_kept_across_workers() {
     let token = scratch.write("token", &format!("{TOKEN_A}\n"));
     // Two workers: the budget is the process's, not each worker's.
     let extra = "workers = 2\nmax_replay_buffer_bytes = 1000";
-    let proxy = ProxyProcess::start(&static_config(&sandbox.url(), &token, extra)).await;
+    let proxy = TestProxy::start(&static_config(&sandbox.url(), &token, extra)).await;
     sandbox.inject(429, Some("TEN_SECONDLY_ROLLING"));
     sandbox.inject(429, Some("TEN_SECONDLY_ROLLING"));
     let client = client();

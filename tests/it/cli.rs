@@ -201,7 +201,7 @@ async fn a_second_instance_on_the_same_listen_address_fails_to_start() {
     let scratch = Scratch::new();
     let token = scratch.write("token", TOKEN_A);
     let first =
-        ProxyProcess::start(&static_config("https://127.0.0.1:1", &token, "workers = 3")).await;
+        TestProxy::start(&static_config("https://127.0.0.1:1", &token, "workers = 3")).await;
     let config = static_config("https://127.0.0.1:1", &token, "workers = 3").replace(
         "\nlisten = \"127.0.0.1:0\"",
         &format!("\nlisten = \"{}\"", first.proxy),

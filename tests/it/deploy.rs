@@ -325,7 +325,7 @@ async fn grafana_dashboard_queries_only_real_metrics() {
         static_config(&sandbox.url(), &token, ""),
         refresh.display()
     );
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = TestProxy::start(&config).await;
     let c = client();
     eventually(std::time::Duration::from_secs(5), "oauth token", || {
         (sandbox.oauth().token_calls() > 0).then_some(())

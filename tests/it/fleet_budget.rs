@@ -16,7 +16,7 @@ const RUN: Duration = Duration::from_secs(12);
 struct World {
     sandbox: Sandbox,
     _scratch: Scratch,
-    proxies: Vec<ProxyProcess>,
+    proxies: Vec<TestProxy>,
 }
 
 /// Three replicas of one static account shaped to `BUDGET`; with `redis`, in one fleet.
@@ -40,7 +40,7 @@ async fn world(redis: Option<&RedisServer>) -> World {
     }
     let mut proxies = Vec::new();
     for _ in 0..3 {
-        proxies.push(ProxyProcess::start_with(&config, &[], &["--log-level", "info"]).await);
+        proxies.push(TestProxy::start_with(&config, &[], &["--log-level", "info"]).await);
     }
     World {
         sandbox,
@@ -116,7 +116,7 @@ fn upstream_429_share(w: &World) -> (u64, usize, f64) {
     (rejected, upstream, rejected as f64 / upstream.max(1) as f64)
 }
 
-async fn status(proxy: &ProxyProcess) -> serde_json::Value {
+async fn status(proxy: &TestProxy) -> serde_json::Value {
     client()
         .get(proxy.admin_url("/status"))
         .send()

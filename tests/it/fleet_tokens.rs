@@ -61,10 +61,10 @@ async fn replica(
     name: &str,
     refresh: &str,
     fleet: &str,
-) -> ProxyProcess {
+) -> TestProxy {
     let file = scratch.write(&format!("{name}.refresh"), refresh);
     let config = replica_config(sandbox, &file, fleet);
-    let proxy = ProxyProcess::start_with(
+    let proxy = TestProxy::start_with(
         &config,
         &[("HSAP_TEST_CLIENT_SECRET", CLIENT_SECRET)],
         &["--log-level", "info"],
@@ -74,7 +74,7 @@ async fn replica(
     proxy
 }
 
-async fn ready(proxy: &ProxyProcess) {
+async fn ready(proxy: &TestProxy) {
     let url = proxy.admin_url("/readyz");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !matches!(client().get(&url).send().await, Ok(r) if r.status() == 200) {
@@ -84,7 +84,7 @@ async fn ready(proxy: &ProxyProcess) {
 }
 
 /// A GET through `proxy`, tagged so the stand-in's record says which replica sent it.
-async fn get(proxy: &ProxyProcess, tag: &str) -> u16 {
+async fn get(proxy: &TestProxy, tag: &str) -> u16 {
     client()
         .get(proxy.url(&format!("/crm/v3/objects/contacts?replica={tag}")))
         .send()
@@ -104,7 +104,7 @@ fn last_bearer(sandbox: &Sandbox, tag: &str) -> Option<String> {
         .and_then(|r| r.bearer().map(str::to_owned))
 }
 
-async fn status_json(proxy: &ProxyProcess) -> serde_json::Value {
+async fn status_json(proxy: &TestProxy) -> serde_json::Value {
     client()
         .get(proxy.admin_url("/status"))
         .send()

@@ -9,7 +9,7 @@ const DEV_KEY: &str = "dev-key-5555-6666";
 struct World {
     sandbox: Sandbox,
     _scratch: Scratch,
-    proxy: ProxyProcess,
+    proxy: TestProxy,
 }
 
 /// Two static accounts, `main` (TOKEN_A) and `marketing` (TOKEN_B), and the given `[legacy]` section.
@@ -31,7 +31,7 @@ token = {{ file = "{}" }}
         static_config(&sandbox.url(), &a, ""),
         b.display()
     );
-    let proxy = ProxyProcess::start_debug(&config).await;
+    let proxy = TestProxy::start_debug(&config).await;
     World {
         sandbox,
         _scratch: scratch,
@@ -47,7 +47,7 @@ fn keyed() -> String {
     )
 }
 
-async fn get(proxy: &ProxyProcess, target: &str) -> (u16, serde_json::Value) {
+async fn get(proxy: &TestProxy, target: &str) -> (u16, serde_json::Value) {
     let request = format!("GET {target} HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n");
     let response = raw_exchange(proxy.proxy, request.as_bytes());
     let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
@@ -297,7 +297,7 @@ async fn default_flag_moves_the_default_account() {
         static_config(&sandbox.url(), &a, ""),
         b.display()
     );
-    let proxy = ProxyProcess::start_debug(&config).await;
+    let proxy = TestProxy::start_debug(&config).await;
     assert_eq!(get(&proxy, "/crm/v3/objects/contacts").await.0, 200);
     assert_eq!(sandbox.requests()[0].bearer(), Some(TOKEN_B));
 }

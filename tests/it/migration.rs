@@ -19,7 +19,7 @@ const DATED_OLD: &str = "/crm/objects/2025-09/contacts";
 struct World {
     sandbox: Sandbox,
     _scratch: Scratch,
-    proxy: ProxyProcess,
+    proxy: TestProxy,
 }
 
 async fn world(extra_server: &str, rest: &str) -> World {
@@ -31,7 +31,7 @@ async fn world(extra_server: &str, rest: &str) -> World {
         "{}\n{rest}\n",
         static_config(&sandbox.url(), &token, extra_server)
     );
-    let proxy = ProxyProcess::start_with(
+    let proxy = TestProxy::start_with(
         &config,
         &[("HUBSPOT_AUTH_PROXY_TODAY", TODAY)],
         &["--log-level", "info"],

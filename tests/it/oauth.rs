@@ -15,7 +15,7 @@ const REFRESH: &str = "na1-refresh-initial-7777";
 struct World {
     sandbox: Sandbox,
     scratch: Scratch,
-    proxy: ProxyProcess,
+    proxy: TestProxy,
 }
 
 fn oauth_config(sandbox: &Sandbox, scratch: &Scratch, oauth_extra: &str) -> String {
@@ -57,7 +57,7 @@ async fn sandbox_with(expires_in: u64) -> Sandbox {
 
 async fn start(sandbox: Sandbox, scratch: Scratch, oauth_extra: &str) -> World {
     let config = oauth_config(&sandbox, &scratch, oauth_extra);
-    let proxy = ProxyProcess::start_with(
+    let proxy = TestProxy::start_with(
         &config,
         &[("HSAP_TEST_CLIENT_SECRET", CLIENT_SECRET)],
         &["--log-level", "info"],
@@ -616,7 +616,7 @@ async fn static_and_oauth_accounts_mix() {
             .unwrap()
     );
     let proxy =
-        ProxyProcess::start_with(&config, &[("HSAP_TEST_CLIENT_SECRET", CLIENT_SECRET)], &[]).await;
+        TestProxy::start_with(&config, &[("HSAP_TEST_CLIENT_SECRET", CLIENT_SECRET)], &[]).await;
     let w = World {
         sandbox,
         scratch,

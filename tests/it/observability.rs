@@ -7,7 +7,7 @@ use crate::support::*;
 struct World {
     sandbox: Sandbox,
     _scratch: Scratch,
-    proxy: ProxyProcess,
+    proxy: TestProxy,
 }
 
 async fn world(extra_server: &str, flags: &[&str]) -> World {
@@ -16,7 +16,7 @@ async fn world(extra_server: &str, flags: &[&str]) -> World {
     let scratch = Scratch::new();
     let token = scratch.write("token", TOKEN_A);
     let config = static_config(&sandbox.url(), &token, extra_server);
-    let proxy = ProxyProcess::start_with(&config, &[], flags).await;
+    let proxy = TestProxy::start_with(&config, &[], flags).await;
     World {
         sandbox,
         _scratch: scratch,

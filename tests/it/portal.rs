@@ -16,7 +16,7 @@ async fn a_token_for_another_portal_is_refused_until_the_right_one_arrives() {
     let token = scratch.write("token", TOKEN_A);
     let config = static_config(&sandbox.url(), &token, "")
         .replace("name = \"main\"\n", "name = \"main\"\nhub_id = 222\n");
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = TestProxy::start(&config).await;
     let c = client();
 
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -102,7 +102,7 @@ async fn hubspot_down_does_not_block_startup() {
     let token = scratch.write("token", TOKEN_A);
     let config = static_config(&format!("http://127.0.0.1:{}", closed_port()), &token, "")
         .replace("name = \"main\"\n", "name = \"main\"\nhub_id = 222\n");
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = TestProxy::start(&config).await;
     let r = client()
         .get(proxy.admin_url("/readyz"))
         .send()
@@ -201,7 +201,7 @@ async fn an_oauth_token_for_another_portal_is_refused() {
         (999, 503),
         (hubspot_auth_proxy::sandbox::DEFAULT_HUB_ID, 200),
     ] {
-        let proxy = ProxyProcess::start(&config(hub)).await;
+        let proxy = TestProxy::start(&config(hub)).await;
         let c = client();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let response = loop {

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 struct World {
     sandbox: Sandbox,
     _scratch: Scratch,
-    proxy: ProxyProcess,
+    proxy: TestProxy,
 }
 
 /// One static account with the given `[accounts.rate_limit]` lines.
@@ -20,7 +20,7 @@ async fn world(rate_limit: &str) -> World {
     let config = static_config(&sandbox.url(), &token, "")
         .replace("timeout_secs = 5", "timeout_secs = 30")
         .replace("per_ten_seconds = 0", rate_limit);
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = TestProxy::start(&config).await;
     World {
         sandbox,
         _scratch: scratch,

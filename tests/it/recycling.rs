@@ -31,7 +31,7 @@ async fn recycling_run(transport: Transport, clients: usize) -> Run {
     let scratch = Scratch::new();
     let token = scratch.write("token", &format!("{TOKEN_A}\n"));
     let config = static_config(&sandbox.url(), &token, "");
-    let proxy = ProxyProcess::start(&trust_sandbox(config, &sandbox, &scratch)).await;
+    let proxy = TestProxy::start(&trust_sandbox(config, &sandbox, &scratch)).await;
 
     let next = Arc::new(AtomicUsize::new(0));
     let workers = (0..clients).map(|_| {
@@ -156,7 +156,7 @@ async fn waiters_share_a_failed_dial() {
     });
     let scratch = Scratch::new();
     let token = scratch.write("token", TOKEN_A);
-    let proxy = ProxyProcess::start(&static_config(&upstream, &token, "workers = 1")).await;
+    let proxy = TestProxy::start(&static_config(&upstream, &token, "workers = 1")).await;
     let url = proxy.url("/crm/v3/objects/contacts");
     let started = std::time::Instant::now();
     let statuses = join_all((0..16).map(|_| {

@@ -1,13 +1,17 @@
-//! Test harness: the real binary started against the in-crate HubSpot stand-in on loopback.
+//! Test harness: the proxy (in-process through the library entry point, or the real binary
+//! when a test needs a process) against the in-crate HubSpot stand-in on loopback.
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod redis_server;
+pub mod world;
 
-use std::io::{BufRead, BufReader, Read, Write};
+pub use proxy::*;
+pub use world::*;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
@@ -31,7 +35,7 @@ pub async fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> O
 }
 
 /// Scrapes the proxy's metrics until `series` reads `want`, or panics after `limit`.
-pub async fn metric_becomes(proxy: &ProxyProcess, series: &str, want: f64, limit: Duration) {
+pub async fn metric_becomes(proxy: &TestProxy, series: &str, want: f64, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
         let metrics = proxy.metrics().await;
@@ -174,159 +178,6 @@ per_ten_seconds = 0
 "#,
         token_file.display()
     )
-}
-
-/// The proxy binary running as a child process; killed on drop.
-pub struct ProxyProcess {
-    child: Child,
-    pub proxy: SocketAddr,
-    pub admin: SocketAddr,
-    log: Arc<Mutex<String>>,
-    _config: tempfile::NamedTempFile,
-}
-
-impl ProxyProcess {
-    /// Logs at info, as in production; a test asserting on debug lines opts in with
-    /// `start_with(config, env, &["--log-level", "debug"])`.
-    pub async fn start(config: &str) -> ProxyProcess {
-        ProxyProcess::start_with(config, &[], &["--log-level", "info"]).await
-    }
-
-    /// For the tests that assert on debug lines (request lines, redactions).
-    pub async fn start_debug(config: &str) -> ProxyProcess {
-        ProxyProcess::start_with(config, &[], &["--log-level", "debug"]).await
-    }
-
-    pub async fn start_with(config: &str, env: &[(&str, &str)], flags: &[&str]) -> ProxyProcess {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        file.write_all(config.as_bytes()).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.args(flags)
-            .arg("serve")
-            .arg("--config")
-            .arg(file.path())
-            .env_remove("HUBSPOT_AUTH_PROXY_CONFIG")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("http_proxy")
-            .env_remove("ALL_PROXY")
-            .env_remove("all_proxy")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn proxy binary");
-        let log = Arc::new(Mutex::new(String::new()));
-        capture(child.stderr.take().unwrap(), log.clone());
-        let proxy = eventually(Duration::from_secs(10), "proxy listening line", || {
-            listening_addr(&log.lock().unwrap(), "proxy listening")
-        })
-        .await;
-        let admin = eventually(Duration::from_secs(10), "admin listening line", || {
-            listening_addr(&log.lock().unwrap(), "admin listening")
-        })
-        .await;
-        ProxyProcess {
-            child,
-            proxy,
-            admin,
-            log,
-            _config: file,
-        }
-    }
-
-    /// The config file the process was started with.
-    pub fn config_path(&self) -> &Path {
-        self._config.path()
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.proxy)
-    }
-
-    pub fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
-    }
-
-    /// The admin listener's Prometheus text.
-    pub async fn metrics(&self) -> String {
-        client()
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .expect("admin listener answers")
-            .text()
-            .await
-            .expect("metrics text")
-    }
-
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    pub fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{signal} failed");
-    }
-
-    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let child = &mut self.child;
-        eventually(limit, "proxy process to exit", || child.try_wait().unwrap()).await
-    }
-
-    /// Asserts that none of `secrets` appears anywhere in the captured log.
-    pub fn assert_log_free_of(&self, secrets: &[&str]) {
-        let log = self.log();
-        assert!(!log.is_empty(), "the log should have been captured");
-        for secret in secrets {
-            assert!(
-                !log.contains(secret),
-                "secret {secret:?} leaked into the log:\n{log}"
-            );
-        }
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `addr` of a "... listening" log line, in the human or the JSON format.
-fn listening_addr(log: &str, message: &str) -> Option<SocketAddr> {
-    let line = log.lines().find(|l| l.contains(message))?;
-    let at = line
-        .find("addr=")
-        .map(|i| i + 5)
-        .or_else(|| line.find("\"addr\":\"").map(|i| i + 8))?;
-    let end = line[at..]
-        .find(|c: char| c.is_whitespace() || c == '"')
-        .map_or(line.len(), |e| e + at);
-    line[at..end].parse().ok()
-}
-
-fn capture(stderr: impl Read + Send + 'static, log: Arc<Mutex<String>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if std::env::var_os("SHOW_PROXY_LOG").is_some() {
-                eprintln!("[proxy] {line}");
-            }
-            let mut log = log.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
 }
 
 /// A reqwest client that never uses an environment proxy.
