@@ -15,31 +15,14 @@ const REPORTING_KEY: &str = "ck-reporting-4f1d2a";
 const ADMIN_KEY: &str = "ck-admin-99e0b7";
 const LEGACY_KEY: &str = "0a1b2c3d-legacy-script-key";
 
-struct World {
-    sandbox: Sandbox,
-    scratch: Scratch,
-    proxy: TestProxy,
-}
-
 /// Accounts `main` (TOKEN_A) and `marketing` (TOKEN_B), `server_extra` in [server], `tail` appended.
 async fn world(server_extra: &str, tail: &str) -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.accept_token(TOKEN_A);
-    sandbox.accept_token(TOKEN_B);
-    let scratch = Scratch::new();
-    let a = scratch.write("a", TOKEN_A);
-    let b = scratch.write("b", TOKEN_B);
-    let config = format!(
-        "{}\n[[accounts]]\nname = \"marketing\"\ntoken = {{ file = \"{}\" }}\n[accounts.rate_limit]\nper_ten_seconds = 0\n{tail}",
-        static_config(&sandbox.url(), &a, server_extra),
-        b.display()
-    );
-    let proxy = TestProxy::start(&config).await;
-    World {
-        sandbox,
-        scratch,
-        proxy,
-    }
+    World::build()
+        .server(server_extra)
+        .second_account()
+        .tail(tail)
+        .start()
+        .await
 }
 
 fn from(ip: [u8; 4]) -> reqwest::Client {
@@ -619,23 +602,14 @@ refresh_token = {{ file = "{}" }}
         sandbox.url(),
         refresh.display()
     );
-    let proxy = TestProxy::start(&config).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = client()
-            .get(proxy.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never got a token through the egress proxy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let proxy = TestProxy::in_process(&config).await;
+    status_becomes(
+        &proxy.url("/crm/v3/objects/contacts"),
+        200,
+        Duration::from_secs(10),
+        "a token through the egress proxy",
+    )
+    .await;
     let lines = seen.lock().unwrap().clone();
     let tunnel = format!("CONNECT {} HTTP/1.1", sandbox.addr());
     let token_call = format!(

@@ -104,17 +104,6 @@ fn last_bearer(sandbox: &Sandbox, tag: &str) -> Option<String> {
         .and_then(|r| r.bearer().map(str::to_owned))
 }
 
-async fn status_json(proxy: &TestProxy) -> serde_json::Value {
-    client()
-        .get(proxy.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 fn adoptions(metrics: &str) -> f64 {
     metric(
         metrics,
@@ -332,8 +321,8 @@ async fn a_replica_started_later_adopts_the_fleets_token_and_refresh_token() {
     .await;
     assert_eq!(adoptions(&b.metrics().await), 1.0);
     assert_eq!(refreshes(&b.metrics().await), 0.0);
-    let status_a = status_json(&a).await;
-    let status_b = status_json(&b).await;
+    let status_a = &a.status_json().await;
+    let status_b = &b.status_json().await;
     let token_of = |s: &serde_json::Value| s["accounts"][0]["fleet_token"].clone();
     assert_eq!(token_of(&status_a)["origin"], "refreshed_here");
     assert_eq!(token_of(&status_b)["origin"], "adopted");
@@ -382,7 +371,7 @@ async fn without_redis_replicas_keep_serving_and_refresh_on_their_own() {
             1,
             "{log}"
         );
-        let status = status_json(proxy).await;
+        let status = proxy.status_json().await;
         assert_eq!(
             status["accounts"][0]["fleet_token"]["origin"],
             "refreshed_locally"

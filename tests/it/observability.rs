@@ -4,24 +4,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-struct World {
-    sandbox: Sandbox,
-    _scratch: Scratch,
-    proxy: TestProxy,
-}
-
-async fn world(extra_server: &str, flags: &[&str]) -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.accept_token(TOKEN_A);
-    let scratch = Scratch::new();
-    let token = scratch.write("token", TOKEN_A);
-    let config = static_config(&sandbox.url(), &token, extra_server);
-    let proxy = TestProxy::start_with(&config, &[], flags).await;
-    World {
-        sandbox,
-        _scratch: scratch,
-        proxy,
-    }
+async fn world(extra_server: &str, run: Run) -> World {
+    World::build().server(extra_server).run(run).start().await
 }
 
 fn m(text: &str, series: &str) -> f64 {
@@ -30,7 +14,7 @@ fn m(text: &str, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_was_sent() {
-    let w = world("", &[]).await;
+    let w = world("", Run::InProcess).await;
     let c = client();
     for _ in 0..7 {
         assert_eq!(
@@ -205,7 +189,7 @@ async fn metrics_count_what_was_sent() {
 /// metrics use it (no per-path series) through the real binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_paths_leave_the_series_count_bounded() {
-    let w = world("", &[]).await;
+    let w = world("", Run::InProcess).await;
     let series = |text: &str| {
         text.lines()
             .filter(|l| l.starts_with("hubspot_proxy_"))
@@ -248,7 +232,7 @@ async fn random_paths_leave_the_series_count_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_health_without_secrets() {
-    let w = world("", &[]).await;
+    let w = world("", Run::InProcess).await;
     client()
         .get(w.proxy.url("/crm/v3/objects/contacts"))
         .send()
@@ -300,7 +284,7 @@ async fn status_reports_health_without_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_access_log_has_one_object_per_line() {
-    let w = world("access_log = true", &["--log-format", "json"]).await;
+    let w = world("access_log = true", Run::binary(&["--log-format", "json"])).await;
     client()
         .get(
             w.proxy
@@ -343,7 +327,7 @@ async fn json_access_log_has_one_object_per_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flips_readiness_then_serves_for_the_min_delay_then_drains() {
-    let mut w = world("shutdown_min_delay_secs = 2", &[]).await;
+    let mut w = world("shutdown_min_delay_secs = 2", Run::binary(&[])).await;
     let slow = {
         let url = w.proxy.url("/__sandbox/slow/2500");
         tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) })
@@ -392,7 +376,7 @@ async fn sigterm_flips_readiness_then_serves_for_the_min_delay_then_drains() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quitquitquit_only_when_enabled() {
-    let w = world("", &[]).await;
+    let w = world("", Run::InProcess).await;
     let r = client()
         .post(w.proxy.admin_url("/quitquitquit"))
         .send()
@@ -409,7 +393,7 @@ async fn quitquitquit_only_when_enabled() {
         200
     );
 
-    let mut w = world("enable_quit = true", &[]).await;
+    let mut w = world("enable_quit = true", Run::binary(&[])).await;
     assert_eq!(
         client()
             .get(w.proxy.admin_url("/quitquitquit"))
@@ -431,7 +415,7 @@ async fn quitquitquit_only_when_enabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statuses_outside_the_http_range_get_one_fixed_label() {
-    let w = world("", &[]).await;
+    let w = world("", Run::InProcess).await;
     for path in [
         "/__sandbox/status/777",
         "/__sandbox/status/599",

@@ -50,6 +50,23 @@ pub async fn metric_becomes(proxy: &TestProxy, series: &str, want: f64, limit: D
     }
 }
 
+/// Polls GET `url` until it answers `want`, or panics naming `what` after `limit`.
+pub async fn status_becomes(url: &str, want: u16, limit: Duration, what: &str) {
+    let deadline = Instant::now() + limit;
+    let client = client();
+    loop {
+        let status = client.get(url).send().await.map(|r| r.status().as_u16());
+        if status.as_ref().ok() == Some(&want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {want} never came, last {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A scratch directory with a token file, removed on drop.
 pub struct Scratch {
     pub dir: tempfile::TempDir,

@@ -36,6 +36,14 @@ impl Run {
         }
     }
 
+    /// The binary with these global flags (before `serve`) and nothing else.
+    pub fn binary(flags: &[&str]) -> Run {
+        Run::Process {
+            env: Vec::new(),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
     /// The binary with debug logs, for tests asserting on request lines and redactions.
     pub fn process_debug() -> Run {
         Run::Process {
