@@ -19,6 +19,7 @@ pub struct World {
 }
 
 type Edit = Box<dyn FnOnce(String) -> String + Send>;
+type Prepare = Box<dyn FnOnce(&Sandbox) + Send>;
 
 /// What `World::build()` stands up; every part has the default most tests want.
 pub struct WorldBuilder {
@@ -31,6 +32,8 @@ pub struct WorldBuilder {
     run: Run,
     upstream: Option<String>,
     trust: bool,
+    recycle_after: Option<usize>,
+    prepare: Vec<Prepare>,
 }
 
 impl World {
@@ -47,6 +50,8 @@ impl World {
             run: Run::InProcess,
             upstream: None,
             trust: true,
+            recycle_after: None,
+            prepare: Vec::new(),
         }
     }
 }
@@ -56,6 +61,30 @@ impl WorldBuilder {
     pub fn over(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
+    }
+
+    /// The stand-in recycles each connection after `n` requests (GOAWAY on h2, close on 1.1).
+    pub fn recycle_after(mut self, n: usize) -> Self {
+        self.recycle_after = Some(n);
+        self
+    }
+
+    /// Sets up the stand-in before the proxy starts (portals, OAuth clients, limits).
+    pub fn stand_in(mut self, prepare: impl FnOnce(&Sandbox) + Send + 'static) -> Self {
+        self.prepare.push(Box::new(prepare));
+        self
+    }
+
+    /// Lines for account `main`'s table (`hub_id = 222`).
+    pub fn main_account(self, lines: &str) -> Self {
+        let lines = lines.to_string();
+        self.edit(move |c| {
+            c.replacen(
+                "name = \"main\"\n",
+                &format!("name = \"main\"\n{lines}\n"),
+                1,
+            )
+        })
     }
 
     /// Lines for `[server]`.
@@ -112,8 +141,15 @@ impl WorldBuilder {
     }
 
     pub async fn start(self) -> World {
-        let sandbox = sandbox_with(self.transport.options()).await;
+        let options = hubspot_auth_proxy::sandbox::Options {
+            recycle_after: self.recycle_after,
+            ..self.transport.options()
+        };
+        let sandbox = sandbox_with(options).await;
         sandbox.accept_token(TOKEN_A);
+        for prepare in self.prepare {
+            prepare(&sandbox);
+        }
         let scratch = Scratch::new();
         let token = scratch.write("token", &format!("{TOKEN_A}\n"));
         let upstream = self.upstream.clone().unwrap_or_else(|| sandbox.url());
