@@ -13,28 +13,12 @@ const REFRESH: &str = "na1-fleet-refresh-initial-3131";
 
 /// One replica's config: its own refresh-token file (as each pod has its own secret mount).
 fn replica_config(sandbox: &Sandbox, refresh_file: &std::path::Path, fleet: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[upstream]
-base_url = "{}"
-timeout_secs = 10
-[[accounts]]
-name = "marketing"
-[accounts.oauth]
-client_id = "{CLIENT_ID}"
-client_secret = {{ env = "HSAP_TEST_CLIENT_SECRET" }}
-refresh_token = {{ file = "{}" }}
-token_timeout_secs = 2
-refresh_min_interval_secs = 1
-[accounts.rate_limit]
-per_ten_seconds = 0
-{fleet}
-"#,
-        sandbox.url(),
-        refresh_file.display()
+    oauth_config(
+        &sandbox.url(),
+        CLIENT_ID,
+        refresh_file,
+        "refresh_min_interval_secs = 1",
+        fleet,
     )
 }
 
@@ -46,10 +30,7 @@ fn fleet_section(redis: &RedisServer) -> String {
 }
 
 async fn oauth_sandbox(expires_in: u64) -> Sandbox {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.oauth().set_client(CLIENT_ID, CLIENT_SECRET);
-    sandbox.oauth().add_refresh_token(REFRESH);
-    sandbox.oauth().set_expires_in(expires_in);
+    let sandbox = oauth_stand_in(CLIENT_ID, CLIENT_SECRET, REFRESH, expires_in).await;
     sandbox.oauth().set_rotation(true);
     sandbox
 }

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::*;
+use crate::support::{self, *};
 use hubspot_auth_proxy::sandbox::oauth::TokenMode;
 use sha2::{Digest, Sha256};
 
@@ -23,36 +23,11 @@ fn oauth_config(sandbox: &Sandbox, scratch: &Scratch, oauth_extra: &str) -> Stri
     if !refresh.exists() {
         scratch.write("marketing.refresh", REFRESH);
     }
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[upstream]
-base_url = "{}"
-timeout_secs = 10
-[[accounts]]
-name = "marketing"
-[accounts.oauth]
-client_id = "{CLIENT_ID}"
-client_secret = {{ env = "HSAP_TEST_CLIENT_SECRET" }}
-refresh_token = {{ file = "{}" }}
-token_timeout_secs = 2
-{oauth_extra}
-[accounts.rate_limit]
-per_ten_seconds = 0
-"#,
-        sandbox.url(),
-        refresh.display()
-    )
+    support::oauth_config(&sandbox.url(), CLIENT_ID, &refresh, oauth_extra, "")
 }
 
 async fn sandbox_with(expires_in: u64) -> Sandbox {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.oauth().set_client(CLIENT_ID, CLIENT_SECRET);
-    sandbox.oauth().add_refresh_token(REFRESH);
-    sandbox.oauth().set_expires_in(expires_in);
-    sandbox
+    oauth_stand_in(CLIENT_ID, CLIENT_SECRET, REFRESH, expires_in).await
 }
 
 async fn start(sandbox: Sandbox, scratch: Scratch, oauth_extra: &str) -> World {

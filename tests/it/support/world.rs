@@ -184,3 +184,52 @@ impl WorldBuilder {
         }
     }
 }
+
+/// One OAuth account, `marketing`, against `upstream`: its client secret from the environment
+/// variable `HSAP_TEST_CLIENT_SECRET` (so the test runs the binary with it set), its refresh
+/// token from `refresh_file`; `oauth_extra` in `[accounts.oauth]`, `tail` after the account.
+pub fn oauth_config(
+    upstream: &str,
+    client_id: &str,
+    refresh_file: &std::path::Path,
+    oauth_extra: &str,
+    tail: &str,
+) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[upstream]
+base_url = "{upstream}"
+timeout_secs = 10
+[[accounts]]
+name = "marketing"
+[accounts.oauth]
+client_id = "{client_id}"
+client_secret = {{ env = "HSAP_TEST_CLIENT_SECRET" }}
+refresh_token = {{ file = "{}" }}
+token_timeout_secs = 2
+{oauth_extra}
+[accounts.rate_limit]
+per_ten_seconds = 0
+{tail}
+"#,
+        refresh_file.display()
+    )
+}
+
+/// A stand-in whose token endpoint knows `client_id`/`client_secret` and the refresh token
+/// `refresh`, and grants access tokens lasting `expires_in` seconds.
+pub async fn oauth_stand_in(
+    client_id: &str,
+    client_secret: &str,
+    refresh: &str,
+    expires_in: u64,
+) -> Sandbox {
+    let sandbox = Sandbox::start().await.unwrap();
+    sandbox.oauth().set_client(client_id, client_secret);
+    sandbox.oauth().add_refresh_token(refresh);
+    sandbox.oauth().set_expires_in(expires_in);
+    sandbox
+}
