@@ -644,15 +644,7 @@ refresh_token = {{ file = "{}" }}
         &[],
     )
     .await;
-    assert_eq!(
-        client()
-            .get(proxy2.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(proxy2.status("/crm/v3/objects/contacts").await, 200);
     // The API call, and the portal check's access-token-info call (same egress route).
     let info_call = format!(
         "POST http://{}/oauth/v2/private-apps/get/access-token-info HTTP/1.1",
@@ -767,24 +759,8 @@ async fn malformed_requests_get_4xx_or_a_closed_connection() {
         !seen[0].headers.contains_key("content-length") || seen[0].headers["content-length"] == "0"
     );
     // Still serving.
-    assert_eq!(
-        client()
-            .get(w.proxy.admin_url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        client()
-            .get(w.proxy.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(w.proxy.admin_get("/healthz").await.status(), 200);
+    assert_eq!(w.proxy.status("/crm/v3/objects/contacts").await, 200);
 }
 
 #[test]

@@ -310,11 +310,7 @@ async fn sighup_reloads_the_token_file_at_once() {
             took < Duration::from_millis(300),
             "rotation {n} took {took:?}"
         );
-        client()
-            .get(w.proxy.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap();
+        w.proxy.get("/crm/v3/objects/contacts").await;
         assert_eq!(w.sandbox.requests().last().unwrap().bearer(), Some(token));
     }
 }
@@ -329,15 +325,7 @@ async fn oversize_body_gets_413_and_never_reaches_upstream() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 413);
-    assert_eq!(
-        response.headers()["x-auth-proxy-error"],
-        "PROXY_BODY_TOO_LARGE"
-    );
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["status"], "error");
-    assert_eq!(body["category"], "PROXY_BODY_TOO_LARGE");
-    assert!(body["correlationId"].as_str().unwrap().len() == 36);
+    assert_proxy_error(response, 413, "PROXY_BODY_TOO_LARGE").await;
     assert_eq!(w.sandbox.request_count(), 0);
 
     // Chunked, with no length: cut off while streaming, so HubSpot never gets a whole request.
@@ -403,16 +391,8 @@ async fn untrusted_upstream_certificate_is_502_tls(transport: Transport) {
     // No ca_file: the stand-in's throwaway CA is not among the webpki roots.
     let w = World::build().over(transport).untrusted().start().await;
     let (sandbox, proxy) = (&w.sandbox, &w.proxy);
-    let response = client()
-        .get(proxy.url("/crm/v3/objects/contacts"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 502);
-    assert_eq!(
-        response.headers()["x-auth-proxy-error"],
-        "PROXY_UPSTREAM_UNREACHABLE"
-    );
+    let response = proxy.get("/crm/v3/objects/contacts").await;
+    assert_proxy_error(response, 502, "PROXY_UPSTREAM_UNREACHABLE").await;
     assert_eq!(sandbox.request_count(), 0);
     let metrics = proxy.metrics().await;
     assert_eq!(
@@ -440,19 +420,8 @@ async fn upstream_down_is_502_json() {
     let upstream = format!("http://127.0.0.1:{}", closed_port());
     let w = World::build().upstream(upstream).start().await;
     let proxy = &w.proxy;
-    let response = client()
-        .get(proxy.url("/crm/v3/objects/contacts"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 502);
-    assert_eq!(
-        response.headers()["x-auth-proxy-error"],
-        "PROXY_UPSTREAM_UNREACHABLE"
-    );
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["category"], "PROXY_UPSTREAM_UNREACHABLE");
-    assert_eq!(body["status"], "error");
+    let response = proxy.get("/crm/v3/objects/contacts").await;
+    assert_proxy_error(response, 502, "PROXY_UPSTREAM_UNREACHABLE").await;
     let metrics = proxy.metrics().await;
     assert_eq!(
         metric(
@@ -474,11 +443,7 @@ async fn upstream_down_is_502_json() {
 async fn upstream_slow_is_504_json() {
     let w = World::build().upstream_timeout_secs(1).start().await;
     let proxy = &w.proxy;
-    let response = client()
-        .get(proxy.url("/__sandbox/slow/3000"))
-        .send()
-        .await
-        .unwrap();
+    let response = proxy.get("/__sandbox/slow/3000").await;
     assert_eq!(response.status(), 504);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["category"], "PROXY_UPSTREAM_TIMEOUT");
@@ -506,11 +471,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         (w.sandbox.request_count() == 5).then_some(())
     })
     .await;
-    let ready = client()
-        .get(w.proxy.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let ready = w.proxy.admin_get("/readyz").await;
     assert_eq!(ready.status(), 200);
     w.proxy.signal("TERM");
     let admin = w.proxy.admin_url("/readyz");
@@ -535,27 +496,11 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_and_metrics_report_real_state() {
     let w = World::build().start().await;
-    let ready = client()
-        .get(w.proxy.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let ready = w.proxy.admin_get("/readyz").await;
     assert_eq!(ready.status(), 200);
-    assert_eq!(
-        client()
-            .get(w.proxy.admin_url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(w.proxy.admin_get("/healthz").await.status(), 200);
     for _ in 0..3 {
-        client()
-            .get(w.proxy.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap();
+        w.proxy.get("/crm/v3/objects/contacts").await;
     }
     client()
         .post(w.proxy.url("/__sandbox/status/429"))
@@ -729,11 +674,7 @@ async fn a_hung_token_file_blocks_neither_admin_nor_shutdown() {
     }
     // The old token is still served, and the hang is logged once, not once a second.
     for _ in 0..3 {
-        let response = client()
-            .get(w.proxy.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap();
+        let response = w.proxy.get("/crm/v3/objects/contacts").await;
         assert_eq!(response.status(), 200);
         admin_answers(&w, "/healthz", limit).await;
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -47,14 +47,7 @@ async fn get(w: &World, path: &str, headers: &[(&str, &str)]) -> reqwest::Respon
 }
 
 async fn report(w: &World) -> Value {
-    client()
-        .get(w.proxy.admin_url("/migration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    w.proxy.admin_get("/migration").await.json().await.unwrap()
 }
 
 fn find<'a>(report: &'a Value, caller: &str, generation: &str) -> &'a Value {

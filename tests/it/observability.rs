@@ -195,11 +195,7 @@ async fn random_paths_leave_the_series_count_bounded() {
             .filter(|l| l.starts_with("hubspot_proxy_"))
             .count()
     };
-    client()
-        .get(w.proxy.url("/crm/v3/objects/contacts"))
-        .send()
-        .await
-        .unwrap();
+    w.proxy.get("/crm/v3/objects/contacts").await;
     let before = series(&w.proxy.metrics().await);
     let c = client();
     for i in 0..200u64 {
@@ -233,19 +229,8 @@ async fn random_paths_leave_the_series_count_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_health_without_secrets() {
     let w = world("", Run::InProcess).await;
-    client()
-        .get(w.proxy.url("/crm/v3/objects/contacts"))
-        .send()
-        .await
-        .unwrap();
-    let body = client()
-        .get(w.proxy.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    w.proxy.get("/crm/v3/objects/contacts").await;
+    let body = w.proxy.admin_get("/status").await.text().await.unwrap();
     assert!(!body.contains(TOKEN_A));
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     let main = &status["accounts"][0];
@@ -383,26 +368,10 @@ async fn quitquitquit_only_when_enabled() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        client()
-            .get(w.proxy.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(w.proxy.status("/crm/v3/objects/contacts").await, 200);
 
     let mut w = world("enable_quit = true", Run::binary(&[])).await;
-    assert_eq!(
-        client()
-            .get(w.proxy.admin_url("/quitquitquit"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        405
-    );
+    assert_eq!(w.proxy.admin_get("/quitquitquit").await.status(), 405);
     let r = client()
         .post(w.proxy.admin_url("/quitquitquit"))
         .send()
@@ -421,7 +390,7 @@ async fn statuses_outside_the_http_range_get_one_fixed_label() {
         "/__sandbox/status/599",
         "/__sandbox/status/999",
     ] {
-        client().get(w.proxy.url(path)).send().await.unwrap();
+        w.proxy.get(path).await;
     }
     let metrics = w.proxy.metrics().await;
     let series = |status: &str| {

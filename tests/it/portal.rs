@@ -105,11 +105,7 @@ async fn hubspot_down_does_not_block_startup() {
         .start()
         .await;
     let proxy = &w.proxy;
-    let r = client()
-        .get(proxy.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let r = proxy.admin_get("/readyz").await;
     assert_eq!(
         r.status(),
         200,

@@ -126,11 +126,7 @@ async fn past_the_wait_bound_the_proxy_answers_429_itself() {
         ),
         Some(20.0)
     );
-    let refused = client()
-        .get(w.proxy.url("/crm/v3/objects/contacts"))
-        .send()
-        .await
-        .unwrap();
+    let refused = w.proxy.get("/crm/v3/objects/contacts").await;
     assert_eq!(
         refused.headers()["x-auth-proxy-error"],
         "PROXY_RATE_LIMITED"
@@ -181,14 +177,7 @@ async fn hubspot_rolling_429_is_retried_and_daily_is_not() {
     let json: serde_json::Value = r.json().await.unwrap();
     assert_eq!(json["policyName"], "DAILY");
     assert_eq!(w.sandbox.request_count(), 3, "DAILY is never retried");
-    let status: serde_json::Value = client()
-        .get(w.proxy.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = w.proxy.admin_get("/status").await.json().await.unwrap();
     assert!(status["accounts"][0]["daily_limit_hit_unix"].is_u64());
     let text = w.proxy.metrics().await;
     assert_eq!(
@@ -211,15 +200,7 @@ async fn hubspot_rolling_429_is_retried_and_daily_is_not() {
 async fn gateway_errors_are_retried_only_for_idempotent_methods() {
     let w = world("per_ten_seconds = 100").await;
     w.sandbox.inject(503, None);
-    assert_eq!(
-        client()
-            .get(w.proxy.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(w.proxy.status("/crm/v3/objects/contacts").await, 200);
     assert_eq!(w.sandbox.request_count(), 2);
 
     w.sandbox.inject(503, None);
@@ -269,15 +250,7 @@ async fn the_budget_follows_hubspots_lower_max() {
         )
         .await;
         w.sandbox.limits().configure(6, 5, true);
-        assert_eq!(
-            client()
-                .get(w.proxy.url("/crm/v3/objects/contacts"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(w.proxy.status("/crm/v3/objects/contacts").await, 200);
         let results = burst(&w, 10, reqwest::Method::GET, "/crm/v3/objects/contacts").await;
         let ok = results.iter().filter(|r| r.0 == 200).count();
         if adaptive {
@@ -437,11 +410,7 @@ async fn a_client_that_leaves_while_queued_gives_its_slot_to_the_next() {
     drop(leaver);
     // Without the release the next arrival's slot would be a second window away (20 s): past
     // the 12 s bound, a local 429. With it, it takes the freed slot when the window rolls.
-    let r = client()
-        .get(w.proxy.url("/crm/v3/objects/contacts"))
-        .send()
-        .await
-        .unwrap();
+    let r = w.proxy.get("/crm/v3/objects/contacts").await;
     assert_eq!(r.status(), 200, "{:?}", r.headers().get("retry-after"));
     assert!(started.elapsed() < Duration::from_secs(12));
     assert_eq!(w.sandbox.request_count(), 2, "the leaver was never sent");

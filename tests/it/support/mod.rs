@@ -67,6 +67,27 @@ pub async fn status_becomes(url: &str, want: u16, limit: Duration, what: &str) {
     }
 }
 
+/// Asserts a refusal the proxy made itself: `status`, `X-Auth-Proxy-Error: category`, and a
+/// HubSpot-shaped JSON body naming the same category with a correlation id. Returns the body.
+pub async fn assert_proxy_error(
+    response: reqwest::Response,
+    status: u16,
+    category: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["x-auth-proxy-error"], category);
+    let body: serde_json::Value = response.json().await.expect("a JSON error body");
+    assert_eq!(body["status"], "error", "{body}");
+    assert_eq!(body["category"], category, "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    assert_eq!(
+        body["correlationId"].as_str().map(str::len),
+        Some(36),
+        "{body}"
+    );
+    body
+}
+
 /// A scratch directory with a token file, removed on drop.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
