@@ -103,12 +103,7 @@ async fn large_post_body_streams_intact(transport: Transport) {
     let w = World::build().over(transport).start().await;
     let body: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
     let expected = hex::encode(Sha256::digest(&body));
-    let response = client()
-        .post(w.proxy.url("/__sandbox/echo"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = w.proxy.post("/__sandbox/echo", body).await;
     assert_eq!(response.status(), 200);
     let seen = &w.sandbox.requests()[0];
     assert_eq!(seen.body_len, 3 * 1024 * 1024);
@@ -171,12 +166,10 @@ async fn upstream_statuses_pass_through_with_body_and_headers() {
         .await;
     for code in [201u16, 401, 403, 429, 500, 503] {
         let before = w.sandbox.request_count();
-        let response = client()
-            .post(w.proxy.url(&format!("/__sandbox/status/{code}")))
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+        let response = w
+            .proxy
+            .post(&format!("/__sandbox/status/{code}"), "{}")
+            .await;
         assert_eq!(w.sandbox.request_count(), before + 1, "{code} was resent");
         assert_eq!(response.status().as_u16(), code);
         assert_eq!(
@@ -201,25 +194,7 @@ async fn token_file_rotation_under_load_fails_nothing() {
     let w = World::build().run(Run::process()).start().await;
     w.sandbox.accept_token(TOKEN_B); // HubSpot keeps a rotated token valid for a while.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for _ in 0..8 {
-        let url = w.proxy.url("/crm/v3/objects/contacts");
-        let stop = stop.clone();
-        workers.push(tokio::spawn(async move {
-            let c = client();
-            let mut statuses = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                statuses.push(
-                    c.get(&url)
-                        .send()
-                        .await
-                        .map(|r| r.status().as_u16())
-                        .unwrap_or(0),
-                );
-            }
-            statuses
-        }));
-    }
+    let workers = load_until(&w.proxy.url("/crm/v3/objects/contacts"), 8, &stop);
     let saw = |token: &'static str| {
         let sandbox = &w.sandbox;
         move || {
@@ -319,12 +294,7 @@ async fn sighup_reloads_the_token_file_at_once() {
 async fn oversize_body_gets_413_and_never_reaches_upstream() {
     let w = World::build().server("max_body_bytes = 1024").start().await;
     // Declared by Content-Length: refused before any upstream call.
-    let response = client()
-        .post(w.proxy.url("/__sandbox/echo"))
-        .body(vec![b'a'; 2048])
-        .send()
-        .await
-        .unwrap();
+    let response = w.proxy.post("/__sandbox/echo", vec![b'a'; 2048]).await;
     assert_proxy_error(response, 413, "PROXY_BODY_TOO_LARGE").await;
     assert_eq!(w.sandbox.request_count(), 0);
 
@@ -338,12 +308,7 @@ async fn oversize_body_gets_413_and_never_reaches_upstream() {
     assert_eq!(w.sandbox.request_count(), 0);
 
     // Exactly at the limit is fine.
-    let ok = client()
-        .post(w.proxy.url("/__sandbox/echo"))
-        .body(vec![b'c'; 1024])
-        .send()
-        .await
-        .unwrap();
+    let ok = w.proxy.post("/__sandbox/echo", vec![b'c'; 1024]).await;
     assert_eq!(ok.status(), 200);
 }
 

@@ -66,13 +66,23 @@ async fn ready(proxy: &TestProxy) {
 
 /// A GET through `proxy`, tagged so the stand-in's record says which replica sent it.
 async fn get(proxy: &TestProxy, tag: &str) -> u16 {
-    client()
-        .get(proxy.url(&format!("/crm/v3/objects/contacts?replica={tag}")))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    status_of(&proxy.url(&format!("/crm/v3/objects/contacts?replica={tag}"))).await
 }
+
+/// A redis-server, the stand-in granting `expires_in`-second tokens, and replicas a, b and c.
+async fn three_replicas(expires_in: u64) -> (RedisServer, Sandbox, Scratch, Vec<TestProxy>) {
+    let redis = RedisServer::start();
+    let sandbox = oauth_sandbox(expires_in).await;
+    let scratch = Scratch::new();
+    let fleet = fleet_section(&redis);
+    let mut replicas = Vec::new();
+    for name in NAMES {
+        replicas.push(replica(&sandbox, &scratch, name, REFRESH, &fleet).await);
+    }
+    (redis, sandbox, scratch, replicas)
+}
+
+const NAMES: [&str; 3] = ["a", "b", "c"];
 
 /// The bearer of the last request the stand-in received from replica `tag`.
 fn last_bearer(sandbox: &Sandbox, tag: &str) -> Option<String> {
@@ -145,15 +155,8 @@ fn secrets(sandbox: &Sandbox, scratch: &Scratch, replicas: &[&str]) -> Vec<Strin
 /// lifetime for the whole fleet, not one per replica, and all serve the fleet's token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_make_one_refresh_per_token_lifetime() {
-    let redis = RedisServer::start();
-    let sandbox = oauth_sandbox(4).await;
-    let scratch = Scratch::new();
-    let fleet = fleet_section(&redis);
-    let names = ["a", "b", "c"];
-    let mut replicas = Vec::new();
-    for name in names {
-        replicas.push(replica(&sandbox, &scratch, name, REFRESH, &fleet).await);
-    }
+    let (redis, sandbox, scratch, replicas) = three_replicas(4).await;
+    let names = NAMES;
     let before = sandbox.oauth().token_calls();
     let started = Instant::now();
     let window = Duration::from_secs(10);
@@ -216,15 +219,8 @@ async fn three_replicas_make_one_refresh_per_token_lifetime() {
 /// replicas: one token call for the fleet, every request replayed with the new token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_authentication_on_every_replica_causes_one_fleet_refresh() {
-    let redis = RedisServer::start();
-    let sandbox = oauth_sandbox(1800).await;
-    let scratch = Scratch::new();
-    let fleet = fleet_section(&redis);
-    let names = ["a", "b", "c"];
-    let mut replicas = Vec::new();
-    for name in names {
-        replicas.push(replica(&sandbox, &scratch, name, REFRESH, &fleet).await);
-    }
+    let (_redis, sandbox, _scratch, replicas) = three_replicas(1800).await;
+    let names = NAMES;
     assert_eq!(sandbox.oauth().token_calls(), 1, "later replicas adopted");
     sandbox.oauth().expire_access_tokens_early();
     // The 401s are held a moment, so every replica's requests see the dead token together.
@@ -234,14 +230,7 @@ async fn expired_authentication_on_every_replica_causes_one_fleet_refresh() {
     let requests = replicas.iter().zip(names).flat_map(|(proxy, name)| {
         (0..4).map(move |_| {
             let url = proxy.url(&format!("/crm/v3/objects/contacts?replica={name}"));
-            async move {
-                client()
-                    .get(url)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0)
-            }
+            async move { status_of(&url).await }
         })
     });
     let statuses = join_all(requests).await;

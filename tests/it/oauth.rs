@@ -63,15 +63,6 @@ async fn ready(w: &World) {
     }
 }
 
-async fn status_of(url: &str) -> u16 {
-    client()
-        .get(url)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-}
-
 fn assert_no_secrets(w: &World) {
     let mut secrets: Vec<String> = vec![CLIENT_SECRET.into(), REFRESH.into()];
     secrets.extend(w.sandbox.oauth().issued_access_tokens());
@@ -87,25 +78,7 @@ async fn sixteen_clients_across_short_tokens_see_no_failures() {
     let w = start(sandbox_with(3).await, Scratch::new(), "").await;
     ready(&w).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for _ in 0..16 {
-        let url = w.proxy.url("/crm/v3/objects/contacts");
-        let stop = stop.clone();
-        clients.push(tokio::spawn(async move {
-            let c = client();
-            let mut statuses = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                statuses.push(
-                    c.get(&url)
-                        .send()
-                        .await
-                        .map(|r| r.status().as_u16())
-                        .unwrap_or(0),
-                );
-            }
-            statuses
-        }));
-    }
+    let clients = load_until(&w.proxy.url("/crm/v3/objects/contacts"), 16, &stop);
     // The load runs across three refreshes (one initial fetch, then about one per 2.25 s).
     let deadline = Instant::now() + Duration::from_secs(20);
     while w.sandbox.oauth().token_calls() < 4 {
@@ -292,24 +265,14 @@ async fn other_401s_and_large_bodies_pass_through() {
     let w = start(sandbox_with(600).await, Scratch::new(), "").await;
     ready(&w).await;
     // A 401 that is not EXPIRED_AUTHENTICATION is HubSpot's answer to pass on, not a refresh signal.
-    let response = client()
-        .post(w.proxy.url("/__sandbox/status/401"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let response = w.proxy.post("/__sandbox/status/401", "{}").await;
     assert_eq!(response.status(), 401);
     assert_eq!(w.sandbox.oauth().token_calls(), 1);
     // A body over 1 MiB streams, so its EXPIRED_AUTHENTICATION 401 passes through, and the
     // token is still retired so the next request gets a fresh one.
     w.sandbox.oauth().expire_access_tokens_early();
     let big = vec![b'z'; 1024 * 1024 + 1];
-    let response = client()
-        .post(w.proxy.url("/__sandbox/echo"))
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let response = w.proxy.post("/__sandbox/echo", big).await;
     assert_eq!(response.status(), 401);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["category"], "EXPIRED_AUTHENTICATION");

@@ -152,12 +152,7 @@ async fn hubspot_rolling_429_is_retried_and_daily_is_not() {
     let w = world("per_ten_seconds = 100").await;
     w.sandbox.inject(429, Some("TEN_SECONDLY_ROLLING"));
     let body = r#"{"properties":{"email":"retry@example.com"}}"#;
-    let r = client()
-        .post(w.proxy.url("/__sandbox/echo"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = w.proxy.post("/__sandbox/echo", body).await;
     assert_eq!(r.status(), 200);
     let seen = w.sandbox.requests();
     assert_eq!(seen.len(), 2);
@@ -167,12 +162,7 @@ async fn hubspot_rolling_429_is_retried_and_daily_is_not() {
         .all(|r| r.body_sha256 == sha && r.bearer() == Some(TOKEN_A)));
 
     w.sandbox.inject(429, Some("DAILY"));
-    let r = client()
-        .post(w.proxy.url("/__sandbox/echo"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = w.proxy.post("/__sandbox/echo", body).await;
     assert_eq!(r.status(), 429);
     let json: serde_json::Value = r.json().await.unwrap();
     assert_eq!(json["policyName"], "DAILY");
@@ -204,12 +194,10 @@ async fn gateway_errors_are_retried_only_for_idempotent_methods() {
     assert_eq!(w.sandbox.request_count(), 2);
 
     w.sandbox.inject(503, None);
-    let r = client()
-        .post(w.proxy.url("/crm/v3/objects/contacts"))
-        .body(r#"{"properties":{}}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = w
+        .proxy
+        .post("/crm/v3/objects/contacts", r#"{"properties":{}}"#)
+        .await;
     assert_eq!(
         r.status(),
         503,
@@ -408,6 +396,14 @@ async fn a_client_that_leaves_while_queued_gives_its_slot_to_the_next() {
     )
     .await;
     drop(leaver);
+    // The hangup is seen when the leaver's handler, and with it its held slot, is dropped.
+    metric_becomes(
+        &w.proxy,
+        "hubspot_proxy_inflight_requests",
+        0.0,
+        Duration::from_secs(5),
+    )
+    .await;
     // Without the release the next arrival's slot would be a second window away (20 s): past
     // the 12 s bound, a local 429. With it, it takes the freed slot when the window rolls.
     let r = w.proxy.get("/crm/v3/objects/contacts").await;

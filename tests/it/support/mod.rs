@@ -12,6 +12,8 @@ pub use world::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
@@ -86,6 +88,39 @@ pub async fn assert_proxy_error(
         "{body}"
     );
     body
+}
+
+/// The status of a GET of `url`; 0 when the connection failed.
+pub async fn status_of(url: &str) -> u16 {
+    client()
+        .get(url)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// `clients` clients, each GETting `url` in a loop until `stop` is set; each task returns the
+/// statuses it saw (0 for a failed connection).
+pub fn load_until(
+    url: &str,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<u16>>> {
+    (0..clients)
+        .map(|_| {
+            let (url, stop) = (url.to_string(), stop.clone());
+            tokio::spawn(async move {
+                let c = client();
+                let mut statuses = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let status = c.get(&url).send().await.map(|r| r.status().as_u16());
+                    statuses.push(status.unwrap_or(0));
+                }
+                statuses
+            })
+        })
+        .collect()
 }
 
 /// A scratch directory with a token file, removed on drop.

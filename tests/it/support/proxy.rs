@@ -139,6 +139,16 @@ impl TestProxy {
             .expect("the proxy answers")
     }
 
+    /// POST `body` to `path` through the proxy.
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        client()
+            .post(self.url(path))
+            .body(body)
+            .send()
+            .await
+            .expect("the proxy answers")
+    }
+
     /// The status of a GET of `path` through the proxy.
     pub async fn status(&self, path: &str) -> u16 {
         self.get(path).await.status().as_u16()
