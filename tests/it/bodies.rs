@@ -66,7 +66,7 @@ Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nd\r\nhello, world!\r\n0\r
     };
     assert_eq!(body, "hello, world!");
     metric_becomes(
-        &proxy,
+        proxy,
         "hubspot_proxy_upstream_framing_conflicts_total",
         1.0,
         Duration::from_secs(5),
@@ -158,7 +158,7 @@ async fn malformed_chunked_body_is_the_clients_fault() {
     let World { proxy, .. } = &body_world().await;
     let request = format!("{CHUNKED_HEAD}5\r\nhello\r\nzz\r\nbad\r\n0\r\n\r\n");
     let seen = raw_client(proxy.proxy, request.as_bytes(), false);
-    assert_client_fault(&proxy, &seen, 400, "malformed").await;
+    assert_client_fault(proxy, &seen, 400, "malformed").await;
 }
 
 /// Streamed path (chunked, no length): the client sends one chunk, then nothing.
@@ -167,7 +167,7 @@ async fn stalled_streamed_body_gets_408_after_the_idle_timeout() {
     let World { proxy, .. } = &body_world().await;
     let request = format!("{CHUNKED_HEAD}5\r\nhello\r\n");
     let seen = raw_client(proxy.proxy, request.as_bytes(), false);
-    assert_client_fault(&proxy, &seen, 408, "stalled").await;
+    assert_client_fault(proxy, &seen, 408, "stalled").await;
     assert!(seen.elapsed < Duration::from_secs(5), "{:?}", seen.elapsed);
 }
 
@@ -178,7 +178,7 @@ async fn stalled_kept_body_gets_408_after_the_idle_timeout() {
     let request =
         "POST /__sandbox/echo HTTP/1.1\r\nHost: p\r\nContent-Length: 100\r\n\r\nonly ten b";
     let seen = raw_client(proxy.proxy, request.as_bytes(), false);
-    assert_client_fault(&proxy, &seen, 408, "stalled").await;
+    assert_client_fault(proxy, &seen, 408, "stalled").await;
     assert!(seen.elapsed < Duration::from_secs(5), "{:?}", seen.elapsed);
     assert_eq!(sandbox.request_count(), 0, "nothing goes upstream");
 }
@@ -190,13 +190,13 @@ async fn client_leaving_mid_upload_is_the_clients_fault() {
     let request =
         "POST /__sandbox/echo HTTP/1.1\r\nHost: p\r\nContent-Length: 100\r\n\r\nonly ten b";
     let seen = raw_client(proxy.proxy, request.as_bytes(), true);
-    assert_client_fault(&proxy, &seen, 400, "aborted").await;
+    assert_client_fault(proxy, &seen, 400, "aborted").await;
     // Streamed path: the chunked body never ends.
     let request = format!("{CHUNKED_HEAD}5\r\nhello\r\n");
     let seen = raw_client(proxy.proxy, request.as_bytes(), true);
     assert_eq!(raw_status(&seen.response), 400, "{}", seen.response);
     let series = "hubspot_proxy_client_body_errors_total{kind=\"aborted\"}";
-    metric_becomes(&proxy, series, 2.0, Duration::from_secs(5)).await;
+    metric_becomes(proxy, series, 2.0, Duration::from_secs(5)).await;
 }
 
 /// `server.max_replay_buffer_bytes = 1000` and two 600-byte POSTs at once: only one body fits
@@ -234,7 +234,7 @@ async fn replay_budget_bounds_bodies_kept_across_workers() {
     let exhausted = "hubspot_proxy_replay_budget_exhausted_total";
     assert_eq!(metric(&metrics, exhausted), Some(1.0), "{metrics}");
     metric_becomes(
-        &proxy,
+        proxy,
         "hubspot_proxy_replay_buffer_bytes",
         0.0,
         Duration::from_secs(5),

@@ -294,11 +294,11 @@ async fn a_replica_started_later_adopts_the_fleets_token_and_refresh_token() {
     let status_a = &a.status_json().await;
     let status_b = &b.status_json().await;
     let token_of = |s: &serde_json::Value| s["accounts"][0]["fleet_token"].clone();
-    assert_eq!(token_of(&status_a)["origin"], "refreshed_here");
-    assert_eq!(token_of(&status_b)["origin"], "adopted");
+    assert_eq!(token_of(status_a)["origin"], "refreshed_here");
+    assert_eq!(token_of(status_b)["origin"], "adopted");
     assert_eq!(
-        token_of(&status_a)["generation"],
-        token_of(&status_b)["generation"]
+        token_of(status_a)["generation"],
+        token_of(status_b)["generation"]
     );
     let all = secrets(&sandbox, &scratch, &["a", "b"]);
     for secret in &all {
