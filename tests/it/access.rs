@@ -721,7 +721,9 @@ async fn malformed_requests_get_4xx_or_a_closed_connection() {
         ),
     ];
     for (name, bytes) in &cases {
-        let response = raw_exchange(w.proxy.proxy, bytes);
+        // The first answer, or nothing if the connection closes: no wait for a kept-alive one
+        // to time out.
+        let response = raw_response(w.proxy.proxy, bytes);
         let status = raw_status(&response);
         assert!(
             response.is_empty() || (400..500).contains(&status),

@@ -330,13 +330,24 @@ fn a_hung_secret_file_at_startup_fails_naming_it() {
         ),
     );
     let limit = std::time::Duration::from_secs(15);
-    for (config, key) in [
+    let cases = [
         (&static_account, "accounts[0].token"),
         (&oauth_account, "accounts[0].oauth.refresh_token"),
-    ] {
-        for command in ["serve", "check"] {
-            let (code, err) =
-                run_to_exit(&[command, "--config", config.to_str().unwrap()], &[], limit);
+    ]
+    .into_iter()
+    .flat_map(|(config, key)| ["serve", "check"].map(|command| (config.clone(), key, command)));
+    // Each run waits out the 5 s read limit: all four wait at once, not one after another.
+    let runs: Vec<_> = cases
+        .map(|(config, key, command)| {
+            let run = std::thread::spawn(move || {
+                run_to_exit(&[command, "--config", config.to_str().unwrap()], &[], limit)
+            });
+            (key, command, run)
+        })
+        .collect();
+    for (key, command, run) in runs {
+        {
+            let (code, err) = run.join().unwrap();
             assert_eq!(code, 2, "{command} {key}: {err}");
             let named: Vec<&str> = err
                 .lines()
