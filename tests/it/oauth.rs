@@ -1,4 +1,5 @@
-//! OAuth accounts through the real binary against the stand-in's token endpoints.
+//! OAuth accounts against the stand-in's token endpoints: in-process, and through the real
+//! binary where a test reads its log or signals it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,7 +31,23 @@ async fn sandbox_with(expires_in: u64) -> Sandbox {
     oauth_stand_in(CLIENT_ID, CLIENT_SECRET, REFRESH, expires_in).await
 }
 
+/// In-process, with the client secret in a file: the process environment is every test's.
 async fn start(sandbox: Sandbox, scratch: Scratch, oauth_extra: &str) -> World {
+    let secret = scratch.write("client.secret", CLIENT_SECRET);
+    let config = oauth_config(&sandbox, &scratch, oauth_extra).replace(
+        r#"{ env = "HSAP_TEST_CLIENT_SECRET" }"#,
+        &format!(r#"{{ file = "{}" }}"#, secret.display()),
+    );
+    let proxy = TestProxy::in_process(&config).await;
+    World {
+        sandbox,
+        scratch,
+        proxy,
+    }
+}
+
+/// The binary, for tests that read its log or signal it; the client secret from its environment.
+async fn start_process(sandbox: Sandbox, scratch: Scratch, oauth_extra: &str) -> World {
     let config = oauth_config(&sandbox, &scratch, oauth_extra);
     let proxy = TestProxy::start_with(
         &config,
@@ -46,21 +63,13 @@ async fn start(sandbox: Sandbox, scratch: Scratch, oauth_extra: &str) -> World {
 }
 
 async fn ready(w: &World) {
-    let url = w.proxy.admin_url("/readyz");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if client()
-            .get(&url)
-            .send()
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false)
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never ready:\n{}", w.proxy.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    status_becomes(
+        &w.proxy.admin_url("/readyz"),
+        200,
+        Duration::from_secs(10),
+        "the account to be ready",
+    )
+    .await;
 }
 
 fn assert_no_secrets(w: &World) {
@@ -139,7 +148,7 @@ async fn sixteen_clients_across_short_tokens_see_no_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_serves_the_valid_token_then_503_then_recovers() {
-    let w = start(sandbox_with(4).await, Scratch::new(), "").await;
+    let w = start_process(sandbox_with(4).await, Scratch::new(), "").await;
     ready(&w).await;
     let url = w.proxy.url("/crm/v3/objects/contacts");
     w.sandbox.oauth().set_mode(TokenMode::ServerError);
@@ -332,7 +341,7 @@ async fn rotated_refresh_tokens_land_in_their_file() {
 async fn a_revoked_refresh_token_needs_reauthorization_without_a_refresh_loop() {
     let scratch = Scratch::new();
     scratch.write("marketing.refresh", "na1-revoked-token");
-    let w = start(sandbox_with(600).await, scratch, "").await;
+    let w = start_process(sandbox_with(600).await, scratch, "").await;
     let url = w.proxy.url("/crm/v3/objects/contacts");
     eventually(Duration::from_secs(5), "the refusal is logged", || {
         w.proxy.log().contains("invalid_grant").then_some(())
@@ -407,7 +416,7 @@ async fn a_refused_client_secret_names_the_client_keys_and_sighup_retries() {
     sandbox
         .oauth()
         .set_client(CLIENT_ID, "cs-rotated-by-hubspot");
-    let w = start(sandbox, Scratch::new(), "").await;
+    let w = start_process(sandbox, Scratch::new(), "").await;
     let url = w.proxy.url("/crm/v3/objects/contacts");
     eventually(Duration::from_secs(5), "the refusal is logged", || {
         w.proxy.log().contains("invalid_client").then_some(())
