@@ -262,13 +262,20 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Sends raw bytes and returns everything the server wrote until it closed (or 10 s passed).
-pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+/// A connection to `addr` with `request` written, reads bounded by 10 s. A write error is
+/// ignored: the server may answer and close before it has read everything (a 64 KB target).
+fn raw_send(addr: SocketAddr, request: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let _ = stream.write_all(request);
+    stream
+}
+
+/// Sends raw bytes and returns everything the server wrote until it closed (or 10 s passed).
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = raw_send(addr, request);
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
@@ -277,12 +284,7 @@ pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
 /// Sends raw bytes and returns the first response, head and `Content-Length` body, without
 /// waiting for the server to close a connection it keeps alive.
 pub fn raw_response(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    // The server may answer and close before it has read everything (a 64 KB target).
-    let _ = stream.write_all(request);
+    let mut stream = raw_send(addr, request);
     let mut out = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
