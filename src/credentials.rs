@@ -404,3 +404,57 @@ mod tests {
         assert!(cell.bearer(now).is_none());
     }
 }
+
+/// How a request waits for the refresher, under tokio's paused clock.
+#[cfg(test)]
+mod refresh_wait_tests {
+    use super::*;
+
+    fn elapsed_since(t: tokio::time::Instant) -> Duration {
+        tokio::time::Instant::now() - t
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_for_the_refresher_until_its_deadline_and_no_longer() {
+        let control = RefreshControl::new(Duration::from_secs(5));
+        let cell = TokenCell::default();
+        // Nobody refreshes: the wait ends at the deadline.
+        let t0 = tokio::time::Instant::now();
+        let none = control.wait_for_token(&cell, t0 + Duration::from_secs(3));
+        assert!(none.await.is_none());
+        assert_eq!(elapsed_since(t0), Duration::from_secs(3));
+        // The refresher, woken by the request, stores a token a second later: the request goes then.
+        let t1 = tokio::time::Instant::now();
+        let refresher = async {
+            control.woken().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cell.store(&Secret::new("fresh".into()), None).unwrap();
+            control.attempt_finished(true);
+        };
+        let waiter = control.wait_for_token(&cell, t1 + Duration::from_secs(10));
+        let (got, ()) = tokio::join!(waiter, refresher);
+        assert_eq!(got.unwrap().0, "Bearer fresh");
+        assert_eq!(elapsed_since(t1), Duration::from_secs(1));
+        // After a failed attempt, while backing off, a request does not wait at all.
+        control.attempt_finished(false);
+        let t2 = tokio::time::Instant::now();
+        let empty = TokenCell::default();
+        let backing_off = control.wait_for_token(&empty, t2 + Duration::from_secs(10));
+        assert!(backing_off.await.is_none());
+        assert_eq!(elapsed_since(t2), Duration::ZERO);
+    }
+
+    #[test]
+    fn forced_refreshes_are_spaced_by_the_minimum_interval() {
+        let control = RefreshControl::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        assert!(control.may_force(t0), "nothing forced yet");
+        control.forcing(t0);
+        assert!(!control.may_force(t0 + Duration::from_secs(4)));
+        assert_eq!(
+            control.next_forced(t0 + Duration::from_secs(4)),
+            Some(t0 + Duration::from_secs(5))
+        );
+        assert!(control.may_force(t0 + Duration::from_secs(5)));
+    }
+}
