@@ -119,14 +119,22 @@ async fn sixteen_clients_across_short_tokens_see_no_failures() {
         .iter()
         .filter(|r| r.target.starts_with("/crm"))
         .all(|r| issued.iter().any(|t| Some(t.as_str()) == r.bearer())));
-    let text = w.proxy.metrics().await;
-    assert_eq!(
-        metric(
-            &text,
-            r#"hubspot_proxy_token_refreshes_total{account="marketing",result="success"}"#
-        ),
-        Some(calls as f64)
-    );
+    // A refresh the stand-in has answered is counted once the proxy has read the answer.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = w.proxy.metrics().await;
+        let series = r#"hubspot_proxy_token_refreshes_total{account="marketing",result="success"}"#;
+        let counted = metric(&text, series);
+        let calls = w.sandbox.oauth().token_calls();
+        if counted == Some(calls as f64) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {counted:?}, the stand-in answered {calls}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let expiry = metric(
         &text,
         r#"hubspot_proxy_token_expiry_timestamp_seconds{account="marketing"}"#,
