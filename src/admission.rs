@@ -175,3 +175,169 @@ pub fn exposed_without_protection(settings: &Settings) -> bool {
         && settings.clients.is_empty()
         && settings.server.tls.is_none()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(key: &str) -> String {
+        hex::encode(Sha256::digest(key.as_bytes()))
+    }
+
+    /// Clients: `ops` (all accounts, everything), `reader` (account `main`, GETs on contacts,
+    /// any method on one owners path), with `allowed_networks` as given.
+    fn access(server: &str) -> Admission {
+        let text = format!(
+            r#"
+[server]
+{server}
+
+[upstream]
+base_url = "https://api.hubapi.com"
+
+[[accounts]]
+name = "main"
+token = {{ env = "UNUSED" }}
+
+[[accounts]]
+name = "sales"
+token = {{ env = "UNUSED" }}
+
+[[clients]]
+name = "ops"
+key_sha256 = "{ops}"
+
+[[clients]]
+name = "reader"
+key_sha256 = "{reader}"
+accounts = ["main"]
+allow = ["GET /crm/v3/objects/contacts/**", "* /crm/v3/owners/*"]
+"#,
+            ops = sha("ops-key"),
+            reader = sha("reader-key"),
+        );
+        let config = crate::config::Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}"));
+        let settings =
+            crate::settings::Settings::from_config(config).unwrap_or_else(|e| panic!("{e}"));
+        Admission::new(&settings.clients, &settings.server, &Metrics::new())
+    }
+
+    fn keyed(key: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(&KEY_HEADER, key.parse().unwrap());
+        headers
+    }
+
+    fn peer(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), 40000)
+    }
+
+    fn category(result: Result<(), ProxyError>) -> &'static str {
+        result.err().map_or("ok", |e| e.category())
+    }
+
+    #[test]
+    fn a_key_names_its_client_and_is_removed() {
+        let a = access("");
+        assert!(a.requires_client_key());
+        let mut headers = keyed("reader-key");
+        let client = a.key_client(&mut headers).unwrap().expect("a client");
+        assert_eq!(&*client.name, "reader");
+        assert!(
+            !headers.contains_key(&KEY_HEADER),
+            "the key never reaches HubSpot"
+        );
+        assert!(a.key_client(&mut HeaderMap::new()).unwrap().is_none());
+        let unknown = a.key_client(&mut keyed("guess")).err().unwrap();
+        assert_eq!(unknown.category(), "PROXY_UNAUTHENTICATED");
+        assert!(a.client_named("ops").is_some());
+        assert!(a.client_named("nobody").is_none());
+    }
+
+    #[test]
+    fn client_accounts_and_method_path_rules() {
+        let a = access("");
+        let reader = a.client_named("reader").unwrap();
+        let ops = a.client_named("ops").unwrap();
+        let get = Method::GET;
+        let contacts = "/crm/v3/objects/contacts/123";
+        assert_eq!(category(a.authorize(reader, "main", &get, contacts)), "ok");
+        // Another account, another method, another path: each refused on its own.
+        assert_eq!(
+            category(a.authorize(reader, "sales", &get, contacts)),
+            "PROXY_FORBIDDEN"
+        );
+        assert_eq!(
+            category(a.authorize(reader, "main", &Method::DELETE, contacts)),
+            "PROXY_FORBIDDEN"
+        );
+        assert_eq!(
+            category(a.authorize(reader, "main", &get, "/crm/v3/objects/deals/1")),
+            "PROXY_FORBIDDEN"
+        );
+        // `*` allows any method, on its path only.
+        for method in [Method::GET, Method::PATCH, Method::DELETE] {
+            assert_eq!(
+                category(a.authorize(reader, "main", &method, "/crm/v3/owners/7")),
+                "ok"
+            );
+        }
+        assert_eq!(
+            category(a.authorize(reader, "main", &get, "/crm/v3/owners/7/teams")),
+            "PROXY_FORBIDDEN",
+            "`*` in a path stays within one segment"
+        );
+        // No accounts and no rules: everything.
+        assert_eq!(
+            category(a.authorize(ops, "sales", &Method::POST, "/anything/at/all")),
+            "ok"
+        );
+        let refusal = a
+            .authorize(reader, "main", &Method::DELETE, contacts)
+            .err()
+            .unwrap();
+        assert!(
+            refusal.to_string().contains("reader"),
+            "the refusal names the client: {refusal}"
+        );
+    }
+
+    #[test]
+    fn networks_with_and_without_a_trusted_forwarded_for() {
+        let a = access(r#"allowed_networks = ["10.0.0.0/8"]"#);
+        let none = HeaderMap::new();
+        assert_eq!(category(a.check_network(peer("10.1.2.3"), &none)), "ok");
+        assert_eq!(
+            category(a.check_network(peer("192.168.1.1"), &none)),
+            "PROXY_FORBIDDEN_NETWORK"
+        );
+        // An IPv4 peer on a dual-stack socket is matched as IPv4.
+        assert_eq!(
+            category(a.check_network(peer("::ffff:10.9.9.9"), &none)),
+            "ok"
+        );
+        // Untrusted, X-Forwarded-For is ignored both ways.
+        let mut forwarded = HeaderMap::new();
+        forwarded.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        assert_eq!(
+            category(a.check_network(peer("192.168.1.1"), &forwarded)),
+            "PROXY_FORBIDDEN_NETWORK"
+        );
+        // Trusted, the last entry (the hop in front of us appended it) decides.
+        let a = access(
+            r#"allowed_networks = ["10.0.0.0/8"]
+trust_forwarded_for = true"#,
+        );
+        let mut spoofed = HeaderMap::new();
+        spoofed.insert("x-forwarded-for", "10.0.0.1, 203.0.113.9".parse().unwrap());
+        assert_eq!(
+            category(a.check_network(peer("10.0.0.2"), &spoofed)),
+            "PROXY_FORBIDDEN_NETWORK",
+            "a client-written first entry does not count"
+        );
+        assert_eq!(
+            category(a.check_network(peer("192.168.1.1"), &forwarded)),
+            "ok"
+        );
+    }
+}

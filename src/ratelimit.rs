@@ -443,4 +443,59 @@ mod tests {
             "a sent request's time is spent"
         );
     }
+
+    /// Sends like a client would: reserve, wait the time out, send; returns the send instants.
+    async fn send_in_turn(limiter: &Limiter, search: bool, n: usize) -> Vec<Instant> {
+        let mut sent = Vec::with_capacity(n);
+        for _ in 0..n {
+            let now = Instant::now();
+            let at = at(limiter.reserve(search, now, now + Duration::from_secs(600)));
+            Held::new(limiter, search, at).wait().await;
+            sent.push(Instant::now());
+        }
+        sent
+    }
+
+    /// Whether any `window` of time holds more than `limit` of the sends.
+    fn most_in_any(sent: &[Instant], window: Duration) -> usize {
+        sent.iter()
+            .map(|&start| {
+                sent.iter()
+                    .filter(|&&t| t >= start && t < start + window)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rolling_window_paces_a_long_run_under_the_paused_clock() {
+        let limiter = self::limiter(10, 0, 60);
+        let t0 = Instant::now();
+        let sent = send_in_turn(&limiter, false, 35).await;
+        // 10 at once, then 10 when the window rolls, and so on: the 35th goes at 30 s.
+        assert_eq!(sent[9], t0);
+        assert_eq!(sent[10], t0 + TEN_SECONDS);
+        assert_eq!(sent[34], t0 + 3 * TEN_SECONDS);
+        assert_eq!(most_in_any(&sent, TEN_SECONDS), 10);
+        // A quiet spell longer than the window: the next burst goes at once again.
+        tokio::time::advance(Duration::from_secs(25)).await;
+        let later = Instant::now();
+        let burst = send_in_turn(&limiter, false, 10).await;
+        assert!(burst.iter().all(|&t| t == later), "{burst:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn searches_are_paced_per_second_inside_the_ten_second_window() {
+        let limiter = self::limiter(12, 5, 60);
+        let t0 = Instant::now();
+        let sent = send_in_turn(&limiter, true, 12).await;
+        assert_eq!(most_in_any(&sent, ONE_SECOND), 5);
+        assert_eq!(sent[4], t0);
+        assert_eq!(sent[5], t0 + ONE_SECOND);
+        assert_eq!(sent[11], t0 + 2 * ONE_SECOND);
+        // The 10-second budget is spent too: a plain request now waits for it to roll.
+        let plain = send_in_turn(&limiter, false, 1).await;
+        assert_eq!(plain[0], t0 + TEN_SECONDS);
+    }
 }

@@ -116,3 +116,102 @@ async fn admit_locally(
         ratelimit::Admission::Refused { retry_after } => Admit::Refused { retry_after },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Local admission under tokio's paused clock: every wait is exact and takes no real time.
+    use super::*;
+    // The local windows are HubSpot's with a margin (10.25 s and 1.1 s).
+    use crate::ratelimit::{ONE_SECOND, TEN_SECONDS};
+
+    fn shaper(per_ten_seconds: u32, max_queue_wait_ms: u64) -> Shaper {
+        let shaping = crate::config::RateLimitConfig {
+            per_ten_seconds: Some(per_ten_seconds),
+            search_per_second: 2,
+            max_queue_wait_ms,
+            ..Default::default()
+        };
+        Shaper::new("main", &RateLimitSettings::from(&shaping), None).expect("shaping on")
+    }
+
+    /// Admits one request; returns its answer and when it was let go, from `t0`.
+    async fn admitted(shaper: &Shaper, search: bool, t0: Instant) -> (Admit, Duration) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let admit = shaper.admit(search, deadline, |_| {}).await;
+        (admit, t0.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_requests_over_the_budget_queue_for_the_window_to_roll() {
+        let shaper = shaper(3, 15_000);
+        let t0 = Instant::now();
+        let answers =
+            futures_util::future::join_all((0..7).map(|_| admitted(&shaper, false, t0))).await;
+        let go = |rolls: u32| {
+            (
+                Admit::Go {
+                    queued: TEN_SECONDS * rolls,
+                },
+                TEN_SECONDS * rolls,
+            )
+        };
+        assert_eq!(
+            answers,
+            [
+                go(0),
+                go(0),
+                go(0),
+                go(1),
+                go(1),
+                go(1),
+                (
+                    Admit::Refused {
+                        retry_after: TEN_SECONDS * 2
+                    },
+                    Duration::ZERO
+                )
+            ],
+            "the 7th would wait 20 s, past max_queue_wait_ms = 15 s: refused at once"
+        );
+        assert!(Shaper::new(
+            "off",
+            &RateLimitSettings::from(&crate::config::RateLimitConfig {
+                per_ten_seconds: Some(0),
+                ..Default::default()
+            }),
+            None
+        )
+        .is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_leaves_while_queued_gives_its_slot_to_the_next() {
+        let shaper = shaper(1, 30_000);
+        let t0 = Instant::now();
+        assert_eq!(admitted(&shaper, false, t0).await.1, Duration::ZERO);
+        // The second request waits for t0 + 10 s; its client leaves after 4 s.
+        let gone = tokio::time::timeout(Duration::from_secs(4), admitted(&shaper, false, t0)).await;
+        assert!(gone.is_err());
+        let (admit, at) = admitted(&shaper, false, t0).await;
+        assert_eq!(at, TEN_SECONDS, "the freed slot, not the one after it");
+        assert_eq!(
+            admit,
+            Admit::Go {
+                queued: TEN_SECONDS - Duration::from_secs(4)
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn searches_wait_for_their_own_second() {
+        let shaper = shaper(100, 15_000);
+        let t0 = Instant::now();
+        let answers =
+            futures_util::future::join_all((0..5).map(|_| admitted(&shaper, true, t0))).await;
+        let at: Vec<_> = answers.iter().map(|(_, at)| *at).collect();
+        let z = Duration::ZERO;
+        assert_eq!(at, [z, z, ONE_SECOND, ONE_SECOND, ONE_SECOND * 2]);
+        // Other requests are not held back by the search window.
+        assert_eq!(admitted(&shaper, false, t0).await.1, ONE_SECOND * 2);
+    }
+}

@@ -191,3 +191,290 @@ fn retry_after<B>(response: &Response<B>) -> Option<Duration> {
     let value = response.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Under tokio's paused clock, so "now", the request deadline and every wait are exact.
+    use super::*;
+    use crate::account::Credential;
+    use crate::config::{RateLimitConfig, Secret};
+    use crate::metrics::Metrics;
+    use crate::settings::RateLimitSettings;
+    use crate::token_cell::RefreshControl;
+
+    fn oauth() -> Credential {
+        Credential::OAuth(std::sync::Arc::new(RefreshControl::new(
+            Duration::from_secs(5),
+        )))
+    }
+
+    fn account(kind: Credential) -> Account {
+        let shaping = RateLimitConfig {
+            max_queue_wait_ms: 5_000,
+            ..RateLimitConfig::default()
+        };
+        Account::new(
+            "main",
+            kind,
+            Metrics::new().for_account("main"),
+            &RateLimitSettings::from(&shaping),
+            None,
+        )
+    }
+
+    fn sent(method: Method, generation: Option<u64>, deadline_secs: u64) -> Sent {
+        Sent {
+            method,
+            generation,
+            resendable: true,
+            deadline: Instant::now() + Duration::from_secs(deadline_secs),
+        }
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Response<ProxyBody> {
+        let mut builder = Response::builder().status(status);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(ProxyBody::full(body.to_string())).unwrap()
+    }
+
+    fn rate_limited(policy: &str) -> Response<ProxyBody> {
+        answer(
+            429,
+            &[],
+            &format!(r#"{{"status":"error","policyName":"{policy}"}}"#),
+        )
+    }
+
+    /// `Some((wait, reason))` for a resend, `None` for delivery (with the status delivered).
+    async fn verdict(
+        account: &Account,
+        response: Response<ProxyBody>,
+        sent: &Sent,
+        attempts: &mut Attempts,
+    ) -> Option<(Duration, RetryReason)> {
+        let status = response.status();
+        match judge(account, response, sent, attempts).await.ok()? {
+            Verdict::Deliver(delivered) => {
+                assert_eq!(delivered.status(), status, "delivered as received");
+                None
+            }
+            Verdict::Resend { after, reason } => Some((after, reason)),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rolling_and_secondly_429s_wait_retry_after_then_give_up() {
+        let a = account(Credential::Static);
+        let post = sent(Method::POST, Some(1), 30);
+        let mut attempts = Attempts::default();
+        let resend = |after| Some((after, RetryReason::RateLimited));
+        // Whatever the method: HubSpot did not act on a rate-limited request.
+        assert_eq!(
+            verdict(
+                &a,
+                rate_limited("TEN_SECONDLY_ROLLING"),
+                &post,
+                &mut attempts
+            )
+            .await,
+            resend(Duration::from_secs(1)),
+            "no Retry-After: about a second"
+        );
+        let with_after = answer(429, &[("retry-after", "3")], r#"{"policyName":"SECONDLY"}"#);
+        assert_eq!(
+            verdict(&a, with_after, &post, &mut attempts).await,
+            resend(Duration::from_secs(3))
+        );
+        // max_retries_429 = 2 used up: the third 429 goes to the client.
+        assert_eq!(
+            verdict(&a, rate_limited("SECONDLY"), &post, &mut attempts).await,
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn daily_and_unnamed_429s_are_delivered_and_daily_is_recorded() {
+        let a = account(Credential::Static);
+        let get = sent(Method::GET, Some(1), 30);
+        let mut attempts = Attempts::default();
+        assert_eq!(a.status.snapshot().daily_limit_hit, None);
+        assert_eq!(
+            verdict(&a, rate_limited("DAILY"), &get, &mut attempts).await,
+            None
+        );
+        assert!(a.status.snapshot().daily_limit_hit.is_some());
+        // A developer key's DAILY limit (no bearer of ours) is not the account's.
+        let b = account(Credential::Static);
+        let developer = sent(Method::GET, None, 30);
+        verdict(&b, rate_limited("DAILY"), &developer, &mut attempts).await;
+        assert_eq!(b.status.snapshot().daily_limit_hit, None);
+        assert_eq!(
+            verdict(&a, answer(429, &[], "not json"), &get, &mut attempts).await,
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_past_the_deadline_or_the_queue_bound_is_not_taken() {
+        let a = account(Credential::Static);
+        let retry_after = |secs: &str| {
+            answer(
+                429,
+                &[("retry-after", secs)],
+                r#"{"policyName":"TEN_SECONDLY_ROLLING"}"#,
+            )
+        };
+        let get = sent(Method::GET, Some(1), 4);
+        assert!(
+            verdict(&a, retry_after("3"), &get, &mut Attempts::default())
+                .await
+                .is_some()
+        );
+        // Two seconds later the same wait would end past the request's deadline.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            verdict(&a, retry_after("3"), &get, &mut Attempts::default()).await,
+            None
+        );
+        // max_queue_wait_ms = 5 s bounds the wait whatever the deadline.
+        let far = sent(Method::GET, Some(1), 600);
+        assert!(
+            verdict(&a, retry_after("5"), &far, &mut Attempts::default())
+                .await
+                .is_some()
+        );
+        assert_eq!(
+            verdict(&a, retry_after("6"), &far, &mut Attempts::default()).await,
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gateway_errors_back_off_for_idempotent_methods_only() {
+        let a = account(Credential::Static);
+        let get = sent(Method::GET, Some(1), 30);
+        let mut attempts = Attempts::default();
+        let resend = |ms| Some((Duration::from_millis(ms), RetryReason::Upstream5xx));
+        assert_eq!(
+            verdict(&a, answer(502, &[], ""), &get, &mut attempts).await,
+            resend(250)
+        );
+        assert_eq!(
+            verdict(&a, answer(524, &[], ""), &get, &mut attempts).await,
+            resend(500),
+            "the backoff doubles"
+        );
+        assert_eq!(
+            verdict(&a, answer(503, &[], ""), &get, &mut attempts).await,
+            None,
+            "max_retries_5xx = 2"
+        );
+        let post = sent(Method::POST, Some(1), 30);
+        assert_eq!(
+            verdict(&a, answer(503, &[], ""), &post, &mut Attempts::default()).await,
+            None,
+            "HubSpot may have acted on a POST"
+        );
+        for status in [500, 501, 505, 520, 525] {
+            assert!(!may_resend(http::StatusCode::from_u16(status).unwrap()));
+            assert_eq!(
+                verdict(&a, answer(status, &[], ""), &get, &mut Attempts::default()).await,
+                None
+            );
+        }
+        // A body that was not kept cannot be sent again.
+        let streamed = Sent {
+            resendable: false,
+            ..sent(Method::GET, Some(1), 30)
+        };
+        assert_eq!(
+            verdict(
+                &a,
+                answer(502, &[], ""),
+                &streamed,
+                &mut Attempts::default()
+            )
+            .await,
+            None
+        );
+    }
+
+    const EXPIRED: &str = r#"{"status":"error","category":"EXPIRED_AUTHENTICATION"}"#;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_token_401_invalidates_the_token_and_resends_once() {
+        let a = account(oauth());
+        let generation = a
+            .token
+            .store(&Secret::new("access-one".to_string()), None)
+            .unwrap();
+        let get = sent(Method::GET, Some(generation), 30);
+        let mut attempts = Attempts::default();
+        // Another 401 is HubSpot's answer to the client, and the token stays.
+        let other = r#"{"status":"error","category":"INVALID_AUTHENTICATION"}"#;
+        assert_eq!(
+            verdict(&a, answer(401, &[], other), &get, &mut attempts).await,
+            None
+        );
+        assert!(a.token.snapshot().is_some());
+        assert_eq!(
+            verdict(&a, answer(401, &[], EXPIRED), &get, &mut attempts).await,
+            Some((Duration::ZERO, RetryReason::ExpiredToken))
+        );
+        assert!(
+            a.token.snapshot().is_none(),
+            "the rejected token is dropped"
+        );
+        // The resend was rejected too: deliver, no second refresh.
+        assert_eq!(
+            verdict(&a, answer(401, &[], EXPIRED), &get, &mut attempts).await,
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_401s_for_static_tokens_or_within_the_refresh_spacing_are_delivered() {
+        let a = account(Credential::Static);
+        let generation = a
+            .token
+            .store(&Secret::new("pat-static".to_string()), None)
+            .unwrap();
+        let get = sent(Method::GET, Some(generation), 30);
+        assert_eq!(
+            verdict(
+                &a,
+                answer(401, &[], EXPIRED),
+                &get,
+                &mut Attempts::default()
+            )
+            .await,
+            None,
+            "nothing to refresh"
+        );
+        assert!(a.token.snapshot().is_some());
+        // An OAuth token rejected right after a forced refresh: HubSpot rejects fresh ones too.
+        let o = account(oauth());
+        let generation = o
+            .token
+            .store(&Secret::new("access-one".to_string()), None)
+            .unwrap();
+        o.credential
+            .refresh()
+            .unwrap()
+            .forcing(std::time::Instant::now());
+        let get = sent(Method::GET, Some(generation), 30);
+        assert_eq!(
+            verdict(
+                &o,
+                answer(401, &[], EXPIRED),
+                &get,
+                &mut Attempts::default()
+            )
+            .await,
+            None
+        );
+        assert!(o.token.snapshot().is_some(), "the token stays");
+    }
+}

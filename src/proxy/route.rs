@@ -173,3 +173,186 @@ fn without_hapikey(uri: &Uri) -> Uri {
     // Removing whole pairs from a valid target leaves a valid target.
     target.parse().expect("a valid target stays valid")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::Credential;
+    use crate::metrics::Metrics;
+    use crate::settings::{RateLimitSettings, Settings};
+
+    const KEY: &str = "legacy-key-one";
+
+    fn sha(key: &str) -> String {
+        hex::encode(Sha256::digest(key.as_bytes()))
+    }
+
+    /// Accounts `main` (the default) and `sales`; `KEY` maps to `sales` for client `etl`.
+    fn router(mode: HapikeyMode) -> Router {
+        let metrics = Metrics::new();
+        let account = |name: &str| {
+            Arc::new(Account::new(
+                name,
+                Credential::Static,
+                metrics.for_account(name),
+                &RateLimitSettings::default(),
+                None,
+            ))
+        };
+        let accounts = Arc::new(Accounts::new(vec![account("main"), account("sales")], 0));
+        let mode = match mode {
+            HapikeyMode::Translate => "translate",
+            HapikeyMode::Reject => "reject",
+            HapikeyMode::Forward => "forward",
+        };
+        let settings = Settings::for_tests(&format!(
+            r#"
+[[accounts]]
+name = "sales"
+token = {{ env = "T" }}
+
+[legacy]
+hapikey = "{mode}"
+
+[[legacy.keys]]
+sha256 = "{}"
+account = "sales"
+client = "etl"
+"#,
+            sha(KEY)
+        ));
+        Router::new(accounts, &settings.legacy)
+    }
+
+    fn parts(target: &str, account: Option<&str>) -> Parts {
+        let mut builder = http::Request::builder().uri(target);
+        if let Some(name) = account {
+            builder = builder.header(&ACCOUNT_HEADER, name);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    /// The routed account's name, its credential and the target left for HubSpot.
+    fn route(
+        router: &Router,
+        target: &str,
+        account: Option<&str>,
+    ) -> (String, CredentialSource, String) {
+        let mut parts = parts(target, account);
+        let hapikey = parts.uri.query().is_some_and(hapikey::present);
+        let routed = router.route(&mut parts, hapikey).unwrap_or_else(|r| {
+            panic!("{target} refused: {}", r.error.category());
+        });
+        assert!(
+            !parts.headers.contains_key(&ACCOUNT_HEADER),
+            "the account header never reaches HubSpot"
+        );
+        (
+            routed.account.name.to_string(),
+            routed.credential,
+            parts.uri.to_string(),
+        )
+    }
+
+    fn refused(router: &Router, target: &str, account: Option<&str>) -> (String, &'static str) {
+        let mut parts = parts(target, account);
+        let hapikey = parts.uri.query().is_some_and(hapikey::present);
+        match router.route(&mut parts, hapikey) {
+            Ok(_) => panic!("{target} was routed"),
+            Err(r) => (r.account.name.to_string(), r.error.category()),
+        }
+    }
+
+    #[test]
+    fn the_account_header_picks_the_account_and_the_default_is_the_rest() {
+        let r = router(HapikeyMode::Translate);
+        let plain = "/crm/v3/objects/contacts?limit=2";
+        assert_eq!(
+            route(&r, plain, None),
+            ("main".into(), CredentialSource::Account, plain.into())
+        );
+        assert_eq!(route(&r, plain, Some("sales")).0, "sales");
+        // An unknown name is refused, never silently sent with the default account's token.
+        assert_eq!(
+            refused(&r, plain, Some("nobody")),
+            ("main".into(), "PROXY_UNKNOWN_ACCOUNT")
+        );
+    }
+
+    #[test]
+    fn a_mapped_legacy_key_routes_to_its_account_and_is_stripped() {
+        let r = router(HapikeyMode::Translate);
+        let mut p = parts(
+            &format!("/crm/v3/objects/contacts?a=1&hapikey={KEY}&b=2"),
+            None,
+        );
+        let routed = r.route(&mut p, true).ok().unwrap();
+        assert_eq!(&*routed.account.name, "sales", "the key's account wins");
+        assert_eq!(routed.credential, CredentialSource::Account);
+        assert_eq!(routed.legacy_client, Some("etl"));
+        assert_eq!(routed.legacy_label, Some(&sha(KEY)[..8]));
+        assert_eq!(p.uri.to_string(), "/crm/v3/objects/contacts?a=1&b=2");
+        // A key that was the whole query leaves no `?` behind.
+        let (_, _, target) = route(&r, &format!("/crm/v3/objects/contacts?hapikey={KEY}"), None);
+        assert_eq!(target, "/crm/v3/objects/contacts");
+        // Unknown keys, and the spelling HubSpot never accepted, are refused on the chosen account.
+        assert_eq!(
+            refused(&r, "/crm/v3/objects/contacts?hapikey=other", Some("main")),
+            ("main".into(), "PROXY_UNKNOWN_API_KEY")
+        );
+        assert_eq!(
+            refused(&r, &format!("/crm/v3/objects/contacts?HAPIKEY={KEY}"), None).1,
+            "PROXY_UNKNOWN_API_KEY"
+        );
+    }
+
+    #[test]
+    fn without_mapped_keys_translate_strips_the_key_for_the_chosen_account() {
+        let metrics = Metrics::new();
+        let accounts = Arc::new(Accounts::new(
+            vec![Arc::new(Account::new(
+                "main",
+                Credential::Static,
+                metrics.for_account("main"),
+                &RateLimitSettings::default(),
+                None,
+            ))],
+            0,
+        ));
+        let r = Router::new(accounts, &Settings::for_tests("").legacy);
+        assert_eq!(
+            route(&r, "/crm/v3/objects/contacts?hapikey=anything&x=1", None),
+            (
+                "main".into(),
+                CredentialSource::Account,
+                "/crm/v3/objects/contacts?x=1".into()
+            )
+        );
+    }
+
+    #[test]
+    fn reject_and_forward_modes_and_developer_paths() {
+        let target = format!("/crm/v3/objects/contacts?hapikey={KEY}");
+        let r = router(HapikeyMode::Reject);
+        assert_eq!(refused(&r, &target, None).1, "PROXY_API_KEY_REJECTED");
+        let r = router(HapikeyMode::Forward);
+        assert_eq!(
+            route(&r, &target, None),
+            ("main".into(), CredentialSource::ClientOwn, target.clone()),
+            "forwarded untouched with the client's own key"
+        );
+        // Developer API keys on app-settings paths pass untouched, in every mode.
+        let developer = "/webhooks/v3/123/settings?hapikey=dev-key";
+        for mode in [
+            HapikeyMode::Translate,
+            HapikeyMode::Reject,
+            HapikeyMode::Forward,
+        ] {
+            assert_eq!(
+                route(&router(mode), developer, None),
+                ("main".into(), CredentialSource::ClientOwn, developer.into()),
+                "{mode:?}"
+            );
+        }
+    }
+}

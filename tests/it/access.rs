@@ -15,31 +15,14 @@ const REPORTING_KEY: &str = "ck-reporting-4f1d2a";
 const ADMIN_KEY: &str = "ck-admin-99e0b7";
 const LEGACY_KEY: &str = "0a1b2c3d-legacy-script-key";
 
-struct World {
-    sandbox: Sandbox,
-    scratch: Scratch,
-    proxy: ProxyProcess,
-}
-
 /// Accounts `main` (TOKEN_A) and `marketing` (TOKEN_B), `server_extra` in [server], `tail` appended.
 async fn world(server_extra: &str, tail: &str) -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.accept_token(TOKEN_A);
-    sandbox.accept_token(TOKEN_B);
-    let scratch = Scratch::new();
-    let a = scratch.write("a", TOKEN_A);
-    let b = scratch.write("b", TOKEN_B);
-    let config = format!(
-        "{}\n[[accounts]]\nname = \"marketing\"\ntoken = {{ file = \"{}\" }}\n[accounts.rate_limit]\nper_ten_seconds = 0\n{tail}",
-        static_config(&sandbox.url(), &a, server_extra),
-        b.display()
-    );
-    let proxy = ProxyProcess::start(&config).await;
-    World {
-        sandbox,
-        scratch,
-        proxy,
-    }
+    World::build()
+        .server(server_extra)
+        .second_account()
+        .tail(tail)
+        .start()
+        .await
 }
 
 fn from(ip: [u8; 4]) -> reqwest::Client {
@@ -64,24 +47,10 @@ async fn only_allowed_networks_get_through() {
     )
     .await;
     let url = w.proxy.url("/crm/v3/objects/contacts");
-    assert_eq!(
-        from([127, 0, 0, 1])
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        from([127, 0, 0, 3])
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    for allowed in [[127, 0, 0, 1], [127, 0, 0, 3]] {
+        let status = from(allowed).get(&url).send().await.unwrap().status();
+        assert_eq!(status, 200, "{allowed:?}");
+    }
     let denied = status_and_category(from([127, 0, 0, 2]).get(&url).send().await.unwrap()).await;
     assert_eq!(denied, (403, "PROXY_FORBIDDEN_NETWORK".into()));
     // X-Forwarded-For is ignored unless trusted.
@@ -619,23 +588,14 @@ refresh_token = {{ file = "{}" }}
         sandbox.url(),
         refresh.display()
     );
-    let proxy = ProxyProcess::start(&config).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = client()
-            .get(proxy.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never got a token through the egress proxy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let proxy = TestProxy::in_process(&config).await;
+    status_becomes(
+        &proxy.url("/crm/v3/objects/contacts"),
+        200,
+        Duration::from_secs(10),
+        "a token through the egress proxy",
+    )
+    .await;
     let lines = seen.lock().unwrap().clone();
     let tunnel = format!("CONNECT {} HTTP/1.1", sandbox.addr());
     let token_call = format!(
@@ -664,21 +624,13 @@ refresh_token = {{ file = "{}" }}
     let (egress2, seen2) = connect_proxy().await;
     sandbox.accept_token(TOKEN_A);
     let token = scratch.write("token", TOKEN_A);
-    let proxy2 = ProxyProcess::start_with(
+    let proxy2 = TestProxy::start_with(
         &static_config(&sandbox.url(), &token, ""),
         &[("HTTP_PROXY", &format!("http://{egress2}"))],
         &[],
     )
     .await;
-    assert_eq!(
-        client()
-            .get(proxy2.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(proxy2.status("/crm/v3/objects/contacts").await, 200);
     // The API call, and the portal check's access-token-info call (same egress route).
     let info_call = format!(
         "POST http://{}/oauth/v2/private-apps/get/access-token-info HTTP/1.1",
@@ -755,7 +707,9 @@ async fn malformed_requests_get_4xx_or_a_closed_connection() {
         ),
     ];
     for (name, bytes) in &cases {
-        let response = raw_exchange(w.proxy.proxy, bytes);
+        // The first answer, or nothing if the connection closes: no wait for a kept-alive one
+        // to time out.
+        let response = raw_response(w.proxy.proxy, bytes);
         let status = raw_status(&response);
         assert!(
             response.is_empty() || (400..500).contains(&status),
@@ -793,24 +747,8 @@ async fn malformed_requests_get_4xx_or_a_closed_connection() {
         !seen[0].headers.contains_key("content-length") || seen[0].headers["content-length"] == "0"
     );
     // Still serving.
-    assert_eq!(
-        client()
-            .get(w.proxy.admin_url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        client()
-            .get(w.proxy.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(w.proxy.admin_get("/healthz").await.status(), 200);
+    assert_eq!(w.proxy.status("/crm/v3/objects/contacts").await, 200);
 }
 
 #[test]

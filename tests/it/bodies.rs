@@ -32,14 +32,6 @@ async fn raw_upstream(response: &'static [u8]) -> SocketAddr {
     addr
 }
 
-/// A proxy with one static account in front of `upstream`.
-async fn proxy_for(upstream: &str, extra_server: &str) -> (Scratch, ProxyProcess) {
-    let scratch = Scratch::new();
-    let token = scratch.write("token", &format!("{TOKEN_A}\n"));
-    let proxy = ProxyProcess::start(&static_config(upstream, &token, extra_server)).await;
-    (scratch, proxy)
-}
-
 /// RFC 9112 §6.3: Transfer-Encoding overrides Content-Length. An upstream answer carrying both
 /// (length 5, a 13-byte chunked body) must reach the client whole, never cut to 5 bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +41,11 @@ async fn conflicting_upstream_framing_is_not_forwarded() {
 Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nd\r\nhello, world!\r\n0\r\n\r\n",
     )
     .await;
-    let (_scratch, proxy) = proxy_for(&format!("http://{upstream}"), "").await;
+    let w = World::build()
+        .upstream(format!("http://{upstream}"))
+        .start()
+        .await;
+    let proxy = &w.proxy;
     let response = raw_exchange(
         proxy.proxy,
         b"GET /crm/v3/objects/contacts HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
@@ -70,7 +66,7 @@ Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nd\r\nhello, world!\r\n0\r
     };
     assert_eq!(body, "hello, world!");
     metric_becomes(
-        &proxy,
+        proxy,
         "hubspot_proxy_upstream_framing_conflicts_total",
         1.0,
         Duration::from_secs(5),
@@ -126,19 +122,16 @@ fn category(response: &str) -> String {
 
 /// A proxy in front of the stand-in that cuts a body idle for 1 s; HubSpot's deadline is
 /// far later, so a 408 can only come from the body timer.
-async fn body_world() -> (Sandbox, Scratch, ProxyProcess) {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.accept_token(TOKEN_A);
-    let scratch = Scratch::new();
-    let token = scratch.write("token", &format!("{TOKEN_A}\n"));
-    let config = static_config(&sandbox.url(), &token, "body_read_timeout_secs = 1")
-        .replace("timeout_secs = 5", "timeout_secs = 20");
-    let proxy = ProxyProcess::start(&config).await;
-    (sandbox, scratch, proxy)
+async fn body_world() -> World {
+    World::build()
+        .server("body_read_timeout_secs = 1")
+        .upstream_timeout_secs(20)
+        .start()
+        .await
 }
 
 /// Client body faults are the client's: 400 or 408, counted by kind, never an upstream error.
-async fn assert_client_fault(proxy: &ProxyProcess, seen: &Seen, status: u16, kind: &str) {
+async fn assert_client_fault(proxy: &TestProxy, seen: &Seen, status: u16, kind: &str) {
     let response = &seen.response;
     assert_eq!(raw_status(response), status, "{response}");
     let want = if status == 408 {
@@ -162,48 +155,48 @@ const CHUNKED_HEAD: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_chunked_body_is_the_clients_fault() {
-    let (_sandbox, _scratch, proxy) = body_world().await;
+    let World { proxy, .. } = &body_world().await;
     let request = format!("{CHUNKED_HEAD}5\r\nhello\r\nzz\r\nbad\r\n0\r\n\r\n");
     let seen = raw_client(proxy.proxy, request.as_bytes(), false);
-    assert_client_fault(&proxy, &seen, 400, "malformed").await;
+    assert_client_fault(proxy, &seen, 400, "malformed").await;
 }
 
 /// Streamed path (chunked, no length): the client sends one chunk, then nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_streamed_body_gets_408_after_the_idle_timeout() {
-    let (_sandbox, _scratch, proxy) = body_world().await;
+    let World { proxy, .. } = &body_world().await;
     let request = format!("{CHUNKED_HEAD}5\r\nhello\r\n");
     let seen = raw_client(proxy.proxy, request.as_bytes(), false);
-    assert_client_fault(&proxy, &seen, 408, "stalled").await;
+    assert_client_fault(proxy, &seen, 408, "stalled").await;
     assert!(seen.elapsed < Duration::from_secs(5), "{:?}", seen.elapsed);
 }
 
 /// Kept path (small declared length, read whole for replay): the same answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_kept_body_gets_408_after_the_idle_timeout() {
-    let (sandbox, _scratch, proxy) = body_world().await;
+    let World { proxy, sandbox, .. } = &body_world().await;
     let request =
         "POST /__sandbox/echo HTTP/1.1\r\nHost: p\r\nContent-Length: 100\r\n\r\nonly ten b";
     let seen = raw_client(proxy.proxy, request.as_bytes(), false);
-    assert_client_fault(&proxy, &seen, 408, "stalled").await;
+    assert_client_fault(proxy, &seen, 408, "stalled").await;
     assert!(seen.elapsed < Duration::from_secs(5), "{:?}", seen.elapsed);
     assert_eq!(sandbox.request_count(), 0, "nothing goes upstream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_leaving_mid_upload_is_the_clients_fault() {
-    let (_sandbox, _scratch, proxy) = body_world().await;
+    let World { proxy, .. } = &body_world().await;
     // Kept path: the declared length never arrives.
     let request =
         "POST /__sandbox/echo HTTP/1.1\r\nHost: p\r\nContent-Length: 100\r\n\r\nonly ten b";
     let seen = raw_client(proxy.proxy, request.as_bytes(), true);
-    assert_client_fault(&proxy, &seen, 400, "aborted").await;
+    assert_client_fault(proxy, &seen, 400, "aborted").await;
     // Streamed path: the chunked body never ends.
     let request = format!("{CHUNKED_HEAD}5\r\nhello\r\n");
     let seen = raw_client(proxy.proxy, request.as_bytes(), true);
     assert_eq!(raw_status(&seen.response), 400, "{}", seen.response);
     let series = "hubspot_proxy_client_body_errors_total{kind=\"aborted\"}";
-    metric_becomes(&proxy, series, 2.0, Duration::from_secs(5)).await;
+    metric_becomes(proxy, series, 2.0, Duration::from_secs(5)).await;
 }
 
 /// `server.max_replay_buffer_bytes = 1000` and two 600-byte POSTs at once: only one body fits
@@ -211,13 +204,12 @@ async fn client_leaving_mid_upload_is_the_clients_fault() {
 /// resent and succeeds, the other streamed without a copy and gets HubSpot's 429 as is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_budget_bounds_bodies_kept_across_workers() {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.accept_token(TOKEN_A);
-    let scratch = Scratch::new();
-    let token = scratch.write("token", &format!("{TOKEN_A}\n"));
     // Two workers: the budget is the process's, not each worker's.
-    let extra = "workers = 2\nmax_replay_buffer_bytes = 1000";
-    let proxy = ProxyProcess::start(&static_config(&sandbox.url(), &token, extra)).await;
+    let w = World::build()
+        .server("workers = 2\nmax_replay_buffer_bytes = 1000")
+        .start()
+        .await;
+    let (sandbox, proxy) = (&w.sandbox, &w.proxy);
     sandbox.inject(429, Some("TEN_SECONDLY_ROLLING"));
     sandbox.inject(429, Some("TEN_SECONDLY_ROLLING"));
     let client = client();
@@ -242,7 +234,7 @@ async fn replay_budget_bounds_bodies_kept_across_workers() {
     let exhausted = "hubspot_proxy_replay_budget_exhausted_total";
     assert_eq!(metric(&metrics, exhausted), Some(1.0), "{metrics}");
     metric_becomes(
-        &proxy,
+        proxy,
         "hubspot_proxy_replay_buffer_bytes",
         0.0,
         Duration::from_secs(5),

@@ -201,7 +201,7 @@ async fn a_second_instance_on_the_same_listen_address_fails_to_start() {
     let scratch = Scratch::new();
     let token = scratch.write("token", TOKEN_A);
     let first =
-        ProxyProcess::start(&static_config("https://127.0.0.1:1", &token, "workers = 3")).await;
+        TestProxy::start(&static_config("https://127.0.0.1:1", &token, "workers = 3")).await;
     let config = static_config("https://127.0.0.1:1", &token, "workers = 3").replace(
         "\nlisten = \"127.0.0.1:0\"",
         &format!("\nlisten = \"{}\"", first.proxy),
@@ -330,13 +330,24 @@ fn a_hung_secret_file_at_startup_fails_naming_it() {
         ),
     );
     let limit = std::time::Duration::from_secs(15);
-    for (config, key) in [
+    let cases = [
         (&static_account, "accounts[0].token"),
         (&oauth_account, "accounts[0].oauth.refresh_token"),
-    ] {
-        for command in ["serve", "check"] {
-            let (code, err) =
-                run_to_exit(&[command, "--config", config.to_str().unwrap()], &[], limit);
+    ]
+    .into_iter()
+    .flat_map(|(config, key)| ["serve", "check"].map(|command| (config.clone(), key, command)));
+    // Each run waits out the 5 s read limit: all four wait at once, not one after another.
+    let runs: Vec<_> = cases
+        .map(|(config, key, command)| {
+            let run = std::thread::spawn(move || {
+                run_to_exit(&[command, "--config", config.to_str().unwrap()], &[], limit)
+            });
+            (key, command, run)
+        })
+        .collect();
+    for (key, command, run) in runs {
+        {
+            let (code, err) = run.join().unwrap();
             assert_eq!(code, 2, "{command} {key}: {err}");
             let named: Vec<&str> = err
                 .lines()

@@ -5,50 +5,6 @@ use std::time::Duration;
 use crate::support::*;
 use sha2::{Digest, Sha256};
 
-struct World {
-    sandbox: Sandbox,
-    scratch: Scratch,
-    proxy: ProxyProcess,
-}
-
-async fn world_with(extra_server: &str) -> World {
-    world_configured(extra_server, |config| config).await
-}
-
-/// A stand-in, a token file and the proxy, its config passed through `edit` before the start.
-async fn world_configured(extra_server: &str, edit: impl FnOnce(String) -> String) -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.accept_token(TOKEN_A);
-    let scratch = Scratch::new();
-    let token = scratch.write("token", &format!("{TOKEN_A}\n"));
-    let config = edit(static_config(&sandbox.url(), &token, extra_server));
-    let proxy = ProxyProcess::start(&config).await;
-    World {
-        sandbox,
-        scratch,
-        proxy,
-    }
-}
-
-async fn world() -> World {
-    world_with("").await
-}
-
-/// A world whose stand-in serves over `transport`, with the proxy trusting its CA.
-async fn world_over(transport: Transport) -> World {
-    let sandbox = sandbox_with(transport.options()).await;
-    sandbox.accept_token(TOKEN_A);
-    let scratch = Scratch::new();
-    let token = scratch.write("token", &format!("{TOKEN_A}\n"));
-    let config = static_config(&sandbox.url(), &token, "");
-    let proxy = ProxyProcess::start(&trust_sandbox(config, &sandbox, &scratch)).await;
-    World {
-        sandbox,
-        scratch,
-        proxy,
-    }
-}
-
 /// Runs a forwarding check over plain HTTP, TLS+h2 (HubSpot's production path) and TLS+http/1.1.
 macro_rules! over_every_transport {
     ($check:ident) => {
@@ -80,7 +36,7 @@ over_every_transport!(large_post_body_streams_intact);
 over_every_transport!(hop_by_hop_headers_are_dropped_both_ways);
 
 async fn bearer_is_injected_and_client_authorization_replaced(transport: Transport) {
-    let w = world_over(transport).await;
+    let w = World::build().over(transport).start().await;
     let response = client()
         .get(w.proxy.url("/crm/v3/objects/contacts?limit=2"))
         .header("authorization", "Bearer client-supplied-should-vanish")
@@ -103,7 +59,7 @@ async fn bearer_is_injected_and_client_authorization_replaced(transport: Transpo
 }
 
 async fn query_bytes_arrive_unchanged(transport: Transport) {
-    let w = world_over(transport).await;
+    let w = World::build().over(transport).start().await;
     let targets = [
         "/__sandbox/echo?a=1&a=2&b=%20&c=%2B&d=&flag&e=x+y&f=%zz;g=h",
         "/__sandbox/echo?",
@@ -123,7 +79,7 @@ async fn query_bytes_arrive_unchanged(transport: Transport) {
 
 /// A JSON POST reaches the stand-in byte for byte, and its answer comes back whole.
 async fn post_bodies_arrive_intact(transport: Transport) {
-    let w = world_over(transport).await;
+    let w = World::build().over(transport).start().await;
     let body = r#"{"properties":{"email":"new@example.com","firstname":"Nova","lastname":"Å"}}"#;
     let response = client()
         .post(w.proxy.url("/crm/v3/objects/contacts"))
@@ -144,15 +100,10 @@ async fn post_bodies_arrive_intact(transport: Transport) {
 }
 
 async fn large_post_body_streams_intact(transport: Transport) {
-    let w = world_over(transport).await;
+    let w = World::build().over(transport).start().await;
     let body: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
     let expected = hex::encode(Sha256::digest(&body));
-    let response = client()
-        .post(w.proxy.url("/__sandbox/echo"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = w.proxy.post("/__sandbox/echo", body).await;
     assert_eq!(response.status(), 200);
     let seen = &w.sandbox.requests()[0];
     assert_eq!(seen.body_len, 3 * 1024 * 1024);
@@ -172,7 +123,7 @@ async fn large_post_body_streams_intact(transport: Transport) {
 }
 
 async fn hop_by_hop_headers_are_dropped_both_ways(transport: Transport) {
-    let w = world_over(transport).await;
+    let w = World::build().over(transport).start().await;
     let request = "GET /__sandbox/hop HTTP/1.1\r\nHost: proxy\r\nConnection: close, X-Named-Hop\r\n\
 X-Named-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic c2VjcmV0\r\nProxy-Connection: keep-alive\r\n\
 TE: trailers\r\nX-HubSpot-Client: kept\r\nAccept-Encoding: gzip\r\n\r\n";
@@ -209,21 +160,16 @@ TE: trailers\r\nX-HubSpot-Client: kept\r\nAccept-Encoding: gzip\r\n\r\n";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_statuses_pass_through_with_body_and_headers() {
     // Resends off: each status must come back as HubSpot's first answer, not after retries.
-    let w = world_configured("", |config| {
-        config.replace(
-            "per_ten_seconds = 0",
-            "per_ten_seconds = 0\nmax_retries_429 = 0\nmax_retries_5xx = 0",
-        )
-    })
-    .await;
+    let w = World::build()
+        .rate_limit("per_ten_seconds = 0\nmax_retries_429 = 0\nmax_retries_5xx = 0")
+        .start()
+        .await;
     for code in [201u16, 401, 403, 429, 500, 503] {
         let before = w.sandbox.request_count();
-        let response = client()
-            .post(w.proxy.url(&format!("/__sandbox/status/{code}")))
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+        let response = w
+            .proxy
+            .post(&format!("/__sandbox/status/{code}"), "{}")
+            .await;
         assert_eq!(w.sandbox.request_count(), before + 1, "{code} was resent");
         assert_eq!(response.status().as_u16(), code);
         assert_eq!(
@@ -245,28 +191,10 @@ async fn upstream_statuses_pass_through_with_body_and_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_file_rotation_under_load_fails_nothing() {
-    let w = world().await;
+    let w = World::build().run(Run::process()).start().await;
     w.sandbox.accept_token(TOKEN_B); // HubSpot keeps a rotated token valid for a while.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for _ in 0..8 {
-        let url = w.proxy.url("/crm/v3/objects/contacts");
-        let stop = stop.clone();
-        workers.push(tokio::spawn(async move {
-            let c = client();
-            let mut statuses = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                statuses.push(
-                    c.get(&url)
-                        .send()
-                        .await
-                        .map(|r| r.status().as_u16())
-                        .unwrap_or(0),
-                );
-            }
-            statuses
-        }));
-    }
+    let workers = load_until(&w.proxy.url("/crm/v3/objects/contacts"), 8, &stop);
     let saw = |token: &'static str| {
         let sandbox = &w.sandbox;
         move || {
@@ -338,7 +266,7 @@ async fn token_file_rotation_under_load_fails_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_token_file_at_once() {
-    let w = world().await;
+    let w = World::build().run(Run::process()).start().await;
     // The watcher also polls the file once a second. Each rotation below is written right after
     // the previous swap, so without SIGHUP it would wait for the next tick, ~1 s away; with
     // SIGHUP it is read at once. Three in a row within 300 ms each cannot be the poll.
@@ -357,34 +285,17 @@ async fn sighup_reloads_the_token_file_at_once() {
             took < Duration::from_millis(300),
             "rotation {n} took {took:?}"
         );
-        client()
-            .get(w.proxy.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap();
+        w.proxy.get("/crm/v3/objects/contacts").await;
         assert_eq!(w.sandbox.requests().last().unwrap().bearer(), Some(token));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_body_gets_413_and_never_reaches_upstream() {
-    let w = world_with("max_body_bytes = 1024").await;
+    let w = World::build().server("max_body_bytes = 1024").start().await;
     // Declared by Content-Length: refused before any upstream call.
-    let response = client()
-        .post(w.proxy.url("/__sandbox/echo"))
-        .body(vec![b'a'; 2048])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 413);
-    assert_eq!(
-        response.headers()["x-auth-proxy-error"],
-        "PROXY_BODY_TOO_LARGE"
-    );
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["status"], "error");
-    assert_eq!(body["category"], "PROXY_BODY_TOO_LARGE");
-    assert!(body["correlationId"].as_str().unwrap().len() == 36);
+    let response = w.proxy.post("/__sandbox/echo", vec![b'a'; 2048]).await;
+    assert_proxy_error(response, 413, "PROXY_BODY_TOO_LARGE").await;
     assert_eq!(w.sandbox.request_count(), 0);
 
     // Chunked, with no length: cut off while streaming, so HubSpot never gets a whole request.
@@ -397,18 +308,13 @@ async fn oversize_body_gets_413_and_never_reaches_upstream() {
     assert_eq!(w.sandbox.request_count(), 0);
 
     // Exactly at the limit is fine.
-    let ok = client()
-        .post(w.proxy.url("/__sandbox/echo"))
-        .body(vec![b'c'; 1024])
-        .send()
-        .await
-        .unwrap();
+    let ok = w.proxy.post("/__sandbox/echo", vec![b'c'; 1024]).await;
     assert_eq!(ok.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absolute_form_never_reaches_another_host() {
-    let w = world().await;
+    let w = World::build().start().await;
     let elsewhere = Sandbox::start().await.unwrap();
     elsewhere.accept_token(TOKEN_A);
     let request = format!(
@@ -433,7 +339,7 @@ async fn absolute_form_never_reaches_another_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_is_refused() {
-    let w = world().await;
+    let w = World::build().start().await;
     let request = format!(
         "CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n",
         w.sandbox.addr()
@@ -447,22 +353,11 @@ async fn connect_is_refused() {
 /// A TLS upstream whose certificate the proxy does not trust is refused, named as a TLS fault,
 /// and nothing reaches it: over h2's single dial as over the HTTP/1.1 pool.
 async fn untrusted_upstream_certificate_is_502_tls(transport: Transport) {
-    let sandbox = sandbox_with(transport.options()).await;
-    sandbox.accept_token(TOKEN_A);
-    let scratch = Scratch::new();
-    let token = scratch.write("token", TOKEN_A);
     // No ca_file: the stand-in's throwaway CA is not among the webpki roots.
-    let proxy = ProxyProcess::start(&static_config(&sandbox.url(), &token, "")).await;
-    let response = client()
-        .get(proxy.url("/crm/v3/objects/contacts"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 502);
-    assert_eq!(
-        response.headers()["x-auth-proxy-error"],
-        "PROXY_UPSTREAM_UNREACHABLE"
-    );
+    let w = World::build().over(transport).untrusted().start().await;
+    let (sandbox, proxy) = (&w.sandbox, &w.proxy);
+    let response = proxy.get("/crm/v3/objects/contacts").await;
+    assert_proxy_error(response, 502, "PROXY_UPSTREAM_UNREACHABLE").await;
     assert_eq!(sandbox.request_count(), 0);
     let metrics = proxy.metrics().await;
     assert_eq!(
@@ -487,23 +382,11 @@ async fn untrusted_upstream_certificate_over_http1_is_502_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_502_json() {
-    let scratch = Scratch::new();
-    let token = scratch.write("token", TOKEN_A);
     let upstream = format!("http://127.0.0.1:{}", closed_port());
-    let proxy = ProxyProcess::start(&static_config(&upstream, &token, "")).await;
-    let response = client()
-        .get(proxy.url("/crm/v3/objects/contacts"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 502);
-    assert_eq!(
-        response.headers()["x-auth-proxy-error"],
-        "PROXY_UPSTREAM_UNREACHABLE"
-    );
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["category"], "PROXY_UPSTREAM_UNREACHABLE");
-    assert_eq!(body["status"], "error");
+    let w = World::build().upstream(upstream).start().await;
+    let proxy = &w.proxy;
+    let response = proxy.get("/crm/v3/objects/contacts").await;
+    assert_proxy_error(response, 502, "PROXY_UPSTREAM_UNREACHABLE").await;
     let metrics = proxy.metrics().await;
     assert_eq!(
         metric(
@@ -523,18 +406,9 @@ async fn upstream_down_is_502_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_slow_is_504_json() {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.accept_token(TOKEN_A);
-    let scratch = Scratch::new();
-    let token = scratch.write("token", TOKEN_A);
-    let config =
-        static_config(&sandbox.url(), &token, "").replace("timeout_secs = 5", "timeout_secs = 1");
-    let proxy = ProxyProcess::start(&config).await;
-    let response = client()
-        .get(proxy.url("/__sandbox/slow/3000"))
-        .send()
-        .await
-        .unwrap();
+    let w = World::build().upstream_timeout_secs(1).start().await;
+    let proxy = &w.proxy;
+    let response = proxy.get("/__sandbox/slow/3000").await;
     assert_eq!(response.status(), 504);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["category"], "PROXY_UPSTREAM_TIMEOUT");
@@ -550,7 +424,7 @@ async fn upstream_slow_is_504_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
-    let mut w = world().await;
+    let mut w = World::build().run(Run::process()).start().await;
     let mut in_flight = Vec::new();
     for _ in 0..5 {
         let url = w.proxy.url("/__sandbox/slow/1500");
@@ -562,11 +436,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         (w.sandbox.request_count() == 5).then_some(())
     })
     .await;
-    let ready = client()
-        .get(w.proxy.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let ready = w.proxy.admin_get("/readyz").await;
     assert_eq!(ready.status(), 200);
     w.proxy.signal("TERM");
     let admin = w.proxy.admin_url("/readyz");
@@ -590,28 +460,12 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_and_metrics_report_real_state() {
-    let w = world().await;
-    let ready = client()
-        .get(w.proxy.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let w = World::build().start().await;
+    let ready = w.proxy.admin_get("/readyz").await;
     assert_eq!(ready.status(), 200);
-    assert_eq!(
-        client()
-            .get(w.proxy.admin_url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(w.proxy.admin_get("/healthz").await.status(), 200);
     for _ in 0..3 {
-        client()
-            .get(w.proxy.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap();
+        w.proxy.get("/crm/v3/objects/contacts").await;
     }
     client()
         .post(w.proxy.url("/__sandbox/status/429"))
@@ -652,7 +506,10 @@ async fn readyz_and_metrics_report_real_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_headers_get_431_and_slow_headers_are_cut() {
-    let w = world_with("header_read_timeout_secs = 1").await;
+    let w = World::build()
+        .server("header_read_timeout_secs = 1")
+        .start()
+        .await;
     let mut request =
         "GET /__sandbox/echo HTTP/1.1\r\nHost: p\r\nConnection: close\r\n".to_string();
     for i in 0..150 {
@@ -676,7 +533,7 @@ async fn too_many_headers_get_431_and_slow_headers_are_cut() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_clients_are_served() {
-    let w = world().await;
+    let w = World::build().start().await;
     let h2 = reqwest::Client::builder()
         .no_proxy()
         .http2_prior_knowledge()
@@ -695,10 +552,11 @@ async fn h2c_clients_are_served() {
 /// A single-worker proxy allowed `slots` upstream requests at once, each within `timeout_secs`.
 async fn one_worker_with_upstream_slots(slots: u32, timeout_secs: u32) -> World {
     let upstream = format!("timeout_secs = {timeout_secs}\nmax_connections = {slots}");
-    world_configured("workers = 1", |config| {
-        config.replace("timeout_secs = 5", &upstream)
-    })
-    .await
+    World::build()
+        .server("workers = 1")
+        .edit(move |config| config.replace("timeout_secs = 5", &upstream))
+        .start()
+        .await
 }
 
 /// Six slow requests at once through a proxy allowed two upstream requests: HubSpot never
@@ -753,10 +611,11 @@ async fn admin_answers(w: &World, path: &str, limit: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_token_file_blocks_neither_admin_nor_shutdown() {
-    let mut w = world_configured("", |c| {
-        c.replace("shutdown_grace_secs = 10", "shutdown_grace_secs = 2")
-    })
-    .await;
+    let mut w = World::build()
+        .edit(|c| c.replace("shutdown_grace_secs = 10", "shutdown_grace_secs = 2"))
+        .run(Run::process())
+        .start()
+        .await;
     // A FIFO nobody writes stands in for a hung network or FUSE secret mount: opening it blocks.
     let token = w.scratch.path("token");
     std::fs::remove_file(&token).unwrap();
@@ -780,11 +639,7 @@ async fn a_hung_token_file_blocks_neither_admin_nor_shutdown() {
     }
     // The old token is still served, and the hang is logged once, not once a second.
     for _ in 0..3 {
-        let response = client()
-            .get(w.proxy.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap();
+        let response = w.proxy.get("/crm/v3/objects/contacts").await;
         assert_eq!(response.status(), 200);
         admin_answers(&w, "/healthz", limit).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -800,10 +655,11 @@ async fn a_hung_token_file_blocks_neither_admin_nor_shutdown() {
 /// Three workers share four upstream slots exactly (2 + 1 + 1), not four rounded up each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_slots_are_split_exactly_between_workers() {
-    let w = world_configured("workers = 3", |config| {
-        config.replace("timeout_secs = 5", "timeout_secs = 20\nmax_connections = 4")
-    })
-    .await;
+    let w = World::build()
+        .server("workers = 3")
+        .edit(|config| config.replace("timeout_secs = 5", "timeout_secs = 20\nmax_connections = 4"))
+        .start()
+        .await;
     let calls = (0..24).map(|_| {
         // One client per call: one connection each, spread over the workers.
         let request = client().get(w.proxy.url("/__sandbox/slow/300")).send();

@@ -266,28 +266,19 @@ fn systemd_unit_is_hardened_and_uses_credentials() {
 
 #[test]
 fn example_config_passes_check_with_the_documented_env() {
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(repo("config/example.toml"))
-        .env("HUBSPOT_TOKEN", TOKEN_A)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(repo("config/minimal.toml"))
-        .env("HUBSPOT_TOKEN", TOKEN_A)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for config in ["config/example.toml", "config/minimal.toml"] {
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(repo(config))
+            .env("HUBSPOT_TOKEN", TOKEN_A)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{config}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// Every `hubspot_proxy_*` metric the dashboard queries is exported by a proxy that has seen traffic.
@@ -325,7 +316,7 @@ async fn grafana_dashboard_queries_only_real_metrics() {
         static_config(&sandbox.url(), &token, ""),
         refresh.display()
     );
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = TestProxy::start(&config).await;
     let c = client();
     eventually(std::time::Duration::from_secs(5), "oauth token", || {
         (sandbox.oauth().token_calls() > 0).then_some(())

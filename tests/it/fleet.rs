@@ -257,8 +257,21 @@ async fn replicas_hear_of_a_new_token_within_a_second_and_redis_holds_nothing_re
     let (writer, reader) = (fleet(&server), fleet(&server));
     let (tw, tr) = (tokens_of(&writer), tokens_of(&reader));
     let mut notices = reader.tokens().subscribe();
-    // Let the reader's subscriber connect before the write.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The write waits until Redis counts both replicas' subscribers on the channel.
+    let mut redis = server.inspect();
+    eventually(
+        Duration::from_secs(5),
+        "both subscribers on t:tokens",
+        || {
+            let (_, subscribers): (String, u64) = ::redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg("t:tokens")
+                .query(&mut redis)
+                .unwrap();
+            (subscribers >= 2).then_some(())
+        },
+    )
+    .await;
 
     let lease = tw
         .try_lease(Duration::from_secs(30))

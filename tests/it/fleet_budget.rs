@@ -16,7 +16,7 @@ const RUN: Duration = Duration::from_secs(12);
 struct World {
     sandbox: Sandbox,
     _scratch: Scratch,
-    proxies: Vec<ProxyProcess>,
+    proxies: Vec<TestProxy>,
 }
 
 /// Three replicas of one static account shaped to `BUDGET`; with `redis`, in one fleet.
@@ -40,7 +40,7 @@ async fn world(redis: Option<&RedisServer>) -> World {
     }
     let mut proxies = Vec::new();
     for _ in 0..3 {
-        proxies.push(ProxyProcess::start_with(&config, &[], &["--log-level", "info"]).await);
+        proxies.push(TestProxy::start_with(&config, &[], &["--log-level", "info"]).await);
     }
     World {
         sandbox,
@@ -116,17 +116,6 @@ fn upstream_429_share(w: &World) -> (u64, usize, f64) {
     (rejected, upstream, rejected as f64 / upstream.max(1) as f64)
 }
 
-async fn status(proxy: &ProxyProcess) -> serde_json::Value {
-    client()
-        .get(proxy.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// Every replica sees the other two through their heartbeats (so the fallback share is 1/3).
 async fn all_replicas_seen(w: &World) {
     for proxy in &w.proxies {
@@ -187,7 +176,7 @@ async fn three_replicas_share_one_budget_under_3x_load() {
         answers.len()
     );
     // /status shows the shared budget in use and the fallback share (90 % of 20, over 3).
-    let status = status(&w.proxies[0]).await;
+    let status = &w.proxies[0].status_json().await;
     assert_eq!(status["fleet"]["mode"], "shared", "{status}");
     assert_eq!(status["fleet"]["replicas"], 3, "{status}");
     let shared = &status["accounts"][0]["ratelimit"]["shared"];
@@ -220,7 +209,7 @@ async fn without_fleet_the_same_load_draws_many_upstream_429s() {
         share > 0.2,
         "the control should overrun HubSpot: {rejected} of {upstream} got 429"
     );
-    let status = status(&w.proxies[0]).await;
+    let status = &w.proxies[0].status_json().await;
     assert!(status["fleet"].is_null());
     assert!(status["accounts"][0]["ratelimit"]["shared"].is_null());
 }
@@ -245,7 +234,7 @@ async fn redis_killed_mid_load_fails_no_request_and_sharing_resumes_within_5_s()
         for proxy in &w.proxies {
             metric_becomes(proxy, "hubspot_proxy_fleet_up", 0.0, Duration::from_secs(5)).await;
         }
-        let status = status(&w.proxies[1]).await;
+        let status = &w.proxies[1].status_json().await;
         assert_eq!(status["fleet"]["mode"], "fallback", "{status}");
         assert_eq!(
             status["accounts"][0]["ratelimit"]["shared"]["fallback_share"], 6,

@@ -13,28 +13,12 @@ const REFRESH: &str = "na1-fleet-refresh-initial-3131";
 
 /// One replica's config: its own refresh-token file (as each pod has its own secret mount).
 fn replica_config(sandbox: &Sandbox, refresh_file: &std::path::Path, fleet: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[upstream]
-base_url = "{}"
-timeout_secs = 10
-[[accounts]]
-name = "marketing"
-[accounts.oauth]
-client_id = "{CLIENT_ID}"
-client_secret = {{ env = "HSAP_TEST_CLIENT_SECRET" }}
-refresh_token = {{ file = "{}" }}
-token_timeout_secs = 2
-refresh_min_interval_secs = 1
-[accounts.rate_limit]
-per_ten_seconds = 0
-{fleet}
-"#,
-        sandbox.url(),
-        refresh_file.display()
+    oauth_config(
+        &sandbox.url(),
+        CLIENT_ID,
+        refresh_file,
+        "refresh_min_interval_secs = 1",
+        fleet,
     )
 }
 
@@ -46,10 +30,7 @@ fn fleet_section(redis: &RedisServer) -> String {
 }
 
 async fn oauth_sandbox(expires_in: u64) -> Sandbox {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.oauth().set_client(CLIENT_ID, CLIENT_SECRET);
-    sandbox.oauth().add_refresh_token(REFRESH);
-    sandbox.oauth().set_expires_in(expires_in);
+    let sandbox = oauth_stand_in(CLIENT_ID, CLIENT_SECRET, REFRESH, expires_in).await;
     sandbox.oauth().set_rotation(true);
     sandbox
 }
@@ -61,10 +42,10 @@ async fn replica(
     name: &str,
     refresh: &str,
     fleet: &str,
-) -> ProxyProcess {
+) -> TestProxy {
     let file = scratch.write(&format!("{name}.refresh"), refresh);
     let config = replica_config(sandbox, &file, fleet);
-    let proxy = ProxyProcess::start_with(
+    let proxy = TestProxy::start_with(
         &config,
         &[("HSAP_TEST_CLIENT_SECRET", CLIENT_SECRET)],
         &["--log-level", "info"],
@@ -74,7 +55,7 @@ async fn replica(
     proxy
 }
 
-async fn ready(proxy: &ProxyProcess) {
+async fn ready(proxy: &TestProxy) {
     let url = proxy.admin_url("/readyz");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !matches!(client().get(&url).send().await, Ok(r) if r.status() == 200) {
@@ -84,14 +65,24 @@ async fn ready(proxy: &ProxyProcess) {
 }
 
 /// A GET through `proxy`, tagged so the stand-in's record says which replica sent it.
-async fn get(proxy: &ProxyProcess, tag: &str) -> u16 {
-    client()
-        .get(proxy.url(&format!("/crm/v3/objects/contacts?replica={tag}")))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+async fn get(proxy: &TestProxy, tag: &str) -> u16 {
+    status_of(&proxy.url(&format!("/crm/v3/objects/contacts?replica={tag}"))).await
 }
+
+/// A redis-server, the stand-in granting `expires_in`-second tokens, and replicas a, b and c.
+async fn three_replicas(expires_in: u64) -> (RedisServer, Sandbox, Scratch, Vec<TestProxy>) {
+    let redis = RedisServer::start();
+    let sandbox = oauth_sandbox(expires_in).await;
+    let scratch = Scratch::new();
+    let fleet = fleet_section(&redis);
+    let mut replicas = Vec::new();
+    for name in NAMES {
+        replicas.push(replica(&sandbox, &scratch, name, REFRESH, &fleet).await);
+    }
+    (redis, sandbox, scratch, replicas)
+}
+
+const NAMES: [&str; 3] = ["a", "b", "c"];
 
 /// The bearer of the last request the stand-in received from replica `tag`.
 fn last_bearer(sandbox: &Sandbox, tag: &str) -> Option<String> {
@@ -102,17 +93,6 @@ fn last_bearer(sandbox: &Sandbox, tag: &str) -> Option<String> {
         .rev()
         .find(|r| r.target.contains(&needle))
         .and_then(|r| r.bearer().map(str::to_owned))
-}
-
-async fn status_json(proxy: &ProxyProcess) -> serde_json::Value {
-    client()
-        .get(proxy.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 fn adoptions(metrics: &str) -> f64 {
@@ -175,15 +155,8 @@ fn secrets(sandbox: &Sandbox, scratch: &Scratch, replicas: &[&str]) -> Vec<Strin
 /// lifetime for the whole fleet, not one per replica, and all serve the fleet's token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_make_one_refresh_per_token_lifetime() {
-    let redis = RedisServer::start();
-    let sandbox = oauth_sandbox(4).await;
-    let scratch = Scratch::new();
-    let fleet = fleet_section(&redis);
-    let names = ["a", "b", "c"];
-    let mut replicas = Vec::new();
-    for name in names {
-        replicas.push(replica(&sandbox, &scratch, name, REFRESH, &fleet).await);
-    }
+    let (redis, sandbox, scratch, replicas) = three_replicas(4).await;
+    let names = NAMES;
     let before = sandbox.oauth().token_calls();
     let started = Instant::now();
     let window = Duration::from_secs(10);
@@ -246,15 +219,8 @@ async fn three_replicas_make_one_refresh_per_token_lifetime() {
 /// replicas: one token call for the fleet, every request replayed with the new token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_authentication_on_every_replica_causes_one_fleet_refresh() {
-    let redis = RedisServer::start();
-    let sandbox = oauth_sandbox(1800).await;
-    let scratch = Scratch::new();
-    let fleet = fleet_section(&redis);
-    let names = ["a", "b", "c"];
-    let mut replicas = Vec::new();
-    for name in names {
-        replicas.push(replica(&sandbox, &scratch, name, REFRESH, &fleet).await);
-    }
+    let (_redis, sandbox, _scratch, replicas) = three_replicas(1800).await;
+    let names = NAMES;
     assert_eq!(sandbox.oauth().token_calls(), 1, "later replicas adopted");
     sandbox.oauth().expire_access_tokens_early();
     // The 401s are held a moment, so every replica's requests see the dead token together.
@@ -264,14 +230,7 @@ async fn expired_authentication_on_every_replica_causes_one_fleet_refresh() {
     let requests = replicas.iter().zip(names).flat_map(|(proxy, name)| {
         (0..4).map(move |_| {
             let url = proxy.url(&format!("/crm/v3/objects/contacts?replica={name}"));
-            async move {
-                client()
-                    .get(url)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0)
-            }
+            async move { status_of(&url).await }
         })
     });
     let statuses = join_all(requests).await;
@@ -332,14 +291,14 @@ async fn a_replica_started_later_adopts_the_fleets_token_and_refresh_token() {
     .await;
     assert_eq!(adoptions(&b.metrics().await), 1.0);
     assert_eq!(refreshes(&b.metrics().await), 0.0);
-    let status_a = status_json(&a).await;
-    let status_b = status_json(&b).await;
+    let status_a = &a.status_json().await;
+    let status_b = &b.status_json().await;
     let token_of = |s: &serde_json::Value| s["accounts"][0]["fleet_token"].clone();
-    assert_eq!(token_of(&status_a)["origin"], "refreshed_here");
-    assert_eq!(token_of(&status_b)["origin"], "adopted");
+    assert_eq!(token_of(status_a)["origin"], "refreshed_here");
+    assert_eq!(token_of(status_b)["origin"], "adopted");
     assert_eq!(
-        token_of(&status_a)["generation"],
-        token_of(&status_b)["generation"]
+        token_of(status_a)["generation"],
+        token_of(status_b)["generation"]
     );
     let all = secrets(&sandbox, &scratch, &["a", "b"]);
     for secret in &all {
@@ -382,7 +341,7 @@ async fn without_redis_replicas_keep_serving_and_refresh_on_their_own() {
             1,
             "{log}"
         );
-        let status = status_json(proxy).await;
+        let status = proxy.status_json().await;
         assert_eq!(
             status["accounts"][0]["fleet_token"]["origin"],
             "refreshed_locally"

@@ -1,4 +1,4 @@
-//! Legacy `?hapikey=` scripts and several accounts behind one proxy, through the real binary.
+//! Legacy `?hapikey=` scripts and several accounts behind one proxy, over the wire.
 
 use crate::support::*;
 
@@ -6,37 +6,15 @@ const KEY_MAIN: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const KEY_MARKETING: &str = "ffffffff-1111-4222-8333-444444444444";
 const DEV_KEY: &str = "dev-key-5555-6666";
 
-struct World {
-    sandbox: Sandbox,
-    _scratch: Scratch,
-    proxy: ProxyProcess,
-}
-
-/// Two static accounts, `main` (TOKEN_A) and `marketing` (TOKEN_B), and the given `[legacy]` section.
-async fn world(legacy: &str) -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.accept_token(TOKEN_A);
-    sandbox.accept_token(TOKEN_B);
-    let scratch = Scratch::new();
-    let a = scratch.write("a", TOKEN_A);
-    let b = scratch.write("b", TOKEN_B);
-    let config = format!(
-        r#"{}
-[[accounts]]
-name = "marketing"
-token = {{ file = "{}" }}
-
-{legacy}
-"#,
-        static_config(&sandbox.url(), &a, ""),
-        b.display()
-    );
-    let proxy = ProxyProcess::start_debug(&config).await;
-    World {
-        sandbox,
-        _scratch: scratch,
-        proxy,
-    }
+/// Two static accounts, `main` (TOKEN_A) and `marketing` (TOKEN_B), and the given `[legacy]`
+/// section; the binary at debug level when the test reads request lines or checks them for keys.
+async fn world(legacy: &str, run: Run) -> World {
+    World::build()
+        .second_account()
+        .tail(legacy)
+        .run(run)
+        .start()
+        .await
 }
 
 fn keyed() -> String {
@@ -47,7 +25,7 @@ fn keyed() -> String {
     )
 }
 
-async fn get(proxy: &ProxyProcess, target: &str) -> (u16, serde_json::Value) {
+async fn get(proxy: &TestProxy, target: &str) -> (u16, serde_json::Value) {
     let request = format!("GET {target} HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n");
     let response = raw_exchange(proxy.proxy, request.as_bytes());
     let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
@@ -59,7 +37,7 @@ async fn get(proxy: &ProxyProcess, target: &str) -> (u16, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_old_setup_guide_script_works_again() {
-    let w = world("").await;
+    let w = world("", Run::process_debug()).await;
     let (status, body) = get(
         &w.proxy,
         &format!("/contacts/v1/lists/all/contacts/all?hapikey={KEY_MAIN}&count=1"),
@@ -82,7 +60,7 @@ async fn the_old_setup_guide_script_works_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hapikey_is_stripped_wherever_it_stands() {
-    let w = world("").await;
+    let w = world("", Run::InProcess).await;
     let cases = [
         (
             format!("/__sandbox/echo?hapikey={KEY_MAIN}&a=1&b=%20"),
@@ -127,7 +105,7 @@ async fn hapikey_is_stripped_wherever_it_stands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mapped_keys_pick_accounts_and_unknown_keys_stay_local() {
-    let w = world(&keyed()).await;
+    let w = world(&keyed(), Run::process_debug()).await;
     assert_eq!(
         get(
             &w.proxy,
@@ -182,7 +160,7 @@ async fn mapped_keys_pick_accounts_and_unknown_keys_stay_local() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_mode_answers_locally() {
-    let w = world("[legacy]\nhapikey = \"reject\"\n").await;
+    let w = world("[legacy]\nhapikey = \"reject\"\n", Run::InProcess).await;
     let (status, body) = get(
         &w.proxy,
         &format!("/crm/v3/objects/contacts?hapikey={KEY_MAIN}"),
@@ -198,7 +176,7 @@ async fn reject_mode_answers_locally() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_mode_passes_the_key_to_hubspot() {
-    let w = world("[legacy]\nhapikey = \"forward\"\n").await;
+    let w = world("[legacy]\nhapikey = \"forward\"\n", Run::InProcess).await;
     let (status, body) = get(
         &w.proxy,
         &format!("/crm/v3/objects/contacts?hapikey={KEY_MAIN}"),
@@ -216,7 +194,7 @@ async fn forward_mode_passes_the_key_to_hubspot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn developer_keys_on_app_settings_paths_pass_untouched() {
-    let w = world(&keyed()).await;
+    let w = world(&keyed(), Run::InProcess).await;
     for target in [
         format!("/webhooks/v3/123456/subscriptions?hapikey={DEV_KEY}"),
         format!("/crm/v3/extensions/videoconferencing/settings/789?hapikey={DEV_KEY}&x=1"),
@@ -241,7 +219,7 @@ async fn developer_keys_on_app_settings_paths_pass_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_header_selects_and_is_removed() {
-    let w = world("").await;
+    let w = world("", Run::InProcess).await;
     let response = client()
         .get(w.proxy.url("/crm/v3/objects/contacts"))
         .header("x-auth-proxy-account", "marketing")
@@ -249,11 +227,7 @@ async fn account_header_selects_and_is_removed() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    client()
-        .get(w.proxy.url("/crm/v3/objects/contacts"))
-        .send()
-        .await
-        .unwrap();
+    w.proxy.get("/crm/v3/objects/contacts").await;
     let seen = w.sandbox.requests();
     assert_eq!(seen[0].bearer(), Some(TOKEN_B));
     assert!(!seen[0].headers.contains_key("x-auth-proxy-account"));
@@ -269,11 +243,7 @@ async fn account_header_selects_and_is_removed() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 400);
-    assert_eq!(
-        response.headers()["x-auth-proxy-error"],
-        "PROXY_UNKNOWN_ACCOUNT"
-    );
+    assert_proxy_error(response, 400, "PROXY_UNKNOWN_ACCOUNT").await;
     assert_eq!(w.sandbox.request_count(), 2);
     let metrics = w.proxy.metrics().await;
     assert_eq!(
@@ -287,19 +257,18 @@ async fn account_header_selects_and_is_removed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_flag_moves_the_default_account() {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.accept_token(TOKEN_B);
-    let scratch = Scratch::new();
-    let a = scratch.write("a", TOKEN_A);
-    let b = scratch.write("b", TOKEN_B);
-    let config = format!(
-        "{}\n[[accounts]]\nname = \"marketing\"\ndefault = true\ntoken = {{ file = \"{}\" }}\n",
-        static_config(&sandbox.url(), &a, ""),
-        b.display()
-    );
-    let proxy = ProxyProcess::start_debug(&config).await;
-    assert_eq!(get(&proxy, "/crm/v3/objects/contacts").await.0, 200);
-    assert_eq!(sandbox.requests()[0].bearer(), Some(TOKEN_B));
+    let w = World::build()
+        .second_account()
+        .edit(|c| {
+            c.replace(
+                "name = \"marketing\"\n",
+                "name = \"marketing\"\ndefault = true\n",
+            )
+        })
+        .start()
+        .await;
+    assert_eq!(get(&w.proxy, "/crm/v3/objects/contacts").await.0, 200);
+    assert_eq!(w.sandbox.requests()[0].bearer(), Some(TOKEN_B));
 }
 
 #[test]
@@ -323,7 +292,7 @@ fn hash_key_reads_stdin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_variants_of_hapikey_are_keys_too() {
     // Without mapped keys: stripped and translated like `hapikey`, never forwarded or logged.
-    let w = world("").await;
+    let w = world("", Run::process_debug()).await;
     for target in [
         format!("/crm/v3/objects/contacts?HAPIKEY={KEY_MAIN}&limit=1"),
         format!("/crm/v3/objects/contacts?limit=1&HapiKey={KEY_MAIN}"),
@@ -345,7 +314,7 @@ async fn case_variants_of_hapikey_are_keys_too() {
     w.proxy.assert_log_free_of(&[KEY_MAIN, TOKEN_A]);
 
     // With mapped keys, HubSpot's spelling is required: a case variant is an unknown key.
-    let w = world(&keyed()).await;
+    let w = world(&keyed(), Run::process_debug()).await;
     let (status, body) = get(
         &w.proxy,
         &format!("/crm/v3/objects/contacts?HAPIKEY={KEY_MARKETING}"),

@@ -1,5 +1,8 @@
-//! The integration suite in one binary: each module is one area of the proxy, driven through
-//! the real server against the in-crate HubSpot stand-in (src/sandbox) on loopback.
+//! The integration suite in one binary: each module is one area of the proxy, driven over the
+//! wire against the in-crate HubSpot stand-in (src/sandbox) on loopback. Worlds come from
+//! `support::World::build()`; the proxy runs in-process through `hubspot_auth_proxy::start`
+//! (one call site, in support/proxy.rs) unless a test needs the binary: signals, exit codes,
+//! log lines, CLI flags or process environment (`Run::process()`).
 
 mod support;
 

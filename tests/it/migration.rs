@@ -16,32 +16,18 @@ const V4: &str = "/crm/v4/objects/contacts/1/associations/deals";
 const DATED_CURRENT: &str = "/crm/objects/2027-03/contacts";
 const DATED_OLD: &str = "/crm/objects/2025-09/contacts";
 
-struct World {
-    sandbox: Sandbox,
-    _scratch: Scratch,
-    proxy: ProxyProcess,
-}
-
+/// The binary: "today" comes from its environment (HUBSPOT_AUTH_PROXY_TODAY).
 async fn world(extra_server: &str, rest: &str) -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.accept_token(TOKEN_A);
-    let scratch = Scratch::new();
-    let token = scratch.write("token", TOKEN_A);
-    let config = format!(
-        "{}\n{rest}\n",
-        static_config(&sandbox.url(), &token, extra_server)
-    );
-    let proxy = ProxyProcess::start_with(
-        &config,
-        &[("HUBSPOT_AUTH_PROXY_TODAY", TODAY)],
-        &["--log-level", "info"],
-    )
-    .await;
-    World {
-        sandbox,
-        _scratch: scratch,
-        proxy,
-    }
+    let run = Run::Process {
+        env: vec![("HUBSPOT_AUTH_PROXY_TODAY".into(), TODAY.into())],
+        flags: vec!["--log-level".into(), "info".into()],
+    };
+    World::build()
+        .server(extra_server)
+        .tail(rest)
+        .run(run)
+        .start()
+        .await
 }
 
 fn legacy_keys() -> String {
@@ -61,14 +47,7 @@ async fn get(w: &World, path: &str, headers: &[(&str, &str)]) -> reqwest::Respon
 }
 
 async fn report(w: &World) -> Value {
-    client()
-        .get(w.proxy.admin_url("/migration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    w.proxy.admin_get("/migration").await.json().await.unwrap()
 }
 
 fn find<'a>(report: &'a Value, caller: &str, generation: &str) -> &'a Value {

@@ -1,10 +1,11 @@
-//! OAuth accounts through the real binary against the stand-in's token endpoints.
+//! OAuth accounts against the stand-in's token endpoints: in-process, and through the real
+//! binary where a test reads its log or signals it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::*;
+use crate::support::{self, *};
 use hubspot_auth_proxy::sandbox::oauth::TokenMode;
 use sha2::{Digest, Sha256};
 
@@ -15,7 +16,7 @@ const REFRESH: &str = "na1-refresh-initial-7777";
 struct World {
     sandbox: Sandbox,
     scratch: Scratch,
-    proxy: ProxyProcess,
+    proxy: TestProxy,
 }
 
 fn oauth_config(sandbox: &Sandbox, scratch: &Scratch, oauth_extra: &str) -> String {
@@ -23,41 +24,32 @@ fn oauth_config(sandbox: &Sandbox, scratch: &Scratch, oauth_extra: &str) -> Stri
     if !refresh.exists() {
         scratch.write("marketing.refresh", REFRESH);
     }
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[upstream]
-base_url = "{}"
-timeout_secs = 10
-[[accounts]]
-name = "marketing"
-[accounts.oauth]
-client_id = "{CLIENT_ID}"
-client_secret = {{ env = "HSAP_TEST_CLIENT_SECRET" }}
-refresh_token = {{ file = "{}" }}
-token_timeout_secs = 2
-{oauth_extra}
-[accounts.rate_limit]
-per_ten_seconds = 0
-"#,
-        sandbox.url(),
-        refresh.display()
-    )
+    support::oauth_config(&sandbox.url(), CLIENT_ID, &refresh, oauth_extra, "")
 }
 
 async fn sandbox_with(expires_in: u64) -> Sandbox {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.oauth().set_client(CLIENT_ID, CLIENT_SECRET);
-    sandbox.oauth().add_refresh_token(REFRESH);
-    sandbox.oauth().set_expires_in(expires_in);
-    sandbox
+    oauth_stand_in(CLIENT_ID, CLIENT_SECRET, REFRESH, expires_in).await
 }
 
+/// In-process, with the client secret in a file: the process environment is every test's.
 async fn start(sandbox: Sandbox, scratch: Scratch, oauth_extra: &str) -> World {
+    let secret = scratch.write("client.secret", CLIENT_SECRET);
+    let config = oauth_config(&sandbox, &scratch, oauth_extra).replace(
+        r#"{ env = "HSAP_TEST_CLIENT_SECRET" }"#,
+        &format!(r#"{{ file = "{}" }}"#, secret.display()),
+    );
+    let proxy = TestProxy::in_process(&config).await;
+    World {
+        sandbox,
+        scratch,
+        proxy,
+    }
+}
+
+/// The binary, for tests that read its log or signal it; the client secret from its environment.
+async fn start_process(sandbox: Sandbox, scratch: Scratch, oauth_extra: &str) -> World {
     let config = oauth_config(&sandbox, &scratch, oauth_extra);
-    let proxy = ProxyProcess::start_with(
+    let proxy = TestProxy::start_with(
         &config,
         &[("HSAP_TEST_CLIENT_SECRET", CLIENT_SECRET)],
         &["--log-level", "info"],
@@ -71,30 +63,13 @@ async fn start(sandbox: Sandbox, scratch: Scratch, oauth_extra: &str) -> World {
 }
 
 async fn ready(w: &World) {
-    let url = w.proxy.admin_url("/readyz");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if client()
-            .get(&url)
-            .send()
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false)
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never ready:\n{}", w.proxy.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn status_of(url: &str) -> u16 {
-    client()
-        .get(url)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    status_becomes(
+        &w.proxy.admin_url("/readyz"),
+        200,
+        Duration::from_secs(10),
+        "the account to be ready",
+    )
+    .await;
 }
 
 fn assert_no_secrets(w: &World) {
@@ -112,25 +87,7 @@ async fn sixteen_clients_across_short_tokens_see_no_failures() {
     let w = start(sandbox_with(3).await, Scratch::new(), "").await;
     ready(&w).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for _ in 0..16 {
-        let url = w.proxy.url("/crm/v3/objects/contacts");
-        let stop = stop.clone();
-        clients.push(tokio::spawn(async move {
-            let c = client();
-            let mut statuses = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                statuses.push(
-                    c.get(&url)
-                        .send()
-                        .await
-                        .map(|r| r.status().as_u16())
-                        .unwrap_or(0),
-                );
-            }
-            statuses
-        }));
-    }
+    let clients = load_until(&w.proxy.url("/crm/v3/objects/contacts"), 16, &stop);
     // The load runs across three refreshes (one initial fetch, then about one per 2.25 s).
     let deadline = Instant::now() + Duration::from_secs(20);
     while w.sandbox.oauth().token_calls() < 4 {
@@ -162,14 +119,22 @@ async fn sixteen_clients_across_short_tokens_see_no_failures() {
         .iter()
         .filter(|r| r.target.starts_with("/crm"))
         .all(|r| issued.iter().any(|t| Some(t.as_str()) == r.bearer())));
-    let text = w.proxy.metrics().await;
-    assert_eq!(
-        metric(
-            &text,
-            r#"hubspot_proxy_token_refreshes_total{account="marketing",result="success"}"#
-        ),
-        Some(calls as f64)
-    );
+    // A refresh the stand-in has answered is counted once the proxy has read the answer.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = w.proxy.metrics().await;
+        let series = r#"hubspot_proxy_token_refreshes_total{account="marketing",result="success"}"#;
+        let counted = metric(&text, series);
+        let calls = w.sandbox.oauth().token_calls();
+        if counted == Some(calls as f64) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {counted:?}, the stand-in answered {calls}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let expiry = metric(
         &text,
         r#"hubspot_proxy_token_expiry_timestamp_seconds{account="marketing"}"#,
@@ -191,7 +156,7 @@ async fn sixteen_clients_across_short_tokens_see_no_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_serves_the_valid_token_then_503_then_recovers() {
-    let w = start(sandbox_with(4).await, Scratch::new(), "").await;
+    let w = start_process(sandbox_with(4).await, Scratch::new(), "").await;
     ready(&w).await;
     let url = w.proxy.url("/crm/v3/objects/contacts");
     w.sandbox.oauth().set_mode(TokenMode::ServerError);
@@ -215,13 +180,8 @@ async fn outage_serves_the_valid_token_then_503_then_recovers() {
         "served {served}, 503 after {first_503:?}"
     );
     let response = client().get(&url).send().await.unwrap();
-    assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["x-auth-proxy-error"], "PROXY_NO_TOKEN");
-    let ready_body = client()
-        .get(w.proxy.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    assert_proxy_error(response, 503, "PROXY_NO_TOKEN").await;
+    let ready_body = w.proxy.admin_get("/readyz").await;
     assert_eq!(ready_body.status(), 503);
     assert!(ready_body.text().await.unwrap().contains("marketing"));
     let upstream_before = w
@@ -365,24 +325,14 @@ async fn other_401s_and_large_bodies_pass_through() {
     let w = start(sandbox_with(600).await, Scratch::new(), "").await;
     ready(&w).await;
     // A 401 that is not EXPIRED_AUTHENTICATION is HubSpot's answer to pass on, not a refresh signal.
-    let response = client()
-        .post(w.proxy.url("/__sandbox/status/401"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let response = w.proxy.post("/__sandbox/status/401", "{}").await;
     assert_eq!(response.status(), 401);
     assert_eq!(w.sandbox.oauth().token_calls(), 1);
     // A body over 1 MiB streams, so its EXPIRED_AUTHENTICATION 401 passes through, and the
     // token is still retired so the next request gets a fresh one.
     w.sandbox.oauth().expire_access_tokens_early();
     let big = vec![b'z'; 1024 * 1024 + 1];
-    let response = client()
-        .post(w.proxy.url("/__sandbox/echo"))
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let response = w.proxy.post("/__sandbox/echo", big).await;
     assert_eq!(response.status(), 401);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["category"], "EXPIRED_AUTHENTICATION");
@@ -442,36 +392,19 @@ async fn rotated_refresh_tokens_land_in_their_file() {
 async fn a_revoked_refresh_token_needs_reauthorization_without_a_refresh_loop() {
     let scratch = Scratch::new();
     scratch.write("marketing.refresh", "na1-revoked-token");
-    let w = start(sandbox_with(600).await, scratch, "").await;
+    let w = start_process(sandbox_with(600).await, scratch, "").await;
     let url = w.proxy.url("/crm/v3/objects/contacts");
     eventually(Duration::from_secs(5), "the refusal is logged", || {
         w.proxy.log().contains("invalid_grant").then_some(())
     })
     .await;
     let response = client().get(&url).send().await.unwrap();
-    assert_eq!(response.status(), 503);
-    assert_eq!(
-        response.headers()["x-auth-proxy-error"],
-        "PROXY_NEEDS_REAUTHORIZATION"
-    );
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["category"], "PROXY_NEEDS_REAUTHORIZATION");
-    let ready = client()
-        .get(w.proxy.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    assert_proxy_error(response, 503, "PROXY_NEEDS_REAUTHORIZATION").await;
+    let ready = w.proxy.admin_get("/readyz").await;
     assert_eq!(ready.status(), 503);
     let ready: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(ready["not_ready"][0]["reason"], "needs_reauthorization");
-    let status: serde_json::Value = client()
-        .get(w.proxy.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = w.proxy.admin_get("/status").await.json().await.unwrap();
     let account = &status["accounts"][0];
     assert_eq!(account["state"], "needs_reauthorization");
     assert_eq!(account["reauthorization"]["error"], "invalid_grant");
@@ -534,7 +467,7 @@ async fn a_refused_client_secret_names_the_client_keys_and_sighup_retries() {
     sandbox
         .oauth()
         .set_client(CLIENT_ID, "cs-rotated-by-hubspot");
-    let w = start(sandbox, Scratch::new(), "").await;
+    let w = start_process(sandbox, Scratch::new(), "").await;
     let url = w.proxy.url("/crm/v3/objects/contacts");
     eventually(Duration::from_secs(5), "the refusal is logged", || {
         w.proxy.log().contains("invalid_client").then_some(())
@@ -659,7 +592,7 @@ async fn static_and_oauth_accounts_mix() {
             .unwrap()
     );
     let proxy =
-        ProxyProcess::start_with(&config, &[("HSAP_TEST_CLIENT_SECRET", CLIENT_SECRET)], &[]).await;
+        TestProxy::start_with(&config, &[("HSAP_TEST_CLIENT_SECRET", CLIENT_SECRET)], &[]).await;
     let w = World {
         sandbox,
         scratch,

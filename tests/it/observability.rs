@@ -4,24 +4,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-struct World {
-    sandbox: Sandbox,
-    _scratch: Scratch,
-    proxy: ProxyProcess,
-}
-
-async fn world(extra_server: &str, flags: &[&str]) -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.accept_token(TOKEN_A);
-    let scratch = Scratch::new();
-    let token = scratch.write("token", TOKEN_A);
-    let config = static_config(&sandbox.url(), &token, extra_server);
-    let proxy = ProxyProcess::start_with(&config, &[], flags).await;
-    World {
-        sandbox,
-        _scratch: scratch,
-        proxy,
-    }
+async fn world(extra_server: &str, run: Run) -> World {
+    World::build().server(extra_server).run(run).start().await
 }
 
 fn m(text: &str, series: &str) -> f64 {
@@ -30,7 +14,7 @@ fn m(text: &str, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_was_sent() {
-    let w = world("", &[]).await;
+    let w = world("", Run::InProcess).await;
     let c = client();
     for _ in 0..7 {
         assert_eq!(
@@ -205,17 +189,13 @@ async fn metrics_count_what_was_sent() {
 /// metrics use it (no per-path series) through the real binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_paths_leave_the_series_count_bounded() {
-    let w = world("", &[]).await;
+    let w = world("", Run::InProcess).await;
     let series = |text: &str| {
         text.lines()
             .filter(|l| l.starts_with("hubspot_proxy_"))
             .count()
     };
-    client()
-        .get(w.proxy.url("/crm/v3/objects/contacts"))
-        .send()
-        .await
-        .unwrap();
+    w.proxy.get("/crm/v3/objects/contacts").await;
     let before = series(&w.proxy.metrics().await);
     let c = client();
     for i in 0..200u64 {
@@ -248,20 +228,9 @@ async fn random_paths_leave_the_series_count_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_health_without_secrets() {
-    let w = world("", &[]).await;
-    client()
-        .get(w.proxy.url("/crm/v3/objects/contacts"))
-        .send()
-        .await
-        .unwrap();
-    let body = client()
-        .get(w.proxy.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let w = world("", Run::InProcess).await;
+    w.proxy.get("/crm/v3/objects/contacts").await;
+    let body = w.proxy.admin_get("/status").await.text().await.unwrap();
     assert!(!body.contains(TOKEN_A));
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     let main = &status["accounts"][0];
@@ -300,7 +269,7 @@ async fn status_reports_health_without_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_access_log_has_one_object_per_line() {
-    let w = world("access_log = true", &["--log-format", "json"]).await;
+    let w = world("access_log = true", Run::binary(&["--log-format", "json"])).await;
     client()
         .get(
             w.proxy
@@ -343,7 +312,7 @@ async fn json_access_log_has_one_object_per_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flips_readiness_then_serves_for_the_min_delay_then_drains() {
-    let mut w = world("shutdown_min_delay_secs = 2", &[]).await;
+    let mut w = world("shutdown_min_delay_secs = 2", Run::binary(&[])).await;
     let slow = {
         let url = w.proxy.url("/__sandbox/slow/2500");
         tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) })
@@ -392,33 +361,17 @@ async fn sigterm_flips_readiness_then_serves_for_the_min_delay_then_drains() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quitquitquit_only_when_enabled() {
-    let w = world("", &[]).await;
+    let w = world("", Run::InProcess).await;
     let r = client()
         .post(w.proxy.admin_url("/quitquitquit"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        client()
-            .get(w.proxy.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(w.proxy.status("/crm/v3/objects/contacts").await, 200);
 
-    let mut w = world("enable_quit = true", &[]).await;
-    assert_eq!(
-        client()
-            .get(w.proxy.admin_url("/quitquitquit"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        405
-    );
+    let mut w = world("enable_quit = true", Run::binary(&[])).await;
+    assert_eq!(w.proxy.admin_get("/quitquitquit").await.status(), 405);
     let r = client()
         .post(w.proxy.admin_url("/quitquitquit"))
         .send()
@@ -431,13 +384,13 @@ async fn quitquitquit_only_when_enabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statuses_outside_the_http_range_get_one_fixed_label() {
-    let w = world("", &[]).await;
+    let w = world("", Run::InProcess).await;
     for path in [
         "/__sandbox/status/777",
         "/__sandbox/status/599",
         "/__sandbox/status/999",
     ] {
-        client().get(w.proxy.url(path)).send().await.unwrap();
+        w.proxy.get(path).await;
     }
     let metrics = w.proxy.metrics().await;
     let series = |status: &str| {

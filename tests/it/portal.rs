@@ -1,4 +1,4 @@
-//! The right portal through the real binary: a static token for another HubSpot portal is
+//! The right portal, over the wire: a static token for another HubSpot portal is
 //! refused, and a token for the configured one is served.
 
 use std::time::Duration;
@@ -7,16 +7,16 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_for_another_portal_is_refused_until_the_right_one_arrives() {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.accept_token(TOKEN_A);
-    sandbox.accept_token(TOKEN_B);
-    sandbox.state().set_hub_id(TOKEN_A, 111);
-    sandbox.state().set_hub_id(TOKEN_B, 222);
-    let scratch = Scratch::new();
-    let token = scratch.write("token", TOKEN_A);
-    let config = static_config(&sandbox.url(), &token, "")
-        .replace("name = \"main\"\n", "name = \"main\"\nhub_id = 222\n");
-    let proxy = ProxyProcess::start(&config).await;
+    let w = World::build()
+        .stand_in(|sandbox| {
+            sandbox.accept_token(TOKEN_B);
+            sandbox.state().set_hub_id(TOKEN_A, 111);
+            sandbox.state().set_hub_id(TOKEN_B, 222);
+        })
+        .main_account("hub_id = 222")
+        .start()
+        .await;
+    let (sandbox, scratch, proxy) = (&w.sandbox, &w.scratch, &w.proxy);
     let c = client();
 
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -98,16 +98,14 @@ async fn a_token_for_another_portal_is_refused_until_the_right_one_arrives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hubspot_down_does_not_block_startup() {
-    let scratch = Scratch::new();
-    let token = scratch.write("token", TOKEN_A);
-    let config = static_config(&format!("http://127.0.0.1:{}", closed_port()), &token, "")
-        .replace("name = \"main\"\n", "name = \"main\"\nhub_id = 222\n");
-    let proxy = ProxyProcess::start(&config).await;
-    let r = client()
-        .get(proxy.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let w = World::build()
+        .upstream(format!("http://127.0.0.1:{}", closed_port()))
+        .main_account("hub_id = 222")
+        .run(Run::process())
+        .start()
+        .await;
+    let proxy = &w.proxy;
+    let r = proxy.admin_get("/readyz").await;
     assert_eq!(
         r.status(),
         200,
@@ -201,7 +199,7 @@ async fn an_oauth_token_for_another_portal_is_refused() {
         (999, 503),
         (hubspot_auth_proxy::sandbox::DEFAULT_HUB_ID, 200),
     ] {
-        let proxy = ProxyProcess::start(&config(hub)).await;
+        let proxy = TestProxy::in_process(&config(hub)).await;
         let c = client();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let response = loop {

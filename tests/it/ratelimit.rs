@@ -5,27 +5,19 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 use sha2::{Digest, Sha256};
 
-struct World {
-    sandbox: Sandbox,
-    _scratch: Scratch,
-    proxy: ProxyProcess,
+/// One static account with the given `[accounts.rate_limit]` lines, in-process.
+async fn world(rate_limit: &str) -> World {
+    world_run(rate_limit, Run::InProcess).await
 }
 
-/// One static account with the given `[accounts.rate_limit]` lines.
-async fn world(rate_limit: &str) -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.accept_token(TOKEN_A);
-    let scratch = Scratch::new();
-    let token = scratch.write("token", TOKEN_A);
-    let config = static_config(&sandbox.url(), &token, "")
-        .replace("timeout_secs = 5", "timeout_secs = 30")
-        .replace("per_ten_seconds = 0", rate_limit);
-    let proxy = ProxyProcess::start(&config).await;
-    World {
-        sandbox,
-        _scratch: scratch,
-        proxy,
-    }
+/// The same, run as `run` says (the binary, for the tests that read its log).
+async fn world_run(rate_limit: &str, run: Run) -> World {
+    World::build()
+        .rate_limit(rate_limit)
+        .upstream_timeout_secs(30)
+        .run(run)
+        .start()
+        .await
 }
 
 /// Fires `n` requests at once; returns (status, policyName or category, Retry-After, elapsed).
@@ -134,11 +126,7 @@ async fn past_the_wait_bound_the_proxy_answers_429_itself() {
         ),
         Some(20.0)
     );
-    let refused = client()
-        .get(w.proxy.url("/crm/v3/objects/contacts"))
-        .send()
-        .await
-        .unwrap();
+    let refused = w.proxy.get("/crm/v3/objects/contacts").await;
     assert_eq!(
         refused.headers()["x-auth-proxy-error"],
         "PROXY_RATE_LIMITED"
@@ -164,12 +152,7 @@ async fn hubspot_rolling_429_is_retried_and_daily_is_not() {
     let w = world("per_ten_seconds = 100").await;
     w.sandbox.inject(429, Some("TEN_SECONDLY_ROLLING"));
     let body = r#"{"properties":{"email":"retry@example.com"}}"#;
-    let r = client()
-        .post(w.proxy.url("/__sandbox/echo"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = w.proxy.post("/__sandbox/echo", body).await;
     assert_eq!(r.status(), 200);
     let seen = w.sandbox.requests();
     assert_eq!(seen.len(), 2);
@@ -179,24 +162,12 @@ async fn hubspot_rolling_429_is_retried_and_daily_is_not() {
         .all(|r| r.body_sha256 == sha && r.bearer() == Some(TOKEN_A)));
 
     w.sandbox.inject(429, Some("DAILY"));
-    let r = client()
-        .post(w.proxy.url("/__sandbox/echo"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = w.proxy.post("/__sandbox/echo", body).await;
     assert_eq!(r.status(), 429);
     let json: serde_json::Value = r.json().await.unwrap();
     assert_eq!(json["policyName"], "DAILY");
     assert_eq!(w.sandbox.request_count(), 3, "DAILY is never retried");
-    let status: serde_json::Value = client()
-        .get(w.proxy.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = w.proxy.admin_get("/status").await.json().await.unwrap();
     assert!(status["accounts"][0]["daily_limit_hit_unix"].is_u64());
     let text = w.proxy.metrics().await;
     assert_eq!(
@@ -219,24 +190,14 @@ async fn hubspot_rolling_429_is_retried_and_daily_is_not() {
 async fn gateway_errors_are_retried_only_for_idempotent_methods() {
     let w = world("per_ten_seconds = 100").await;
     w.sandbox.inject(503, None);
-    assert_eq!(
-        client()
-            .get(w.proxy.url("/crm/v3/objects/contacts"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(w.proxy.status("/crm/v3/objects/contacts").await, 200);
     assert_eq!(w.sandbox.request_count(), 2);
 
     w.sandbox.inject(503, None);
-    let r = client()
-        .post(w.proxy.url("/crm/v3/objects/contacts"))
-        .body(r#"{"properties":{}}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = w
+        .proxy
+        .post("/crm/v3/objects/contacts", r#"{"properties":{}}"#)
+        .await;
     assert_eq!(
         r.status(),
         503,
@@ -271,17 +232,13 @@ async fn gateway_errors_are_retried_only_for_idempotent_methods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_follows_hubspots_lower_max() {
     for adaptive in [true, false] {
-        let w = world(&format!("per_ten_seconds = 20\nmax_queue_wait_ms = 500\nmax_retries_429 = 0\nadaptive = {adaptive}")).await;
+        let w = world_run(
+            &format!("per_ten_seconds = 20\nmax_queue_wait_ms = 500\nmax_retries_429 = 0\nadaptive = {adaptive}"),
+            Run::process(),
+        )
+        .await;
         w.sandbox.limits().configure(6, 5, true);
-        assert_eq!(
-            client()
-                .get(w.proxy.url("/crm/v3/objects/contacts"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(w.proxy.status("/crm/v3/objects/contacts").await, 200);
         let results = burst(&w, 10, reqwest::Method::GET, "/crm/v3/objects/contacts").await;
         let ok = results.iter().filter(|r| r.0 == 200).count();
         if adaptive {
@@ -304,47 +261,28 @@ async fn the_budget_follows_hubspots_lower_max() {
     }
 }
 
-async fn admin_status(w: &World) -> serde_json::Value {
-    client()
-        .get(w.proxy.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// The account's 10-second budget as `/status` reports it.
 async fn budget(w: &World) -> serde_json::Value {
-    admin_status(w).await["accounts"][0]["ratelimit"]["ten_second"]["budget"].clone()
-}
-
-async fn get_status(w: &World, path: &str) -> u16 {
-    client()
-        .get(w.proxy.url(path))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    w.proxy.status_json().await["accounts"][0]["ratelimit"]["ten_second"]["budget"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_developer_key_answer_does_not_move_the_accounts_budget() {
     let w = world("per_ten_seconds = 10\nmax_queue_wait_ms = 500\nmax_retries_429 = 0").await;
     w.sandbox.limits().configure(10, 5, false);
-    assert_eq!(get_status(&w, "/crm/v3/objects/contacts").await, 200);
+    assert_eq!(w.proxy.status("/crm/v3/objects/contacts").await, 200);
     assert_eq!(budget(&w).await, 10);
     // The developer app's answer reports its own budget of 2.
     w.sandbox.state().accept_developer_key("dev-key-77", 2);
     assert_eq!(
-        get_status(&w, "/webhooks/v3/123/subscriptions?hapikey=dev-key-77").await,
+        w.proxy
+            .status("/webhooks/v3/123/subscriptions?hapikey=dev-key-77")
+            .await,
         200
     );
     let seen = w.sandbox.requests().pop().unwrap();
     assert_eq!(seen.bearer(), None, "the developer key went as it came");
-    let status = admin_status(&w).await;
+    let status = w.proxy.status_json().await;
     let ten = &status["accounts"][0]["ratelimit"]["ten_second"];
     assert_eq!(
         (ten["budget"].clone(), ten["max"].clone()),
@@ -365,12 +303,16 @@ async fn a_developer_key_answer_does_not_move_the_accounts_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_comes_back_up_to_the_configured_ceiling() {
-    let w = world("per_ten_seconds = 20\nmax_queue_wait_ms = 500\nmax_retries_429 = 0").await;
+    let w = world_run(
+        "per_ten_seconds = 20\nmax_queue_wait_ms = 500\nmax_retries_429 = 0",
+        Run::process(),
+    )
+    .await;
     w.sandbox.limits().configure(6, 5, false);
-    assert_eq!(get_status(&w, "/crm/v3/objects/contacts").await, 200);
+    assert_eq!(w.proxy.status("/crm/v3/objects/contacts").await, 200);
     assert_eq!(budget(&w).await, 6);
     w.sandbox.limits().configure(50, 5, false);
-    assert_eq!(get_status(&w, "/crm/v3/objects/contacts").await, 200);
+    assert_eq!(w.proxy.status("/crm/v3/objects/contacts").await, 200);
     assert_eq!(
         budget(&w).await,
         20,
@@ -395,7 +337,7 @@ async fn an_unset_budget_rises_to_hubspots_190_and_a_set_one_stays_capped() {
         w.sandbox.limits().configure(190, 5, true);
         let start = if rate_limit.is_empty() { 100 } else { 120 };
         assert_eq!(budget(&w).await, start);
-        assert_eq!(get_status(&w, "/crm/v3/objects/contacts").await, 200);
+        assert_eq!(w.proxy.status("/crm/v3/objects/contacts").await, 200);
         assert_eq!(budget(&w).await, want, "{rate_limit:?}");
         let results = burst(&w, 150, reqwest::Method::GET, "/crm/v3/objects/contacts").await;
         let ok = results.iter().filter(|r| r.0 == 200).count();
@@ -438,7 +380,7 @@ async fn a_429_asking_for_longer_than_the_wait_bound_is_passed_at_once() {
 async fn a_client_that_leaves_while_queued_gives_its_slot_to_the_next() {
     let w = world("per_ten_seconds = 1\nmax_queue_wait_ms = 12000").await;
     let started = Instant::now();
-    assert_eq!(get_status(&w, "/crm/v3/objects/contacts").await, 200);
+    assert_eq!(w.proxy.status("/crm/v3/objects/contacts").await, 200);
     // The 2nd is queued for the window to roll, then its client hangs up.
     let mut leaver = std::net::TcpStream::connect(w.proxy.proxy).unwrap();
     std::io::Write::write_all(
@@ -454,13 +396,17 @@ async fn a_client_that_leaves_while_queued_gives_its_slot_to_the_next() {
     )
     .await;
     drop(leaver);
+    // The hangup is seen when the leaver's handler, and with it its held slot, is dropped.
+    metric_becomes(
+        &w.proxy,
+        "hubspot_proxy_inflight_requests",
+        0.0,
+        Duration::from_secs(5),
+    )
+    .await;
     // Without the release the next arrival's slot would be a second window away (20 s): past
     // the 12 s bound, a local 429. With it, it takes the freed slot when the window rolls.
-    let r = client()
-        .get(w.proxy.url("/crm/v3/objects/contacts"))
-        .send()
-        .await
-        .unwrap();
+    let r = w.proxy.get("/crm/v3/objects/contacts").await;
     assert_eq!(r.status(), 200, "{:?}", r.headers().get("retry-after"));
     assert!(started.elapsed() < Duration::from_secs(12));
     assert_eq!(w.sandbox.request_count(), 2, "the leaver was never sent");

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::support::*;
-use hubspot_auth_proxy::sandbox::Options;
 
 const REQUESTS: usize = 3_000;
 const RECYCLE_AFTER: usize = 100;
@@ -22,16 +21,12 @@ struct Run {
 /// Sends `REQUESTS` requests, half GET and half POST, from `clients` concurrent clients through
 /// the proxy to a stand-in that recycles each connection after `RECYCLE_AFTER` requests.
 async fn recycling_run(transport: Transport, clients: usize) -> Run {
-    let sandbox = sandbox_with(Options {
-        recycle_after: Some(RECYCLE_AFTER),
-        ..transport.options()
-    })
-    .await;
-    sandbox.accept_token(TOKEN_A);
-    let scratch = Scratch::new();
-    let token = scratch.write("token", &format!("{TOKEN_A}\n"));
-    let config = static_config(&sandbox.url(), &token, "");
-    let proxy = ProxyProcess::start(&trust_sandbox(config, &sandbox, &scratch)).await;
+    let w = World::build()
+        .over(transport)
+        .recycle_after(RECYCLE_AFTER)
+        .start()
+        .await;
+    let (sandbox, proxy) = (&w.sandbox, &w.proxy);
 
     let next = Arc::new(AtomicUsize::new(0));
     let workers = (0..clients).map(|_| {
@@ -154,9 +149,12 @@ async fn waiters_share_a_failed_dial() {
             });
         }
     });
-    let scratch = Scratch::new();
-    let token = scratch.write("token", TOKEN_A);
-    let proxy = ProxyProcess::start(&static_config(&upstream, &token, "workers = 1")).await;
+    let w = World::build()
+        .upstream(upstream)
+        .server("workers = 1")
+        .start()
+        .await;
+    let proxy = &w.proxy;
     let url = proxy.url("/crm/v3/objects/contacts");
     let started = std::time::Instant::now();
     let statuses = join_all((0..16).map(|_| {

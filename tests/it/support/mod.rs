@@ -1,13 +1,19 @@
-//! Test harness: the real binary started against the in-crate HubSpot stand-in on loopback.
+//! Test harness: the proxy (in-process through the library entry point, or the real binary
+//! when a test needs a process) against the in-crate HubSpot stand-in on loopback.
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod redis_server;
+pub mod world;
 
-use std::io::{BufRead, BufReader, Read, Write};
+pub use proxy::*;
+pub use world::*;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
@@ -31,7 +37,7 @@ pub async fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> O
 }
 
 /// Scrapes the proxy's metrics until `series` reads `want`, or panics after `limit`.
-pub async fn metric_becomes(proxy: &ProxyProcess, series: &str, want: f64, limit: Duration) {
+pub async fn metric_becomes(proxy: &TestProxy, series: &str, want: f64, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
         let metrics = proxy.metrics().await;
@@ -44,6 +50,77 @@ pub async fn metric_becomes(proxy: &ProxyProcess, series: &str, want: f64, limit
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Polls GET `url` until it answers `want`, or panics naming `what` after `limit`.
+pub async fn status_becomes(url: &str, want: u16, limit: Duration, what: &str) {
+    let deadline = Instant::now() + limit;
+    let client = client();
+    loop {
+        let status = client.get(url).send().await.map(|r| r.status().as_u16());
+        if status.as_ref().ok() == Some(&want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {want} never came, last {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts a refusal the proxy made itself: `status`, `X-Auth-Proxy-Error: category`, and a
+/// HubSpot-shaped JSON body naming the same category with a correlation id. Returns the body.
+pub async fn assert_proxy_error(
+    response: reqwest::Response,
+    status: u16,
+    category: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["x-auth-proxy-error"], category);
+    let body: serde_json::Value = response.json().await.expect("a JSON error body");
+    assert_eq!(body["status"], "error", "{body}");
+    assert_eq!(body["category"], category, "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    assert_eq!(
+        body["correlationId"].as_str().map(str::len),
+        Some(36),
+        "{body}"
+    );
+    body
+}
+
+/// The status of a GET of `url`; 0 when the connection failed.
+pub async fn status_of(url: &str) -> u16 {
+    client()
+        .get(url)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// `clients` clients, each GETting `url` in a loop until `stop` is set; each task returns the
+/// statuses it saw (0 for a failed connection).
+pub fn load_until(
+    url: &str,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<u16>>> {
+    (0..clients)
+        .map(|_| {
+            let (url, stop) = (url.to_string(), stop.clone());
+            tokio::spawn(async move {
+                let c = client();
+                let mut statuses = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let status = c.get(&url).send().await.map(|r| r.status().as_u16());
+                    statuses.push(status.unwrap_or(0));
+                }
+                statuses
+            })
+        })
+        .collect()
 }
 
 /// A scratch directory with a token file, removed on drop.
@@ -176,159 +253,6 @@ per_ten_seconds = 0
     )
 }
 
-/// The proxy binary running as a child process; killed on drop.
-pub struct ProxyProcess {
-    child: Child,
-    pub proxy: SocketAddr,
-    pub admin: SocketAddr,
-    log: Arc<Mutex<String>>,
-    _config: tempfile::NamedTempFile,
-}
-
-impl ProxyProcess {
-    /// Logs at info, as in production; a test asserting on debug lines opts in with
-    /// `start_with(config, env, &["--log-level", "debug"])`.
-    pub async fn start(config: &str) -> ProxyProcess {
-        ProxyProcess::start_with(config, &[], &["--log-level", "info"]).await
-    }
-
-    /// For the tests that assert on debug lines (request lines, redactions).
-    pub async fn start_debug(config: &str) -> ProxyProcess {
-        ProxyProcess::start_with(config, &[], &["--log-level", "debug"]).await
-    }
-
-    pub async fn start_with(config: &str, env: &[(&str, &str)], flags: &[&str]) -> ProxyProcess {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        file.write_all(config.as_bytes()).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.args(flags)
-            .arg("serve")
-            .arg("--config")
-            .arg(file.path())
-            .env_remove("HUBSPOT_AUTH_PROXY_CONFIG")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("http_proxy")
-            .env_remove("ALL_PROXY")
-            .env_remove("all_proxy")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn proxy binary");
-        let log = Arc::new(Mutex::new(String::new()));
-        capture(child.stderr.take().unwrap(), log.clone());
-        let proxy = eventually(Duration::from_secs(10), "proxy listening line", || {
-            listening_addr(&log.lock().unwrap(), "proxy listening")
-        })
-        .await;
-        let admin = eventually(Duration::from_secs(10), "admin listening line", || {
-            listening_addr(&log.lock().unwrap(), "admin listening")
-        })
-        .await;
-        ProxyProcess {
-            child,
-            proxy,
-            admin,
-            log,
-            _config: file,
-        }
-    }
-
-    /// The config file the process was started with.
-    pub fn config_path(&self) -> &Path {
-        self._config.path()
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.proxy)
-    }
-
-    pub fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
-    }
-
-    /// The admin listener's Prometheus text.
-    pub async fn metrics(&self) -> String {
-        client()
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .expect("admin listener answers")
-            .text()
-            .await
-            .expect("metrics text")
-    }
-
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    pub fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{signal} failed");
-    }
-
-    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let child = &mut self.child;
-        eventually(limit, "proxy process to exit", || child.try_wait().unwrap()).await
-    }
-
-    /// Asserts that none of `secrets` appears anywhere in the captured log.
-    pub fn assert_log_free_of(&self, secrets: &[&str]) {
-        let log = self.log();
-        assert!(!log.is_empty(), "the log should have been captured");
-        for secret in secrets {
-            assert!(
-                !log.contains(secret),
-                "secret {secret:?} leaked into the log:\n{log}"
-            );
-        }
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `addr` of a "... listening" log line, in the human or the JSON format.
-fn listening_addr(log: &str, message: &str) -> Option<SocketAddr> {
-    let line = log.lines().find(|l| l.contains(message))?;
-    let at = line
-        .find("addr=")
-        .map(|i| i + 5)
-        .or_else(|| line.find("\"addr\":\"").map(|i| i + 8))?;
-    let end = line[at..]
-        .find(|c: char| c.is_whitespace() || c == '"')
-        .map_or(line.len(), |e| e + at);
-    line[at..end].parse().ok()
-}
-
-fn capture(stderr: impl Read + Send + 'static, log: Arc<Mutex<String>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if std::env::var_os("SHOW_PROXY_LOG").is_some() {
-                eprintln!("[proxy] {line}");
-            }
-            let mut log = log.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-}
-
 /// A reqwest client that never uses an environment proxy.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -338,13 +262,20 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Sends raw bytes and returns everything the server wrote until it closed (or 10 s passed).
-pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+/// A connection to `addr` with `request` written, reads bounded by 10 s. A write error is
+/// ignored: the server may answer and close before it has read everything (a 64 KB target).
+fn raw_send(addr: SocketAddr, request: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let _ = stream.write_all(request);
+    stream
+}
+
+/// Sends raw bytes and returns everything the server wrote until it closed (or 10 s passed).
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = raw_send(addr, request);
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
@@ -353,11 +284,7 @@ pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
 /// Sends raw bytes and returns the first response, head and `Content-Length` body, without
 /// waiting for the server to close a connection it keeps alive.
 pub fn raw_response(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request).unwrap();
+    let mut stream = raw_send(addr, request);
     let mut out = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
