@@ -214,11 +214,16 @@ token = {{ env = "T" }}
 [legacy]
 hapikey = "{mode}"
 
+[[clients]]
+name = "etl"
+key_sha256 = "{}"
+
 [[legacy.keys]]
 sha256 = "{}"
 account = "sales"
 client = "etl"
 "#,
+            sha("etl-own-client-key"),
             sha(KEY)
         ));
         Router::new(accounts, &settings.legacy)
