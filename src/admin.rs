@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::migration::Report;
 use crate::shaping::SharedShaper;
 
-pub struct Admin {
+pub(crate) struct Admin {
     accounts: Arc<Accounts>,
     metrics: Arc<Metrics>,
     lifecycle: Arc<Lifecycle>,
@@ -25,7 +25,7 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn new(
+    pub(crate) fn new(
         accounts: Arc<Accounts>,
         metrics: Arc<Metrics>,
         lifecycle: Arc<Lifecycle>,
@@ -43,7 +43,7 @@ impl Admin {
         }
     }
 
-    pub fn handle<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
+    pub(crate) fn handle<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
         let read = matches!(*request.method(), Method::GET | Method::HEAD);
         match (request.uri().path(), read) {
             ("/healthz", true) => json_response(StatusCode::OK, json!({"status": "ok"})),
@@ -100,7 +100,7 @@ impl Admin {
     }
 
     /// Per-account credential health and HubSpot's rate-limit budget. Never a secret.
-    pub fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         let now = Instant::now();
         let accounts: Vec<Value> = self
             .accounts

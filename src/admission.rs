@@ -15,7 +15,7 @@ use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::settings::{ClientRule as Rule, ClientSettings, ServerSettings, Settings};
 
-pub static KEY_HEADER: HeaderName = HeaderName::from_static("x-auth-proxy-key");
+pub(crate) static KEY_HEADER: HeaderName = HeaderName::from_static("x-auth-proxy-key");
 static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 pub struct Client {
@@ -169,7 +169,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// A non-loopback listener with the default allowlist, no client keys and no TLS.
-pub fn exposed_without_protection(settings: &Settings) -> bool {
+pub(crate) fn exposed_without_protection(settings: &Settings) -> bool {
     !settings.server.listen.ip().is_loopback()
         && settings.server.allowed_networks == crate::config::default_allowed_networks()
         && settings.clients.is_empty()

@@ -20,26 +20,26 @@ use tokio::time::{Instant, Sleep};
 
 use crate::metrics::{ClientBodyFault, GaugeGuard};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Raised inside the outbound stream when a client sends more than `max_body_bytes`; answered
 /// with 413.
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds {limit} bytes")]
-pub struct BodyTooLarge {
+pub(crate) struct BodyTooLarge {
     pub limit: u64,
 }
 
 /// Raised when the response body is still streaming at the exchange deadline.
 #[derive(Debug, thiserror::Error)]
 #[error("upstream response did not finish before the deadline")]
-pub struct DeadlineExceeded;
+pub(crate) struct DeadlineExceeded;
 
 /// Raised inside the outbound stream when the client fails to deliver its body; answered 400
 /// or 408, and never counted against HubSpot.
 #[derive(Debug, thiserror::Error)]
 #[error("the client's request body failed ({})", fault.as_str())]
-pub struct ClientBodyError {
+pub(crate) struct ClientBodyError {
     pub fault: ClientBodyFault,
     #[source]
     source: Option<hyper::Error>,
@@ -91,7 +91,7 @@ impl OutboundFault {
 /// Where a streamed body records its fault for the exchange to read. Over HTTP/1.1 the body's
 /// error reaches the exchange in hyper's error chain, but over h2 hyper only resets the stream
 /// and drops it, so the error chain alone would blame HubSpot for the client's fault.
-pub type FaultCell = Arc<OnceLock<OutboundFault>>;
+pub(crate) type FaultCell = Arc<OnceLock<OutboundFault>>;
 
 /// How much of a client's body is accepted, and how long it may go quiet mid-way.
 #[derive(Debug, Clone, Copy)]
@@ -204,22 +204,22 @@ impl Body for LimitedBody {
 
 /// What goes upstream: the client's body streamed (`Left`), or kept whole so it can be sent
 /// again (`Right`).
-pub type OutboundBody = Either<LimitedBody, Full<Bytes>>;
+pub(crate) type OutboundBody = Either<LimitedBody, Full<Bytes>>;
 
 /// A body kept whole, sent as is (and again, for a replay).
-pub fn kept(bytes: Bytes) -> OutboundBody {
+pub(crate) fn kept(bytes: Bytes) -> OutboundBody {
     Either::Right(Full::new(bytes))
 }
 
 /// The client's body streamed; a body with anything to send gets a cell for its fault.
-pub fn streaming(inner: Incoming, limits: BodyLimits) -> OutboundBody {
+pub(crate) fn streaming(inner: Incoming, limits: BodyLimits) -> OutboundBody {
     let fault = (!inner.is_end_stream()).then(FaultCell::default);
     Either::Left(LimitedBody::new(inner, limits, fault))
 }
 
 /// Where a streamed body records why it failed, for the exchange to read; a kept body (already
 /// read whole) and an empty one cannot fail and have none.
-pub fn fault_cell(body: &OutboundBody) -> Option<FaultCell> {
+pub(crate) fn fault_cell(body: &OutboundBody) -> Option<FaultCell> {
     match body {
         Either::Left(streamed) => streamed.fault.clone(),
         Either::Right(_) => None,

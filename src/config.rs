@@ -1,7 +1,7 @@
 //! Configuration: serde types mirroring the TOML, their defaults, and validation that names key paths.
 
-pub mod fleet;
-pub mod secret;
+pub(crate) mod fleet;
+pub(crate) mod secret;
 pub(crate) mod validate;
 
 use std::net::SocketAddr;

@@ -1,11 +1,11 @@
 //! Credentials: builds each account and spawns the control-plane task that writes its token
 //! cell (`crate::token_cell`): a static-token watcher or an OAuth refresher.
 
-pub mod fleet_source;
-pub mod oauth;
-pub mod persist;
-pub mod static_token;
-pub mod token_endpoint;
+pub(crate) mod fleet_source;
+pub(crate) mod oauth;
+pub(crate) mod persist;
+pub(crate) mod static_token;
+pub(crate) mod token_endpoint;
 
 use std::sync::Arc;
 
@@ -35,7 +35,7 @@ fn credential_error(key: String, source: &SecretSource, reason: impl ToString) -
 }
 
 /// Builds account `index` and starts the control-plane task that keeps its token fresh.
-pub fn activate(
+pub(crate) fn activate(
     settings: &Settings,
     index: usize,
     metrics: &Metrics,

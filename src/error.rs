@@ -166,7 +166,7 @@ fn client_body_message(fault: ClientBodyFault) -> &'static str {
     }
 }
 
-pub const ERROR_HEADER: &str = "x-auth-proxy-error";
+pub(crate) const ERROR_HEADER: &str = "x-auth-proxy-error";
 
 /// Whole seconds, rounded up: `Retry-After: 0` would invite an immediate retry.
 fn retry_after_secs(wait: &std::time::Duration) -> u64 {
@@ -174,7 +174,7 @@ fn retry_after_secs(wait: &std::time::Duration) -> u64 {
 }
 
 /// `{"status":"error","message":…,"category":…,"correlationId":…}` plus `X-Auth-Proxy-Error`.
-pub fn json_error(
+pub(crate) fn json_error(
     status: StatusCode,
     category: &'static str,
     message: &str,

@@ -11,14 +11,14 @@
 //! Nothing here fails a client request: every call has a deadline (`fleet.timeout_ms`) and an
 //! error means "use the local fallback".
 
-pub mod connection;
-pub mod heartbeat;
+pub(crate) mod connection;
+pub(crate) mod heartbeat;
 pub mod keys;
-pub mod lease;
-pub mod metrics;
-pub mod seal;
-pub mod tokens;
-pub mod window;
+pub(crate) mod lease;
+pub(crate) mod metrics;
+pub(crate) mod seal;
+pub(crate) mod tokens;
+pub(crate) mod window;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -7,7 +7,7 @@
 //! - `api_family`: the bounded `api` label.
 
 mod account;
-pub mod api_family;
+pub(crate) mod api_family;
 mod bodies;
 mod labels;
 mod register;

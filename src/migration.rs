@@ -2,10 +2,10 @@
 //! generation, with that generation's support state, for `GET /migration` and the
 //! `hubspot_proxy_deprecated_api_requests_total` metric.
 
-pub mod calendar;
-pub mod caller;
-pub mod generation;
-pub mod table;
+pub(crate) mod calendar;
+pub(crate) mod caller;
+pub(crate) mod generation;
+pub(crate) mod table;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,12 +21,12 @@ use generation::{Generation, State, Support, SUNSET};
 
 /// Distinct caller names kept; later ones count as [`OTHER`]. Names come from clients, so this
 /// bounds the report's memory whatever they send.
-pub const MAX_CALLERS: usize = 1000;
-pub const OTHER: &str = "other";
-pub const ANONYMOUS: &str = "anonymous";
+pub(crate) const MAX_CALLERS: usize = 1000;
+pub(crate) const OTHER: &str = "other";
+pub(crate) const ANONYMOUS: &str = "anonymous";
 
 /// Fixes the date support states are computed for; a testing aid (timestamps stay real).
-pub const TODAY_ENV: &str = "HUBSPOT_AUTH_PROXY_TODAY";
+pub(crate) const TODAY_ENV: &str = "HUBSPOT_AUTH_PROXY_TODAY";
 
 /// Where "today" comes from: the system clock, or a fixed date so tests do not rot.
 #[derive(Debug, Clone, Copy)]
@@ -194,7 +194,7 @@ fn item(caller: &str, account: &str, slot: Slot, support: Support, tally: &Tally
 
 /// `Deprecation` (RFC 9745, a structured date `@<unix seconds>`), `Sunset` (RFC 8594, an
 /// HTTP-date) and a `Link` to the migration guide, for answers to deprecated calls.
-pub fn add_deprecation_headers(headers: &mut HeaderMap, support: &Support) {
+pub(crate) fn add_deprecation_headers(headers: &mut HeaderMap, support: &Support) {
     if !support.state.needs_migration() {
         return;
     }

@@ -5,15 +5,15 @@
 //! hapikey; [`route`]) → *authorize* (the client's accounts and rules) → *prepare* (target,
 //! headers, replay copy) → *exchange* (send, judge, resend).
 
-pub mod access_log;
-pub mod gate;
+pub(crate) mod access_log;
+pub(crate) mod gate;
 pub mod hapikey;
 pub mod headers;
-pub mod inspect;
-pub mod limits;
-pub mod path_gate;
-pub mod replay;
-pub mod retry;
+pub(crate) mod inspect;
+pub(crate) mod limits;
+pub(crate) mod path_gate;
+pub(crate) mod replay;
+pub(crate) mod retry;
 pub mod route;
 
 use std::sync::Arc;

@@ -5,7 +5,7 @@ mod api;
 mod json;
 mod listener;
 pub mod oauth;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;

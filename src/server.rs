@@ -19,7 +19,7 @@ use crate::tls::SharedAcceptor;
 
 /// Per-connection settings that protect the listener from slow or oversized clients.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     /// Also bounds the TLS handshake.
     pub header_read_timeout: Duration,
     /// hyper's own hard caps sit above the handler's 431 checks, so that clients
@@ -45,7 +45,7 @@ impl ConnectionLimits {
     }
 }
 
-pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindError> {
+pub(crate) async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| BindError { what, addr, source })
@@ -68,7 +68,7 @@ struct Shared<H> {
 }
 
 /// Serves `listener` until `stop` turns true, then lets open connections finish for up to `grace`.
-pub async fn serve<H, F>(
+pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     limits: ConnectionLimits,

@@ -2,7 +2,7 @@
 //! (src/ratelimit.rs) and the fleet's shared one (src/shaping/shared.rs). The request path
 //! calls `admit` and `follow_reported` and does not care which it has.
 
-pub mod shared;
+pub(crate) mod shared;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use crate::fleet::Fleet;
 use crate::ratelimit::{self, Budget, Held, Limiter};
 use crate::settings::RateLimitSettings;
 
-pub use shared::SharedShaper;
+pub(crate) use shared::SharedShaper;
 
 /// What became of a request's admission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -294,7 +294,7 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, UpstreamBu
     Ok(config)
 }
 
-pub fn load_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, UpstreamBuildError> {
+pub(crate) fn load_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, UpstreamBuildError> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| ca_error(path, e.to_string()))?
         .collect::<Result<Vec<_>, _>>()

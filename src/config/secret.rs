@@ -131,7 +131,7 @@ fn load(source: &SecretSource, header_safe: bool) -> Result<Secret<String>, Secr
 }
 
 /// How long a one-shot read (startup, `check`) waits on a secret file.
-pub const ONE_SHOT_READ_LIMIT: Duration = Duration::from_secs(5);
+pub(crate) const ONE_SHOT_READ_LIMIT: Duration = Duration::from_secs(5);
 
 impl SecretSource {
     /// Like `load` (or `load_header_safe`), for one-shot reads at startup and in `check`: a file

@@ -41,7 +41,7 @@ return gen
 "#;
 
 /// The generation counter outlives any token, so generations keep rising across refreshes.
-pub const GENERATION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+pub(crate) const GENERATION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Longer than the token call may take (`token_timeout_secs`), with room for a retry and the
 /// write, so the lease cannot lapse while its holder is still legitimately working.

@@ -16,7 +16,7 @@ use super::seal::{Sealer, SharedToken};
 use crate::config::Secret;
 
 /// Replicas pick up a new token within this long even when pub/sub is lost.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// "This account has a new token": names and numbers only, never a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -86,7 +86,7 @@ impl std::fmt::Display for Date {
 }
 
 /// `2027-03-30T08:15:00Z`: RFC 3339 in UTC, to the second.
-pub fn rfc3339(at: SystemTime) -> String {
+pub(crate) fn rfc3339(at: SystemTime) -> String {
     let secs = at
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -101,7 +101,7 @@ pub fn rfc3339(at: SystemTime) -> String {
 }
 
 /// Reads what [`rfc3339`] writes (`2027-03-30T08:15:07Z`).
-pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+pub(crate) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
     let date = Date::parse(date)?;
     let mut parts = time.split(':').map(|p| p.parse::<u64>().ok());

@@ -15,7 +15,7 @@ use crate::migration::caller;
 
 /// A request the gate let through: its one checked path, the proxy's own headers taken off,
 /// and who sent it.
-pub struct Gated<'a, B> {
+pub(crate) struct Gated<'a, B> {
     pub parts: Parts,
     pub body: B,
     /// The client its `X-Auth-Proxy-Key` names, when it sent one.
@@ -28,7 +28,7 @@ pub struct Gated<'a, B> {
 
 /// The checks in their order: network, limits, path, client key, caller name, and then a
 /// request that must name a client and names none (a hapikey may still name one when routed).
-pub fn pass<'a, B>(
+pub(crate) fn pass<'a, B>(
     admission: &'a Admission,
     limits: &RequestLimits,
     request: Request<B>,

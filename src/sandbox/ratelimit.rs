@@ -37,7 +37,7 @@ impl Default for RateLimits {
 }
 
 /// What a request got from the limiter.
-pub enum Admission {
+pub(crate) enum Admission {
     Allowed { remaining: u64 },
     Limited { policy: &'static str },
 }
