@@ -27,7 +27,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds {limit} bytes")]
 pub(crate) struct BodyTooLarge {
-    pub limit: u64,
+    pub(crate) limit: u64,
 }
 
 /// Raised when the response body is still streaming at the exchange deadline.
@@ -40,7 +40,7 @@ pub(crate) struct DeadlineExceeded;
 #[derive(Debug, thiserror::Error)]
 #[error("the client's request body failed ({})", fault.as_str())]
 pub(crate) struct ClientBodyError {
-    pub fault: ClientBodyFault,
+    pub(crate) fault: ClientBodyFault,
     #[source]
     source: Option<hyper::Error>,
 }
@@ -72,14 +72,14 @@ fn fault_of(error: &hyper::Error) -> ClientBodyFault {
 
 /// Why the outbound body failed: the client's doing, not HubSpot's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboundFault {
+pub(crate) enum OutboundFault {
     TooLarge { limit: u64 },
     Client(ClientBodyFault),
 }
 
 impl OutboundFault {
     /// The fault behind an error the outbound body raised, if it was one of ours.
-    pub fn of(error: &(dyn std::error::Error + 'static)) -> Option<OutboundFault> {
+    pub(crate) fn of(error: &(dyn std::error::Error + 'static)) -> Option<OutboundFault> {
         if let Some(e) = error.downcast_ref::<BodyTooLarge>() {
             return Some(OutboundFault::TooLarge { limit: e.limit });
         }
@@ -95,15 +95,15 @@ pub(crate) type FaultCell = Arc<OnceLock<OutboundFault>>;
 
 /// How much of a client's body is accepted, and how long it may go quiet mid-way.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimits {
-    pub max_bytes: u64,
-    pub idle: Duration,
+pub(crate) struct BodyLimits {
+    pub(crate) max_bytes: u64,
+    pub(crate) idle: Duration,
 }
 
 pin_project! {
     /// The client's body on its way upstream, cut off once it passes the limit, or once the
     /// client has sent nothing for `idle` (so a stalled upload cannot hold an upstream slot).
-    pub struct LimitedBody {
+    pub(crate) struct LimitedBody {
         #[pin]
         inner: Incoming,
         remaining: u64,
@@ -119,7 +119,7 @@ pin_project! {
 
 impl LimitedBody {
     /// `fault`, when given, receives the reason the body failed.
-    pub fn new(inner: Incoming, limits: BodyLimits, fault: Option<FaultCell>) -> Self {
+    pub(crate) fn new(inner: Incoming, limits: BodyLimits, fault: Option<FaultCell>) -> Self {
         LimitedBody {
             inner,
             remaining: limits.max_bytes,
@@ -228,14 +228,14 @@ pub(crate) fn fault_cell(body: &OutboundBody) -> Option<FaultCell> {
 
 /// One of the worker's upstream slots, held until the response body is dropped: on HTTP/1.1
 /// a connection stays busy until its body is read, so this also bounds open connections.
-pub struct Slot {
+pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     _counted: GaugeGuard,
 }
 
 impl Slot {
     /// `permit` is the worker's semaphore share; `counted` keeps the slot gauge up while held.
-    pub fn new(permit: OwnedSemaphorePermit, counted: GaugeGuard) -> Slot {
+    pub(crate) fn new(permit: OwnedSemaphorePermit, counted: GaugeGuard) -> Slot {
         Slot {
             _permit: permit,
             _counted: counted,
@@ -246,7 +246,7 @@ impl Slot {
 pin_project! {
     /// What the proxy sends back: HubSpot's streamed body, or a small body of its own.
     #[project = ProxyBodyProj]
-    pub enum ProxyBody {
+    pub(crate) enum ProxyBody {
         Forwarded {
             #[pin]
             body: Incoming,
@@ -263,7 +263,7 @@ pin_project! {
 }
 
 impl ProxyBody {
-    pub fn forwarded(body: Incoming, deadline: Instant, slot: Slot) -> Self {
+    pub(crate) fn forwarded(body: Incoming, deadline: Instant, slot: Slot) -> Self {
         ProxyBody::Forwarded {
             body,
             deadline: tokio::time::sleep_until(deadline),
@@ -271,14 +271,10 @@ impl ProxyBody {
         }
     }
 
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> Self {
         ProxyBody::Local {
             body: Full::new(bytes.into()),
         }
-    }
-
-    pub fn empty() -> Self {
-        ProxyBody::full(Bytes::new())
     }
 }
 

@@ -21,9 +21,9 @@ use crate::token_cell::RefreshControl;
 #[derive(Debug, thiserror::Error)]
 #[error("{key} ({source_desc}): {reason}")]
 pub struct CredentialError {
-    pub key: String,
-    pub source_desc: String,
-    pub reason: String,
+    pub(crate) key: String,
+    pub(crate) source_desc: String,
+    pub(crate) reason: String,
 }
 
 fn credential_error(key: String, source: &SecretSource, reason: impl ToString) -> CredentialError {

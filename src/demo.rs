@@ -18,8 +18,8 @@ pub(crate) const LEGACY_KEY: &str = "demo-legacy-api-key";
 const DEMO_TOKEN_SECS: u64 = 60;
 
 pub(crate) struct DemoArgs {
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
+    pub(crate) admin_listen: SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +35,9 @@ pub(crate) enum DemoError {
 }
 
 pub(crate) struct Demo {
-    pub sandbox: Sandbox,
-    pub proxy: crate::Running,
-    pub state_dir: StateDir,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) proxy: crate::Running,
+    pub(crate) state_dir: StateDir,
 }
 
 /// The demo's scratch directory (its rotating refresh token), removed when dropped.

@@ -47,7 +47,10 @@ pub(crate) enum Connector {
 }
 
 impl Connector {
-    pub(crate) fn new(http: HttpConnector, proxy: Option<(Uri, Option<http::HeaderValue>)>) -> Connector {
+    pub(crate) fn new(
+        http: HttpConnector,
+        proxy: Option<(Uri, Option<http::HeaderValue>)>,
+    ) -> Connector {
         match proxy {
             None => Connector::Direct(http),
             Some((uri, auth)) => {

@@ -27,12 +27,15 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 pub use connection::{FleetError, Redis};
-pub use heartbeat::fallback_share;
-pub use lease::{lease_ttl, FencedWrite, Lease};
+pub(crate) use heartbeat::fallback_share;
+pub use lease::FencedWrite;
+pub(crate) use lease::{lease_ttl, Lease};
 pub use metrics::FleetMetrics;
 pub use seal::SharedToken;
-pub use tokens::{AccountTokens, FleetTokens, TokenNotice};
-pub use window::{SharedWindow, Ticket, WindowAdmission, WindowUsage};
+pub(crate) use tokens::TokenNotice;
+pub use tokens::{AccountTokens, FleetTokens};
+pub use window::SharedWindow;
+pub(crate) use window::{Ticket, WindowUsage};
 
 use crate::settings::FleetSettings;
 
@@ -131,7 +134,7 @@ impl Fleet {
         self.heartbeat.leave().await
     }
 
-    pub fn redis(&self) -> &Redis {
+    pub(crate) fn redis(&self) -> &Redis {
         &self.redis
     }
 }

@@ -24,9 +24,9 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TokenInfo {
-    pub hub_id: u64,
+    pub(crate) hub_id: u64,
     #[serde(default)]
-    pub scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +128,9 @@ fn bearer_secret(header: &http::HeaderValue) -> Secret<String> {
 }
 
 /// A client for introspection calls, with the upstream's CA and egress settings.
-pub(crate) fn client(upstream: &crate::settings::UpstreamSettings) -> Result<reqwest::Client, String> {
+pub(crate) fn client(
+    upstream: &crate::settings::UpstreamSettings,
+) -> Result<reqwest::Client, String> {
     let url = format!(
         "{}{ACCESS_TOKEN_INFO_PATH}",
         upstream.base_url.trim_end_matches('/')

@@ -21,11 +21,11 @@ use crate::tls::SharedAcceptor;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnectionLimits {
     /// Also bounds the TLS handshake.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// hyper's own hard caps sit above the handler's 431 checks, so that clients
     /// normally get the JSON answer and only absurd requests are cut off by hyper.
-    pub max_header_count: usize,
-    pub max_header_bytes: usize,
+    pub(crate) max_header_count: usize,
+    pub(crate) max_header_bytes: usize,
 }
 
 impl ConnectionLimits {
@@ -54,9 +54,9 @@ pub(crate) async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpList
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} ({what}): {source}")]
 pub struct BindError {
-    pub what: &'static str,
-    pub addr: SocketAddr,
-    pub source: std::io::Error,
+    pub(crate) what: &'static str,
+    pub(crate) addr: SocketAddr,
+    pub(crate) source: std::io::Error,
 }
 
 /// What every connection task shares.

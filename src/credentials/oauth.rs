@@ -40,22 +40,22 @@ pub(crate) fn backoff_delay(failures: u32, jitter: f64) -> Duration {
 }
 
 pub(crate) struct Refresher {
-    pub account: Arc<Account>,
+    pub(crate) account: Arc<Account>,
     /// The account's `Credential::OAuth` control: requests wake the refresher through it, and
     /// it tells them when an attempt ended.
-    pub control: Arc<RefreshControl>,
-    pub endpoint: TokenEndpoint,
-    pub client_id: String,
-    pub client_secret: Secret<String>,
+    pub(crate) control: Arc<RefreshControl>,
+    pub(crate) endpoint: TokenEndpoint,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Secret<String>,
     /// Read again on SIGHUP while HubSpot refuses the client (`invalid_client`).
-    pub client_secret_source: SecretSource,
-    pub refresh_token: Secret<String>,
-    pub refresh_source: SecretSource,
-    pub margin: Duration,
+    pub(crate) client_secret_source: SecretSource,
+    pub(crate) refresh_token: Secret<String>,
+    pub(crate) refresh_source: SecretSource,
+    pub(crate) margin: Duration,
     /// The `oauth authorize` command line that gets this account a new refresh token.
-    pub reauthorize_command: String,
+    pub(crate) reauthorize_command: String,
     /// Fleet mode: the fleet is asked before every token call (see `fleet_source`).
-    pub fleet: Option<FleetSource>,
+    pub(crate) fleet: Option<FleetSource>,
 }
 
 /// When to refresh a token adopted from the fleet with `remaining` life left: the same point
@@ -73,7 +73,11 @@ pub(crate) fn adopted_refresh_delay(
 
 /// Whether a fleet token is worth adopting: not due for refresh even at the earliest jittered
 /// point, and at least a second left (so a just-expiring token is refreshed, not adopted).
-pub(crate) fn worth_adopting(remaining: Duration, lifetime: Option<Duration>, margin: Duration) -> bool {
+pub(crate) fn worth_adopting(
+    remaining: Duration,
+    lifetime: Option<Duration>,
+    margin: Duration,
+) -> bool {
     remaining >= Duration::from_secs(1)
         && !adopted_refresh_delay(remaining, lifetime, margin, 1.0).is_zero()
 }

@@ -10,11 +10,11 @@ use crate::config::Secret;
 /// What a successful token call returns. Secrets stay wrapped.
 #[derive(Debug)]
 pub(crate) struct Grant {
-    pub access_token: Secret<String>,
-    pub refresh_token: Option<Secret<String>>,
-    pub expires_in: Duration,
-    pub hub_id: Option<u64>,
-    pub scopes: Vec<String>,
+    pub(crate) access_token: Secret<String>,
+    pub(crate) refresh_token: Option<Secret<String>>,
+    pub(crate) expires_in: Duration,
+    pub(crate) hub_id: Option<u64>,
+    pub(crate) scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -26,7 +26,7 @@ return redis.call('ZCARD', KEYS[1])
 
 /// While Redis is away, each replica shapes to this share of the account's budget: 10 % is
 /// kept back because N is only as fresh as the last heartbeat seen.
-pub fn fallback_share(per_ten_seconds: u32, replicas: usize) -> u32 {
+pub(crate) fn fallback_share(per_ten_seconds: u32, replicas: usize) -> u32 {
     let n = replicas.max(1) as u64;
     ((per_ten_seconds as u64 * 9) / (10 * n)).max(1) as u32
 }
@@ -40,7 +40,12 @@ pub(crate) struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub(crate) fn new(redis: Redis, key: String, id: String, replicas: Arc<AtomicUsize>) -> Heartbeat {
+    pub(crate) fn new(
+        redis: Redis,
+        key: String,
+        id: String,
+        replicas: Arc<AtomicUsize>,
+    ) -> Heartbeat {
         Heartbeat {
             redis,
             key,

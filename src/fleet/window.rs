@@ -120,14 +120,14 @@ pub struct Ticket {
 
 impl Ticket {
     /// A send this replica decided on its own (fallback), so it can be seeded into Redis later.
-    pub fn local(search: bool) -> Ticket {
+    pub(crate) fn local(search: bool) -> Ticket {
         Ticket {
             id: reservation_id(),
             search,
         }
     }
 
-    pub fn search(&self) -> bool {
+    pub(crate) fn search(&self) -> bool {
         self.search
     }
 }
@@ -139,7 +139,7 @@ pub struct WindowAdmission {
     /// Present when a slot was reserved.
     pub ticket: Option<Ticket>,
     /// The shared budget in use as the script saw it: slots taken in the window, and the limit.
-    pub usage: WindowUsage,
+    pub(crate) usage: WindowUsage,
 }
 
 /// The shared budget in use, for `/status`.
@@ -243,7 +243,7 @@ impl SharedWindow {
 
     /// The budget the script uses while Redis stores no fleet-wide figure (clamped to
     /// 1..=configured). Local and free: call it whenever this replica's view changes.
-    pub fn assume_limit(&self, limit: u32) {
+    pub(crate) fn assume_limit(&self, limit: u32) {
         let limit = limit.clamp(1, self.inner.per_ten_seconds);
         self.inner.assumed.store(limit, Ordering::Relaxed);
     }
@@ -252,7 +252,7 @@ impl SharedWindow {
     /// send still planned) into the shared
     /// window, once after an outage: a Redis that restarted empty, or never saw the sends this
     /// replica made alone, would otherwise admit a second full budget into the same window.
-    pub async fn seed(&self, sends: &[(Ticket, i64)]) -> Result<(), FleetError> {
+    pub(crate) async fn seed(&self, sends: &[(Ticket, i64)]) -> Result<(), FleetError> {
         if sends.is_empty() {
             return Ok(());
         }

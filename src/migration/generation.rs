@@ -29,12 +29,12 @@ pub(crate) const SUNSET: Sunset = Sunset {
 };
 
 pub(crate) struct Sunset {
-    pub legacy_unsupported_from: [Date; 4],
-    pub legacy_deprecated_from: Date,
-    pub dated_current_months: u32,
-    pub dated_unsupported_after_months: u32,
-    pub dated_deprecated_window_months: u32,
-    pub migration_guide: &'static str,
+    pub(crate) legacy_unsupported_from: [Date; 4],
+    pub(crate) legacy_deprecated_from: Date,
+    pub(crate) dated_current_months: u32,
+    pub(crate) dated_unsupported_after_months: u32,
+    pub(crate) dated_deprecated_window_months: u32,
+    pub(crate) migration_guide: &'static str,
 }
 
 /// HubSpot releases dated versions each March and September, from 2025 on; other `YYYY-MM`
@@ -55,7 +55,7 @@ pub(crate) enum Generation {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum State {
+pub(crate) enum State {
     Current,
     Supported,
     Deprecated,
@@ -63,7 +63,7 @@ pub enum State {
 }
 
 impl State {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Current => "current",
             State::Supported => "supported",
@@ -73,18 +73,18 @@ impl State {
     }
 
     /// Callers of these should move; they get Deprecation/Sunset headers when enabled.
-    pub fn needs_migration(self) -> bool {
+    pub(crate) fn needs_migration(self) -> bool {
         matches!(self, State::Deprecated | State::Unsupported)
     }
 }
 
 /// A generation's state on one day, with HubSpot's end date and when the state began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Support {
-    pub state: State,
-    pub unsupported_from: Option<Date>,
+pub(crate) struct Support {
+    pub(crate) state: State,
+    pub(crate) unsupported_from: Option<Date>,
     /// When it became deprecated (for the `Deprecation` header); set when deprecated or later.
-    pub deprecated_from: Option<Date>,
+    pub(crate) deprecated_from: Option<Date>,
 }
 
 impl Generation {

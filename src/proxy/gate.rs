@@ -16,14 +16,14 @@ use crate::migration::caller;
 /// A request the gate let through: its one checked path, the proxy's own headers taken off,
 /// and who sent it.
 pub(crate) struct Gated<'a, B> {
-    pub parts: Parts,
-    pub body: B,
+    pub(crate) parts: Parts,
+    pub(crate) body: B,
     /// The client its `X-Auth-Proxy-Key` names, when it sent one.
-    pub client: Option<&'a Client>,
+    pub(crate) client: Option<&'a Client>,
     /// Its `X-Auth-Proxy-Caller` name, for the migration report.
-    pub declared: Option<HeaderValue>,
+    pub(crate) declared: Option<HeaderValue>,
     /// Whether its query holds a `?hapikey=` pair: looked for once per request, in `handle`.
-    pub hapikey: bool,
+    pub(crate) hapikey: bool,
 }
 
 /// The checks in their order: network, limits, path, client key, caller name, and then a

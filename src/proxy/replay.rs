@@ -43,14 +43,14 @@ impl Replay {
 }
 
 /// `server.max_replay_buffer_bytes`: the bytes all workers together may keep for replay.
-pub struct ReplayBudget {
+pub(crate) struct ReplayBudget {
     limit: u64,
     in_use: AtomicU64,
     metrics: BodyMetrics,
 }
 
 impl ReplayBudget {
-    pub fn new(limit: u64, metrics: BodyMetrics) -> Arc<ReplayBudget> {
+    pub(crate) fn new(limit: u64, metrics: BodyMetrics) -> Arc<ReplayBudget> {
         Arc::new(ReplayBudget {
             limit,
             in_use: AtomicU64::new(0),
@@ -59,7 +59,8 @@ impl ReplayBudget {
     }
 
     /// Bytes held now (what the gauge shows).
-    pub fn in_use(&self) -> u64 {
+    #[cfg(test)]
+    fn in_use(&self) -> u64 {
         self.in_use.load(Ordering::Relaxed)
     }
 

@@ -40,10 +40,10 @@ pub(crate) struct Attempts {
 
 /// The request being judged: its method, the token generation it carried, whether it can be resent.
 pub(crate) struct Sent {
-    pub method: Method,
-    pub generation: Option<u64>,
-    pub resendable: bool,
-    pub deadline: Instant,
+    pub(crate) method: Method,
+    pub(crate) generation: Option<u64>,
+    pub(crate) resendable: bool,
+    pub(crate) deadline: Instant,
 }
 
 /// Whether an answer with this status could be resent; every other one is delivered as is.

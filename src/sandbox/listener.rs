@@ -30,7 +30,7 @@ pub enum Alpn {
 
 /// A throwaway CA and a leaf for `127.0.0.1` and `localhost` signed by it.
 pub(super) struct Certificates {
-    pub ca_pem: String,
+    pub(crate) ca_pem: String,
     leaf: CertificateDer<'static>,
     key: PrivatePkcs8KeyDer<'static>,
 }
@@ -74,11 +74,11 @@ impl Certificates {
 
 /// What the accept loop needs besides the handler.
 pub(super) struct Listening {
-    pub tls: Option<TlsAcceptor>,
+    pub(crate) tls: Option<TlsAcceptor>,
     /// Close each connection once it has answered this many requests: `Connection: close` on
     /// HTTP/1.1, a graceful GOAWAY on h2 (what nginx's `keepalive_requests` does).
-    pub recycle_after: Option<usize>,
-    pub accepted: Arc<AtomicUsize>,
+    pub(crate) recycle_after: Option<usize>,
+    pub(crate) accepted: Arc<AtomicUsize>,
 }
 
 /// Serves until `stop` turns true; open connections are then dropped.

@@ -55,7 +55,7 @@ impl RateLimits {
         self.rejected.load(Ordering::SeqCst)
     }
 
-    pub fn max(&self) -> u64 {
+    pub(crate) fn max(&self) -> u64 {
         self.max.load(Ordering::SeqCst)
     }
 
