@@ -273,7 +273,7 @@ impl Running {
     }
 
     /// Whether every account holds a usable token (what `/readyz` reports, draining aside).
-    pub(crate) fn accounts_ready(&self) -> bool {
+    pub fn accounts_ready(&self) -> bool {
         let now = std::time::Instant::now();
         self.accounts
             .iter()
@@ -281,12 +281,12 @@ impl Running {
     }
 
     /// Re-reads file credentials now (what SIGHUP does).
-    pub(crate) fn reload(&self) {
+    pub fn reload(&self) {
         self.reload.notify_waiters();
     }
 
     /// Resolves when `POST /quitquitquit` asks for a shutdown.
-    pub(crate) async fn quit_requested(&self) {
+    pub async fn quit_requested(&self) {
         self.lifecycle.quit_requested().await
     }
 
