@@ -16,33 +16,15 @@ use crate::migration::Report;
 use crate::shaping::SharedShaper;
 
 pub(crate) struct Admin {
-    accounts: Arc<Accounts>,
-    metrics: Arc<Metrics>,
-    lifecycle: Arc<Lifecycle>,
-    enable_quit: bool,
-    report: Arc<Report>,
-    fleet: Option<Arc<Fleet>>,
+    pub(crate) accounts: Arc<Accounts>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
+    pub(crate) enable_quit: bool,
+    pub(crate) report: Arc<Report>,
+    pub(crate) fleet: Option<Arc<Fleet>>,
 }
 
 impl Admin {
-    pub(crate) fn new(
-        accounts: Arc<Accounts>,
-        metrics: Arc<Metrics>,
-        lifecycle: Arc<Lifecycle>,
-        enable_quit: bool,
-        report: Arc<Report>,
-        fleet: Option<Arc<Fleet>>,
-    ) -> Self {
-        Admin {
-            accounts,
-            metrics,
-            lifecycle,
-            enable_quit,
-            report,
-            fleet,
-        }
-    }
-
     pub(crate) fn handle<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
         let read = matches!(*request.method(), Method::GET | Method::HEAD);
         match (request.uri().path(), read) {

@@ -171,14 +171,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     };
     let workers = workers::Workers::spawn(proxy_listeners, proxies, limits, tls, proxy_rx, grace)
         .map_err(StartError::Workers)?;
-    let admin = Arc::new(admin::Admin::new(
-        accounts.clone(),
+    let admin = Arc::new(admin::Admin {
+        accounts: accounts.clone(),
         metrics,
-        lifecycle.clone(),
-        settings.server.enable_quit,
+        lifecycle: lifecycle.clone(),
+        enable_quit: settings.server.enable_quit,
         report,
-        fleet.clone(),
-    ));
+        fleet: fleet.clone(),
+    });
     let admin_task = tokio::spawn(server::serve(
         admin_listener,
         move |request, _peer| {

@@ -13,25 +13,37 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use redis::Script;
+use redis::{Script, ScriptInvocation};
 
 use super::connection::{FleetError, Redis};
 use super::keys::AccountKeys;
 use crate::ratelimit::{Admission, ONE_SECOND, TEN_SECONDS};
 
-/// KEYS: window, search, limit. ARGV: configured limit, window ms, search limit (0: not a
-/// search request), search window ms, longest wait ms, reservation id, the limit to use when
-/// none is stored (this replica's view of the budget).
-/// Returns `{1, wait_ms, in_use, limit}` when a slot was reserved, `{0, retry_after_ms, in_use,
-/// limit}` when refused; `in_use` counts the slots taken in the window (sent or planned).
-const ADMIT_LUA: &str = r#"
+/// A script on the Redis server's clock (`now`, ms) that reads the window from ARGV 1-4:
+/// configured limit, window ms, search limit, search window ms (`Inner::window_args`).
+macro_rules! window_script {
+    ($body:literal) => {
+        concat!(
+            r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local configured = tonumber(ARGV[1])
 local span = tonumber(ARGV[2])
 local search_limit = tonumber(ARGV[3])
 local search_span = tonumber(ARGV[4])
-local max_wait = tonumber(ARGV[5])
+"#,
+            $body
+        )
+    };
+}
+
+/// KEYS: window, search, limit. ARGV: the window (search limit 0: not a search request),
+/// longest wait ms, reservation id, the limit to use when none is stored (this replica's view
+/// of the budget).
+/// Returns `{1, wait_ms, in_use, limit}` when a slot was reserved, `{0, retry_after_ms, in_use,
+/// limit}` when refused; `in_use` counts the slots taken in the window (sent or planned).
+const ADMIT_LUA: &str = window_script!(
+    r#"local max_wait = tonumber(ARGV[5])
 local id = ARGV[6]
 local assumed = tonumber(ARGV[7])
 
@@ -67,20 +79,15 @@ end
 if search_limit > 0 then record(KEYS[2], search_limit, search_span) end
 record(KEYS[1], configured, span)
 return {1, at - now, redis.call('ZCARD', KEYS[1]), limit}
-"#;
+"#
+);
 
-/// KEYS: window, search. ARGV: configured limit, window ms, search limit, search window ms,
-/// then (id, ms before now (negative: planned), search 0/1) per send. Puts this replica's recent sends back into a window
+/// KEYS: window, search. ARGV: the window, then (id, ms before now (negative: planned),
+/// search 0/1) per send. Puts this replica's recent sends back into a window
 /// that lost them (Redis restarted empty) or never saw them (sent in fallback). `NX`: a send
 /// Redis still holds keeps its own time.
-const SEED_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local configured = tonumber(ARGV[1])
-local span = tonumber(ARGV[2])
-local search_limit = tonumber(ARGV[3])
-local search_span = tonumber(ARGV[4])
-local function trim(key, keep, width)
+const SEED_LUA: &str = window_script!(
+    r#"local function trim(key, keep, width)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - width)
   redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
   redis.call('PEXPIRE', key, width + 1000)
@@ -97,7 +104,8 @@ end
 trim(KEYS[1], configured, span)
 if searched then trim(KEYS[2], search_limit, search_span) end
 return 1
-"#;
+"#
+);
 
 /// KEYS: window, search. ARGV: window ms. Returns `{sends in the last window, effective limit}`.
 const USAGE_LUA: &str = r#"
@@ -169,6 +177,17 @@ struct Inner {
     seed: Script,
 }
 
+impl Inner {
+    /// ARGV 1-4 of the admit and seed scripts (`window_script!`).
+    fn window_args(&self, invocation: &mut ScriptInvocation<'_>, search_limit: u32) {
+        invocation
+            .arg(self.per_ten_seconds)
+            .arg(millis(TEN_SECONDS))
+            .arg(search_limit)
+            .arg(millis(ONE_SECOND));
+    }
+}
+
 impl SharedWindow {
     /// `per_ten_seconds` must be > 0 (0 means no shaping, and no window at all).
     pub fn new(
@@ -205,11 +224,9 @@ impl SharedWindow {
         invocation
             .key(&inner.keys.window)
             .key(&inner.keys.search)
-            .key(&inner.keys.limit)
-            .arg(inner.per_ten_seconds)
-            .arg(millis(TEN_SECONDS))
-            .arg(search_limit)
-            .arg(millis(ONE_SECOND))
+            .key(&inner.keys.limit);
+        inner.window_args(&mut invocation, search_limit);
+        invocation
             .arg(millis(max_wait))
             .arg(&id)
             .arg(inner.assumed.load(Ordering::Relaxed));
@@ -258,13 +275,8 @@ impl SharedWindow {
         }
         let inner = &self.inner;
         let mut invocation = inner.seed.prepare_invoke();
-        invocation
-            .key(&inner.keys.window)
-            .key(&inner.keys.search)
-            .arg(inner.per_ten_seconds)
-            .arg(millis(TEN_SECONDS))
-            .arg(inner.search_per_second)
-            .arg(millis(ONE_SECOND));
+        invocation.key(&inner.keys.window).key(&inner.keys.search);
+        inner.window_args(&mut invocation, inner.search_per_second);
         for (ticket, age) in sends {
             invocation
                 .arg(&ticket.id)
