@@ -1,11 +1,11 @@
 //! Fleet mode: replicas share each account's rate budget and OAuth token through Redis.
 //!
-//! - [`connection`]: the Redis connection, the per-call deadline and the shared/fallback state;
-//! - [`window`]: fleet-wide admission, one Lua script per request on the Redis clock;
-//! - [`lease`]: the refresher's lease and the fenced token write;
-//! - [`seal`]: AES-256-GCM sealing of shared tokens under a key from the client secret;
-//! - [`tokens`]: publishing and picking up sealed tokens (pub/sub, and a 1 s poll);
-//! - [`heartbeat`]: the live replica count that sizes the fallback share;
+//! - `connection`: the Redis connection, the per-call deadline and the shared/fallback state;
+//! - `window`: fleet-wide admission, one Lua script per request on the Redis clock;
+//! - `lease`: the refresher's lease and the fenced token write;
+//! - `seal`: AES-256-GCM sealing of shared tokens under a key from the client secret;
+//! - `tokens`: publishing and picking up sealed tokens (pub/sub, and a 1 s poll);
+//! - `heartbeat`: the live replica count that sizes the fallback share;
 //! - [`keys`]: the key layout (documented there and in the README).
 //!
 //! Nothing here fails a client request: every call has a deadline (`fleet.timeout_ms`) and an

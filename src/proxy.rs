@@ -1,7 +1,7 @@
 //! The data plane: one client request, checked, given its account's bearer, sent to HubSpot and streamed back.
 //!
-//! [`Proxy::forward`] runs the request through named stages, each with one way out:
-//! *gate* (network, limits, path, client identity; [`gate`]) → *route* (account, credential,
+//! `Proxy::forward` runs the request through named stages, each with one way out:
+//! *gate* (network, limits, path, client identity; `gate`) → *route* (account, credential,
 //! hapikey; [`route`]) → *authorize* (the client's accounts and rules) → *prepare* (target,
 //! headers, replay copy) → *exchange* (send, judge, resend).
 

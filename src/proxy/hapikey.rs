@@ -3,7 +3,7 @@
 //! The key name is matched without regard to case (`HAPIKEY`, `HapiKey`, `%48APIKEY`). HubSpot
 //! reads only `hapikey`, but a case variant forwarded would still put a key in HubSpot's logs
 //! and in ours; so every spelling is stripped, translated and redacted like `hapikey`. Only a
-//! `[legacy] keys` mapping asks for the exact name (see [`first_is_exact`]).
+//! `[legacy] keys` mapping asks for the exact name (see `first_is_exact`).
 
 use std::borrow::Cow;
 
