@@ -16,6 +16,8 @@ use hubspot_auth_proxy::config::Config;
 use hubspot_auth_proxy::sandbox::Sandbox;
 use hubspot_auth_proxy::settings::Settings;
 
+mod common;
+
 const BUDGET_PER_10S: u64 = 100;
 const REPLICAS: usize = 3;
 const RUN: Duration = Duration::from_secs(60);
@@ -110,26 +112,11 @@ impl Drop for RedisServer {
     }
 }
 
-fn config(sandbox: &Sandbox, redis: Option<&str>) -> Config {
+fn settings(sandbox: &Sandbox, redis: Option<&str>) -> Settings {
     let fleet = redis
         .map(|url| format!("[fleet]\nredis_url = \"{url}\"\nnamespace = \"bench\"\n"))
         .unwrap_or_default();
-    Config::parse(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[upstream]
-base_url = "{}"
-[[accounts]]
-name = "main"
-token = {{ value = "{TOKEN}" }}
-[accounts.rate_limit]
-per_ten_seconds = {BUDGET_PER_10S}
-{fleet}"#,
-        sandbox.url()
-    ))
-    .expect("config")
+    common::shaped_settings(sandbox, TOKEN, BUDGET_PER_10S, &fleet)
 }
 
 async fn run(redis: Option<&Mutex<RedisServer>>) -> Outcome {
@@ -139,11 +126,9 @@ async fn run(redis: Option<&Mutex<RedisServer>>) -> Outcome {
     let url = redis.map(|r| r.lock().unwrap().url());
     let mut proxies = Vec::new();
     for _ in 0..REPLICAS {
-        let proxy = hubspot_auth_proxy::start(
-            Settings::from_config(config(&sandbox, url.as_deref())).expect("settings"),
-        )
-        .await
-        .expect("proxy");
+        let proxy = hubspot_auth_proxy::start(settings(&sandbox, url.as_deref()))
+            .await
+            .expect("proxy");
         proxies.push(proxy);
     }
     let urls: Vec<String> = proxies

@@ -9,71 +9,66 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hubspot_auth_proxy::config::Config;
 use hubspot_auth_proxy::sandbox::Sandbox;
-use hubspot_auth_proxy::settings::Settings;
+
+mod common;
 
 const CLIENTS: u64 = 20;
 const RUN: Duration = Duration::from_secs(30);
 const BUDGET_PER_10S: u64 = 100;
 const MAX_WAIT_MS: u64 = 10_000;
 
+/// The answers the clients saw, and the slowest of them.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    local_429: AtomicU64,
+    other: AtomicU64,
+    slowest_ms: AtomicU64,
+}
+
+impl Tally {
+    fn record(&self, status: u16, took: Duration) {
+        self.slowest_ms
+            .fetch_max(took.as_millis() as u64, Ordering::Relaxed);
+        let counter = match status {
+            200 => &self.ok,
+            429 => &self.local_429,
+            _ => &self.other,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let sandbox = Sandbox::start().await.expect("stand-in");
     sandbox.accept_token("pat-na1-bench");
     sandbox.limits().configure(BUDGET_PER_10S, 5, true);
-    let config = Config::parse(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[upstream]
-base_url = "{}"
-[[accounts]]
-name = "main"
-token = {{ value = "pat-na1-bench" }}
-[accounts.rate_limit]
-per_ten_seconds = {BUDGET_PER_10S}
-max_queue_wait_ms = {MAX_WAIT_MS}
-"#,
-        sandbox.url()
-    ))
-    .expect("config");
-    let settings = Settings::from_config(config).expect("settings");
+    let settings = common::shaped_settings(
+        &sandbox,
+        "pat-na1-bench",
+        BUDGET_PER_10S,
+        &format!("max_queue_wait_ms = {MAX_WAIT_MS}\n"),
+    );
     let proxy = hubspot_auth_proxy::start(settings).await.expect("proxy");
     let url = format!("http://{}/crm/v3/objects/contacts", proxy.proxy_addr());
 
-    let ok = Arc::new(AtomicU64::new(0));
-    let local_429 = Arc::new(AtomicU64::new(0));
-    let other = Arc::new(AtomicU64::new(0));
-    let slowest_ms = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Tally::default());
     // 3x the budget: 30 requests/s in all, 1.5/s per client, paced, each on its own task.
     let interval = Duration::from_secs_f64(CLIENTS as f64 / (3.0 * BUDGET_PER_10S as f64 / 10.0));
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
-        let (client, url) = (client.clone(), url.clone());
-        let (ok, local_429, other, slowest_ms) = (
-            ok.clone(),
-            local_429.clone(),
-            other.clone(),
-            slowest_ms.clone(),
-        );
+        let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tokio::time::sleep(interval.mul_f64(c as f64 / CLIENTS as f64)).await;
             let mut inflight = Vec::new();
             while started.elapsed() < RUN {
                 tick.tick().await;
-                let (client, url) = (client.clone(), url.clone());
-                let (ok, local_429, other, slowest_ms) = (
-                    ok.clone(),
-                    local_429.clone(),
-                    other.clone(),
-                    slowest_ms.clone(),
-                );
+                let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
                 inflight.push(tokio::spawn(async move {
                     let sent = Instant::now();
                     let status = client
@@ -82,12 +77,7 @@ max_queue_wait_ms = {MAX_WAIT_MS}
                         .await
                         .map(|r| r.status().as_u16())
                         .unwrap_or(0);
-                    slowest_ms.fetch_max(sent.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    match status {
-                        200 => ok.fetch_add(1, Ordering::Relaxed),
-                        429 => local_429.fetch_add(1, Ordering::Relaxed),
-                        _ => other.fetch_add(1, Ordering::Relaxed),
-                    };
+                    tally.record(status, sent.elapsed());
                 }));
             }
             for t in inflight {
@@ -99,6 +89,12 @@ max_queue_wait_ms = {MAX_WAIT_MS}
         t.await.unwrap();
     }
     let elapsed = started.elapsed();
+    let Tally {
+        ok,
+        local_429,
+        other,
+        slowest_ms,
+    } = &*tally;
     let ok = ok.load(Ordering::Relaxed);
     let upstream = sandbox.request_count() as u64;
     let upstream_429 = sandbox.limits().rejected();

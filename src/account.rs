@@ -26,7 +26,7 @@ pub enum Credential {
 
 impl Credential {
     /// The `kind` in `/status`.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Credential::Static => "static",
             Credential::OAuth(_) => "oauth",
@@ -34,7 +34,7 @@ impl Credential {
     }
 
     /// The refresher's control, for an OAuth account.
-    pub fn refresh(&self) -> Option<&RefreshControl> {
+    pub(crate) fn refresh(&self) -> Option<&RefreshControl> {
         match self {
             Credential::Static => None,
             Credential::OAuth(control) => Some(control),
@@ -43,17 +43,17 @@ impl Credential {
 }
 
 pub struct Account {
-    pub name: Arc<str>,
-    pub credential: Credential,
-    pub token: TokenCell,
-    pub metrics: AccountMetrics,
-    pub status: AccountStatus,
+    pub(crate) name: Arc<str>,
+    pub(crate) credential: Credential,
+    pub(crate) token: TokenCell,
+    pub(crate) metrics: AccountMetrics,
+    pub(crate) status: AccountStatus,
     /// Admission under the account's budget, local or fleet-wide. Absent when shaping is off
     /// (`per_ten_seconds = 0`).
-    pub shaper: Option<Shaper>,
-    pub shaping: RateLimitSettings,
+    pub(crate) shaper: Option<Shaper>,
+    pub(crate) shaping: RateLimitSettings,
     /// The token's HubSpot portal and scopes, checked against `accounts[].hub_id`.
-    pub portal: Portal,
+    pub(crate) portal: Portal,
 }
 
 impl Account {
@@ -77,7 +77,7 @@ impl Account {
     }
 
     /// The account's state for `/readyz`, `/status` and `hubspot_proxy_account_state`.
-    pub fn state(&self, now: Instant) -> AccountState {
+    pub(crate) fn state(&self, now: Instant) -> AccountState {
         if self.status.snapshot().reauthorization.is_some() {
             AccountState::NeedsReauthorization
         } else if self.token.is_ready(now) {
@@ -88,7 +88,7 @@ impl Account {
     }
 
     /// Why a request found no usable token: waiting for re-authorization, or not yet.
-    pub fn no_token_error(&self) -> ProxyError {
+    pub(crate) fn no_token_error(&self) -> ProxyError {
         match self.status.snapshot().reauthorization {
             Some(r) => ProxyError::NeedsReauthorization {
                 account: self.name.clone(),
@@ -101,7 +101,7 @@ impl Account {
     }
 
     /// Waits for the request's slot under the account's budget (at once when shaping is off).
-    pub async fn admit(&self, search: bool, deadline: tokio::time::Instant) -> Admit {
+    pub(crate) async fn admit(&self, search: bool, deadline: tokio::time::Instant) -> Admit {
         match &self.shaper {
             Some(shaper) => {
                 let slotted = |wait| self.metrics.queued(wait);
@@ -114,7 +114,7 @@ impl Account {
     }
 
     /// Whether a request's body should be kept (≤ 1 MiB) so it can be sent again.
-    pub fn may_resend(&self) -> bool {
+    pub(crate) fn may_resend(&self) -> bool {
         self.credential.refresh().is_some()
             || self.shaping.max_retries_429 > 0
             || self.shaping.max_retries_5xx > 0
@@ -122,7 +122,7 @@ impl Account {
 
     /// The bearer for a request and its generation. Without a usable token, an OAuth account
     /// waits for its refresher (never refreshing by itself) until `deadline`.
-    pub async fn bearer(
+    pub(crate) async fn bearer(
         &self,
         now: Instant,
         deadline: tokio::time::Instant,
@@ -139,35 +139,35 @@ impl Account {
 /// What `/status` and `/readyz` report about an account's credential. Written by the control
 /// plane a few times an hour, read by the admin listener: a mutex is fine here.
 #[derive(Default)]
-pub struct AccountStatus {
+pub(crate) struct AccountStatus {
     inner: Mutex<StatusSnapshot>,
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct StatusSnapshot {
-    pub last_refresh: Option<SystemTime>,
-    pub last_refresh_ok: Option<bool>,
-    pub consecutive_failures: u32,
-    pub last_error: Option<&'static str>,
+pub(crate) struct StatusSnapshot {
+    pub(crate) last_refresh: Option<SystemTime>,
+    pub(crate) last_refresh_ok: Option<bool>,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) last_error: Option<&'static str>,
     /// When HubSpot last answered 429 with the DAILY policy; nothing retries that.
-    pub daily_limit_hit: Option<SystemTime>,
+    pub(crate) daily_limit_hit: Option<SystemTime>,
     /// Set while HubSpot refuses the refresh token or the client; cleared by a good refresh.
-    pub reauthorization: Option<Reauthorization>,
+    pub(crate) reauthorization: Option<Reauthorization>,
     /// Fleet mode, OAuth accounts: where the current token came from. Holds no secret.
-    pub fleet_token: Option<FleetTokenStatus>,
+    pub(crate) fleet_token: Option<FleetTokenStatus>,
 }
 
 /// Fleet mode: the shared token's holder generation and how this replica got it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FleetTokenStatus {
+pub(crate) struct FleetTokenStatus {
     /// The fleet generation of the token in use; `None` for a token refreshed here while
     /// Redis was away (not shared).
-    pub generation: Option<u64>,
-    pub origin: TokenOrigin,
+    pub(crate) generation: Option<u64>,
+    pub(crate) origin: TokenOrigin,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenOrigin {
+pub(crate) enum TokenOrigin {
     /// This replica held the lease, called the token endpoint and published the token.
     RefreshedHere,
     /// Taken from the fleet: another replica made the token call.
@@ -177,7 +177,7 @@ pub enum TokenOrigin {
 }
 
 impl TokenOrigin {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TokenOrigin::RefreshedHere => "refreshed_here",
             TokenOrigin::Adopted => "adopted",
@@ -188,16 +188,16 @@ impl TokenOrigin {
 
 /// Why an account needs someone to act, and what to do. Holds no secret.
 #[derive(Debug, Clone)]
-pub struct Reauthorization {
+pub(crate) struct Reauthorization {
     /// `invalid_grant` or `invalid_client`.
-    pub error: &'static str,
-    pub detail: &'static str,
+    pub(crate) error: &'static str,
+    pub(crate) detail: &'static str,
     /// The command to run, or the config keys to fix.
-    pub action: String,
+    pub(crate) action: String,
 }
 
 impl AccountStatus {
-    pub fn record_success(&self) {
+    pub(crate) fn record_success(&self) {
         let mut s = self.inner.lock().expect("status lock");
         s.last_refresh = Some(SystemTime::now());
         s.last_refresh_ok = Some(true);
@@ -205,15 +205,15 @@ impl AccountStatus {
         s.reauthorization = None;
     }
 
-    pub fn record_fleet_token(&self, token: FleetTokenStatus) {
+    pub(crate) fn record_fleet_token(&self, token: FleetTokenStatus) {
         self.inner.lock().expect("status lock").fleet_token = Some(token);
     }
 
-    pub fn record_reauthorization(&self, reauthorization: Reauthorization) {
+    pub(crate) fn record_reauthorization(&self, reauthorization: Reauthorization) {
         self.inner.lock().expect("status lock").reauthorization = Some(reauthorization);
     }
 
-    pub fn record_failure(&self, category: &'static str) {
+    pub(crate) fn record_failure(&self, category: &'static str) {
         let mut s = self.inner.lock().expect("status lock");
         s.last_refresh = Some(SystemTime::now());
         s.last_refresh_ok = Some(false);
@@ -221,11 +221,11 @@ impl AccountStatus {
         s.last_error = Some(category);
     }
 
-    pub fn record_daily_limit(&self) {
+    pub(crate) fn record_daily_limit(&self) {
         self.inner.lock().expect("status lock").daily_limit_hit = Some(SystemTime::now());
     }
 
-    pub fn snapshot(&self) -> StatusSnapshot {
+    pub(crate) fn snapshot(&self) -> StatusSnapshot {
         self.inner.lock().expect("status lock").clone()
     }
 }
@@ -245,20 +245,20 @@ impl Accounts {
         Accounts { list, default }
     }
 
-    pub fn default_account(&self) -> &Arc<Account> {
+    pub(crate) fn default_account(&self) -> &Arc<Account> {
         &self.list[self.default]
     }
 
-    pub fn get(&self, index: usize) -> &Arc<Account> {
+    pub(crate) fn get(&self, index: usize) -> &Arc<Account> {
         &self.list[index]
     }
 
     /// A linear scan: a proxy holds a handful of accounts, and this avoids hashing per request.
-    pub fn by_name(&self, name: &str) -> Option<&Arc<Account>> {
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<Account>> {
         self.list.iter().find(|a| &*a.name == name)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Account>> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Account>> {
         self.list.iter()
     }
 }

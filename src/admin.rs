@@ -15,35 +15,17 @@ use crate::metrics::Metrics;
 use crate::migration::Report;
 use crate::shaping::SharedShaper;
 
-pub struct Admin {
-    accounts: Arc<Accounts>,
-    metrics: Arc<Metrics>,
-    lifecycle: Arc<Lifecycle>,
-    enable_quit: bool,
-    report: Arc<Report>,
-    fleet: Option<Arc<Fleet>>,
+pub(crate) struct Admin {
+    pub(crate) accounts: Arc<Accounts>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
+    pub(crate) enable_quit: bool,
+    pub(crate) report: Arc<Report>,
+    pub(crate) fleet: Option<Arc<Fleet>>,
 }
 
 impl Admin {
-    pub fn new(
-        accounts: Arc<Accounts>,
-        metrics: Arc<Metrics>,
-        lifecycle: Arc<Lifecycle>,
-        enable_quit: bool,
-        report: Arc<Report>,
-        fleet: Option<Arc<Fleet>>,
-    ) -> Self {
-        Admin {
-            accounts,
-            metrics,
-            lifecycle,
-            enable_quit,
-            report,
-            fleet,
-        }
-    }
-
-    pub fn handle<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
+    pub(crate) fn handle<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
         let read = matches!(*request.method(), Method::GET | Method::HEAD);
         match (request.uri().path(), read) {
             ("/healthz", true) => json_response(StatusCode::OK, json!({"status": "ok"})),
@@ -100,7 +82,7 @@ impl Admin {
     }
 
     /// Per-account credential health and HubSpot's rate-limit budget. Never a secret.
-    pub fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         let now = Instant::now();
         let accounts: Vec<Value> = self
             .accounts

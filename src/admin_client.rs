@@ -14,12 +14,12 @@ fn client() -> Result<reqwest::Client, String> {
 }
 
 /// `GET {admin}/status` as JSON.
-pub async fn fetch_status(admin: &str) -> Result<Value, String> {
+pub(crate) async fn fetch_status(admin: &str) -> Result<Value, String> {
     fetch_json(admin, "/status").await
 }
 
 /// `GET {admin}{path}` as JSON.
-pub async fn fetch_json(admin: &str, path: &str) -> Result<Value, String> {
+pub(crate) async fn fetch_json(admin: &str, path: &str) -> Result<Value, String> {
     let url = format!("{}{path}", admin.trim_end_matches('/'));
     let response = client()?
         .get(&url)
@@ -37,7 +37,7 @@ pub async fn fetch_json(admin: &str, path: &str) -> Result<Value, String> {
 }
 
 /// Succeeds when `url` answers 2xx.
-pub async fn healthcheck(url: &str) -> Result<(), String> {
+pub(crate) async fn healthcheck(url: &str) -> Result<(), String> {
     let response = client()?
         .get(url)
         .send()
@@ -51,7 +51,7 @@ pub async fn healthcheck(url: &str) -> Result<(), String> {
 }
 
 /// One row per account, aligned columns.
-pub fn render_table(status: &Value) -> String {
+pub(crate) fn render_table(status: &Value) -> String {
     let header = [
         "ACCOUNT",
         "KIND",

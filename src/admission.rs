@@ -15,11 +15,11 @@ use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::settings::{ClientRule as Rule, ClientSettings, ServerSettings, Settings};
 
-pub static KEY_HEADER: HeaderName = HeaderName::from_static("x-auth-proxy-key");
+pub(crate) static KEY_HEADER: HeaderName = HeaderName::from_static("x-auth-proxy-key");
 static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-pub struct Client {
-    pub name: Arc<str>,
+pub(crate) struct Client {
+    pub(crate) name: Arc<str>,
     accounts: Option<Vec<String>>,
     rules: Option<Vec<Rule>>,
     requests: IntCounter,
@@ -33,7 +33,7 @@ enum Denied {
     Forbidden = 2,
 }
 
-pub struct Admission {
+pub(crate) struct Admission {
     networks: Vec<IpNet>,
     trust_forwarded_for: bool,
     clients: Vec<Client>,
@@ -43,7 +43,7 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(
+    pub(crate) fn new(
         clients: &[ClientSettings],
         server: &ServerSettings,
         metrics: &Metrics,
@@ -71,7 +71,7 @@ impl Admission {
         }
     }
 
-    pub fn requires_client_key(&self) -> bool {
+    pub(crate) fn requires_client_key(&self) -> bool {
         !self.clients.is_empty()
     }
 
@@ -81,7 +81,11 @@ impl Admission {
     }
 
     /// The peer (or, when trusted, the address the last hop reports) must be in an allowed network.
-    pub fn check_network(&self, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ProxyError> {
+    pub(crate) fn check_network(
+        &self,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+    ) -> Result<(), ProxyError> {
         let address = self
             .trust_forwarded_for
             .then(|| forwarded_for(headers))
@@ -96,7 +100,10 @@ impl Admission {
 
     /// The client named by `X-Auth-Proxy-Key`, which is removed so it never reaches HubSpot.
     /// `Ok(None)` when the request sends no key; an unknown key is refused.
-    pub fn key_client(&self, headers: &mut HeaderMap) -> Result<Option<&Client>, ProxyError> {
+    pub(crate) fn key_client(
+        &self,
+        headers: &mut HeaderMap,
+    ) -> Result<Option<&Client>, ProxyError> {
         let Some(key) = headers.remove(&KEY_HEADER) else {
             return Ok(None);
         };
@@ -108,16 +115,16 @@ impl Admission {
         }
     }
 
-    pub fn client_named(&self, name: &str) -> Option<&Client> {
+    pub(crate) fn client_named(&self, name: &str) -> Option<&Client> {
         self.clients.iter().find(|c| &*c.name == name)
     }
 
-    pub fn unauthenticated(&self) -> ProxyError {
+    pub(crate) fn unauthenticated(&self) -> ProxyError {
         self.deny(Denied::Unauthenticated, ProxyError::Unauthenticated)
     }
 
     /// The client may use `account`, and one of its rules allows `method path`.
-    pub fn authorize(
+    pub(crate) fn authorize(
         &self,
         client: &Client,
         account: &str,
@@ -169,7 +176,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// A non-loopback listener with the default allowlist, no client keys and no TLS.
-pub fn exposed_without_protection(settings: &Settings) -> bool {
+pub(crate) fn exposed_without_protection(settings: &Settings) -> bool {
     !settings.server.listen.ip().is_loopback()
         && settings.server.allowed_networks == crate::config::default_allowed_networks()
         && settings.clients.is_empty()

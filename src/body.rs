@@ -20,27 +20,27 @@ use tokio::time::{Instant, Sleep};
 
 use crate::metrics::{ClientBodyFault, GaugeGuard};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Raised inside the outbound stream when a client sends more than `max_body_bytes`; answered
 /// with 413.
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds {limit} bytes")]
-pub struct BodyTooLarge {
-    pub limit: u64,
+pub(crate) struct BodyTooLarge {
+    pub(crate) limit: u64,
 }
 
 /// Raised when the response body is still streaming at the exchange deadline.
 #[derive(Debug, thiserror::Error)]
 #[error("upstream response did not finish before the deadline")]
-pub struct DeadlineExceeded;
+pub(crate) struct DeadlineExceeded;
 
 /// Raised inside the outbound stream when the client fails to deliver its body; answered 400
 /// or 408, and never counted against HubSpot.
 #[derive(Debug, thiserror::Error)]
 #[error("the client's request body failed ({})", fault.as_str())]
-pub struct ClientBodyError {
-    pub fault: ClientBodyFault,
+pub(crate) struct ClientBodyError {
+    pub(crate) fault: ClientBodyFault,
     #[source]
     source: Option<hyper::Error>,
 }
@@ -72,14 +72,14 @@ fn fault_of(error: &hyper::Error) -> ClientBodyFault {
 
 /// Why the outbound body failed: the client's doing, not HubSpot's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboundFault {
+pub(crate) enum OutboundFault {
     TooLarge { limit: u64 },
     Client(ClientBodyFault),
 }
 
 impl OutboundFault {
     /// The fault behind an error the outbound body raised, if it was one of ours.
-    pub fn of(error: &(dyn std::error::Error + 'static)) -> Option<OutboundFault> {
+    pub(crate) fn of(error: &(dyn std::error::Error + 'static)) -> Option<OutboundFault> {
         if let Some(e) = error.downcast_ref::<BodyTooLarge>() {
             return Some(OutboundFault::TooLarge { limit: e.limit });
         }
@@ -91,19 +91,19 @@ impl OutboundFault {
 /// Where a streamed body records its fault for the exchange to read. Over HTTP/1.1 the body's
 /// error reaches the exchange in hyper's error chain, but over h2 hyper only resets the stream
 /// and drops it, so the error chain alone would blame HubSpot for the client's fault.
-pub type FaultCell = Arc<OnceLock<OutboundFault>>;
+pub(crate) type FaultCell = Arc<OnceLock<OutboundFault>>;
 
 /// How much of a client's body is accepted, and how long it may go quiet mid-way.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimits {
-    pub max_bytes: u64,
-    pub idle: Duration,
+pub(crate) struct BodyLimits {
+    pub(crate) max_bytes: u64,
+    pub(crate) idle: Duration,
 }
 
 pin_project! {
     /// The client's body on its way upstream, cut off once it passes the limit, or once the
     /// client has sent nothing for `idle` (so a stalled upload cannot hold an upstream slot).
-    pub struct LimitedBody {
+    pub(crate) struct LimitedBody {
         #[pin]
         inner: Incoming,
         remaining: u64,
@@ -119,7 +119,7 @@ pin_project! {
 
 impl LimitedBody {
     /// `fault`, when given, receives the reason the body failed.
-    pub fn new(inner: Incoming, limits: BodyLimits, fault: Option<FaultCell>) -> Self {
+    pub(crate) fn new(inner: Incoming, limits: BodyLimits, fault: Option<FaultCell>) -> Self {
         LimitedBody {
             inner,
             remaining: limits.max_bytes,
@@ -204,22 +204,22 @@ impl Body for LimitedBody {
 
 /// What goes upstream: the client's body streamed (`Left`), or kept whole so it can be sent
 /// again (`Right`).
-pub type OutboundBody = Either<LimitedBody, Full<Bytes>>;
+pub(crate) type OutboundBody = Either<LimitedBody, Full<Bytes>>;
 
 /// A body kept whole, sent as is (and again, for a replay).
-pub fn kept(bytes: Bytes) -> OutboundBody {
+pub(crate) fn kept(bytes: Bytes) -> OutboundBody {
     Either::Right(Full::new(bytes))
 }
 
 /// The client's body streamed; a body with anything to send gets a cell for its fault.
-pub fn streaming(inner: Incoming, limits: BodyLimits) -> OutboundBody {
+pub(crate) fn streaming(inner: Incoming, limits: BodyLimits) -> OutboundBody {
     let fault = (!inner.is_end_stream()).then(FaultCell::default);
     Either::Left(LimitedBody::new(inner, limits, fault))
 }
 
 /// Where a streamed body records why it failed, for the exchange to read; a kept body (already
 /// read whole) and an empty one cannot fail and have none.
-pub fn fault_cell(body: &OutboundBody) -> Option<FaultCell> {
+pub(crate) fn fault_cell(body: &OutboundBody) -> Option<FaultCell> {
     match body {
         Either::Left(streamed) => streamed.fault.clone(),
         Either::Right(_) => None,
@@ -228,14 +228,14 @@ pub fn fault_cell(body: &OutboundBody) -> Option<FaultCell> {
 
 /// One of the worker's upstream slots, held until the response body is dropped: on HTTP/1.1
 /// a connection stays busy until its body is read, so this also bounds open connections.
-pub struct Slot {
+pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     _counted: GaugeGuard,
 }
 
 impl Slot {
     /// `permit` is the worker's semaphore share; `counted` keeps the slot gauge up while held.
-    pub fn new(permit: OwnedSemaphorePermit, counted: GaugeGuard) -> Slot {
+    pub(crate) fn new(permit: OwnedSemaphorePermit, counted: GaugeGuard) -> Slot {
         Slot {
             _permit: permit,
             _counted: counted,
@@ -246,7 +246,7 @@ impl Slot {
 pin_project! {
     /// What the proxy sends back: HubSpot's streamed body, or a small body of its own.
     #[project = ProxyBodyProj]
-    pub enum ProxyBody {
+    pub(crate) enum ProxyBody {
         Forwarded {
             #[pin]
             body: Incoming,
@@ -263,7 +263,7 @@ pin_project! {
 }
 
 impl ProxyBody {
-    pub fn forwarded(body: Incoming, deadline: Instant, slot: Slot) -> Self {
+    pub(crate) fn forwarded(body: Incoming, deadline: Instant, slot: Slot) -> Self {
         ProxyBody::Forwarded {
             body,
             deadline: tokio::time::sleep_until(deadline),
@@ -271,14 +271,10 @@ impl ProxyBody {
         }
     }
 
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> Self {
         ProxyBody::Local {
             body: Full::new(bytes.into()),
         }
-    }
-
-    pub fn empty() -> Self {
-        ProxyBody::full(Bytes::new())
     }
 }
 

@@ -1,7 +1,7 @@
 //! Configuration: serde types mirroring the TOML, their defaults, and validation that names key paths.
 
-pub mod fleet;
-pub mod secret;
+pub(crate) mod fleet;
+pub(crate) mod secret;
 pub(crate) mod validate;
 
 use std::net::SocketAddr;
@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use fleet::FleetConfig;
-pub use secret::{Secret, SecretError, SecretReader, SecretSource};
-pub use validate::{
+pub(crate) use fleet::FleetConfig;
+pub use secret::Secret;
+pub(crate) use secret::{SecretError, SecretReader, SecretSource};
+pub(crate) use validate::{
     developer_path_glob, parse_base_url, parse_rule, parse_sha256, valid_account_name, Problem,
 };
 
@@ -21,46 +22,46 @@ pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
-    pub upstream: UpstreamConfig,
+    pub(crate) upstream: UpstreamConfig,
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
     #[serde(default)]
-    pub legacy: LegacyConfig,
+    pub(crate) legacy: LegacyConfig,
     /// When any is listed, every request must name one with `X-Auth-Proxy-Key`.
     #[serde(default)]
-    pub clients: Vec<ClientConfig>,
+    pub(crate) clients: Vec<ClientConfig>,
     /// Replicas share budgets and OAuth tokens through Redis (see src/fleet.rs).
     #[serde(default)]
     pub fleet: Option<FleetConfig>,
     /// The file this config was loaded from, so messages can name the exact command to run.
     #[serde(skip)]
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
 }
 
 /// A caller of the proxy, identified by a key it sends; scoped to accounts and method+path rules.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClientConfig {
-    pub name: String,
+pub(crate) struct ClientConfig {
+    pub(crate) name: String,
     /// SHA-256 hex of the key the client sends in `X-Auth-Proxy-Key`.
-    pub key_sha256: String,
+    pub(crate) key_sha256: String,
     /// Accounts it may use; absent means all.
     #[serde(default)]
-    pub accounts: Option<Vec<String>>,
+    pub(crate) accounts: Option<Vec<String>>,
     /// `"METHOD /path/glob"` rules (`*` for any method); absent means everything.
     #[serde(default)]
-    pub allow: Option<Vec<String>>,
+    pub(crate) allow: Option<Vec<String>>,
 }
 
 /// Inbound TLS on the proxy listener; certificate and key are re-read when they change.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+pub(crate) struct TlsConfig {
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
     /// Clients must present a certificate from this CA (mutual TLS).
     #[serde(default)]
-    pub client_ca_file: Option<PathBuf>,
+    pub(crate) client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,124 +72,124 @@ pub struct ServerConfig {
     #[serde(default = "default_admin_listen")]
     pub admin_listen: SocketAddr,
     #[serde(default = "default_max_body_bytes")]
-    pub max_body_bytes: u64,
+    pub(crate) max_body_bytes: u64,
     #[serde(default = "default_shutdown_grace_secs")]
-    pub shutdown_grace_secs: u64,
+    pub(crate) shutdown_grace_secs: u64,
     /// After SIGTERM, keep serving this long with /readyz already 503, so load balancers and
     /// Kubernetes endpoints stop sending traffic before the listener closes.
     #[serde(default)]
-    pub shutdown_min_delay_secs: u64,
+    pub(crate) shutdown_min_delay_secs: u64,
     /// `POST /quitquitquit` on the admin listener starts a shutdown (for Kubernetes Jobs).
     #[serde(default)]
     pub enable_quit: bool,
     /// Peers outside these networks get 403 PROXY_FORBIDDEN_NETWORK.
     #[serde(default = "default_allowed_networks")]
-    pub allowed_networks: Vec<ipnet::IpNet>,
+    pub(crate) allowed_networks: Vec<ipnet::IpNet>,
     /// Take the client address from the last X-Forwarded-For entry (only behind a trusted hop).
     #[serde(default)]
-    pub trust_forwarded_for: bool,
+    pub(crate) trust_forwarded_for: bool,
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
+    pub(crate) tls: Option<TlsConfig>,
     /// Data-plane threads, each with its own listener and upstream pool; 0 means one per core.
     #[serde(default)]
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// One log line per request at info level (account, method, status, duration, correlation id).
     #[serde(default)]
-    pub access_log: bool,
+    pub(crate) access_log: bool,
     /// A client that has not sent its whole header block by then is disconnected (slowloris).
     #[serde(default = "default_header_read_timeout_secs")]
-    pub header_read_timeout_secs: u64,
+    pub(crate) header_read_timeout_secs: u64,
     /// More request headers than this, or more header bytes than `max_header_bytes`, get 431.
     #[serde(default = "default_max_header_count")]
-    pub max_header_count: usize,
+    pub(crate) max_header_count: usize,
     #[serde(default = "default_max_header_bytes")]
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// A client that sends no request body data for this long mid-body gets 408, so a stalled
     /// upload cannot hold an upstream slot.
     #[serde(default = "default_body_read_timeout_secs")]
-    pub body_read_timeout_secs: u64,
+    pub(crate) body_read_timeout_secs: u64,
     /// Bytes of request bodies kept for replay at once, across all workers; past it, requests
     /// stream without a copy and are not resent. 0 keeps none (empty bodies cost nothing).
     #[serde(default = "default_max_replay_buffer_bytes")]
-    pub max_replay_buffer_bytes: u64,
+    pub(crate) max_replay_buffer_bytes: u64,
     /// Answers to deprecated or unsupported HubSpot APIs carry Deprecation, Sunset and Link.
     #[serde(default)]
-    pub deprecation_headers: bool,
+    pub(crate) deprecation_headers: bool,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
+pub(crate) struct UpstreamConfig {
     #[serde(default = "default_base_url")]
-    pub base_url: String,
+    pub(crate) base_url: String,
     #[serde(default = "default_connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
+    pub(crate) connect_timeout_ms: u64,
     #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     #[serde(default = "default_pool_idle_timeout_secs")]
-    pub pool_idle_timeout_secs: u64,
+    pub(crate) pool_idle_timeout_secs: u64,
     #[serde(default = "default_pool_max_idle_per_host")]
-    pub pool_max_idle_per_host: usize,
+    pub(crate) pool_max_idle_per_host: usize,
     /// Requests in flight to HubSpot at once, across all workers (each gets an equal share).
     /// More wait for a free slot, within the request's deadline. HubSpot's rate limits make a
     /// few dozen concurrent requests the useful most; the bound also caps upstream connections
     /// and the memory they hold.
     #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// An HTTP CONNECT proxy for HubSpot and token calls; unset, HTTPS_PROXY/NO_PROXY apply.
     #[serde(default)]
-    pub proxy_url: Option<String>,
+    pub(crate) proxy_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountConfig {
-    pub name: String,
+    pub(crate) name: String,
     /// A private app access token or service key: a static bearer.
     #[serde(default)]
     pub token: Option<SecretSource>,
     /// Marks the account used when a request names none; otherwise the first account is.
     #[serde(default)]
-    pub default: bool,
+    pub(crate) default: bool,
     /// An OAuth app installation: the proxy refreshes its access token itself.
     #[serde(default)]
-    pub oauth: Option<OAuthConfig>,
+    pub(crate) oauth: Option<OAuthConfig>,
     #[serde(default)]
-    pub rate_limit: RateLimitConfig,
+    pub(crate) rate_limit: RateLimitConfig,
     /// The HubSpot portal this account's token must belong to; a token for another is refused.
     #[serde(default)]
-    pub hub_id: Option<u64>,
+    pub(crate) hub_id: Option<u64>,
     /// Scopes `check --online` requires the token to hold.
     #[serde(default)]
-    pub required_scopes: Vec<String>,
+    pub(crate) required_scopes: Vec<String>,
 }
 
 /// Shaping under HubSpot's limits, and retries of what HubSpot did not act on.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RateLimitConfig {
+pub(crate) struct RateLimitConfig {
     /// Requests per rolling 10 s: 100 (Free/Starter), 190 (Pro/Enterprise), 250 (add-on),
     /// 110 (public OAuth app, per installing account). 0 turns shaping off. Unset: start at
     /// 100 and follow HubSpot's X-HubSpot-RateLimit-Max up or down; set: a ceiling.
     #[serde(default)]
-    pub per_ten_seconds: Option<u32>,
+    pub(crate) per_ten_seconds: Option<u32>,
     /// Search endpoints (`POST .../search`) per second; 0 turns the search limit off.
     #[serde(default = "default_search_per_second")]
-    pub search_per_second: u32,
+    pub(crate) search_per_second: u32,
     /// A request that would wait longer for a slot gets a local 429 with Retry-After.
     #[serde(default = "default_max_queue_wait_ms")]
-    pub max_queue_wait_ms: u64,
+    pub(crate) max_queue_wait_ms: u64,
     /// Shape to HubSpot's X-HubSpot-RateLimit-Max (within `per_ten_seconds` when that is set).
     #[serde(default = "default_true")]
-    pub adaptive: bool,
+    pub(crate) adaptive: bool,
     /// Retries after HubSpot's TEN_SECONDLY_ROLLING or SECONDLY 429 (bodies up to 1 MiB are kept).
     #[serde(default = "default_max_retries")]
-    pub max_retries_429: u32,
+    pub(crate) max_retries_429: u32,
     /// Retries of idempotent requests after 502/503/504/521-524.
     #[serde(default = "default_max_retries")]
-    pub max_retries_5xx: u32,
+    pub(crate) max_retries_5xx: u32,
 }
 
 fn default_search_per_second() -> u32 {
@@ -219,23 +220,23 @@ impl Default for RateLimitConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OAuthConfig {
+pub(crate) struct OAuthConfig {
     /// Not secret: it appears in the authorize URL.
-    pub client_id: String,
-    pub client_secret: SecretSource,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: SecretSource,
     /// A `{ file = ... }` source gets rotated refresh tokens written back to it.
-    pub refresh_token: SecretSource,
+    pub(crate) refresh_token: SecretSource,
     /// Defaults to `upstream.base_url` + `/oauth/2026-03/token`; v1 and v3 work too.
     #[serde(default)]
-    pub token_url: Option<String>,
+    pub(crate) token_url: Option<String>,
     #[serde(default = "default_refresh_margin_secs")]
-    pub refresh_margin_secs: u64,
+    pub(crate) refresh_margin_secs: u64,
     /// One token endpoint call may take this long.
     #[serde(default = "default_token_timeout_secs")]
-    pub token_timeout_secs: u64,
+    pub(crate) token_timeout_secs: u64,
     /// Forced refreshes (after HubSpot's EXPIRED_AUTHENTICATION) are at least this far apart.
     #[serde(default = "default_refresh_min_interval_secs")]
-    pub refresh_min_interval_secs: u64,
+    pub(crate) refresh_min_interval_secs: u64,
 }
 
 fn default_refresh_margin_secs() -> u64 {
@@ -249,10 +250,10 @@ fn default_token_timeout_secs() -> u64 {
 }
 
 /// HubSpot's date-versioned token endpoint; `/oauth/v1/token` is deprecated on 2027-02-16.
-pub const DEFAULT_TOKEN_PATH: &str = "/oauth/2026-03/token";
+pub(crate) const DEFAULT_TOKEN_PATH: &str = "/oauth/2026-03/token";
 
 impl OAuthConfig {
-    pub fn token_url(&self, upstream: &UpstreamConfig) -> String {
+    pub(crate) fn token_url(&self, upstream: &UpstreamConfig) -> String {
         match &self.token_url {
             Some(url) => url.clone(),
             None => format!(
@@ -266,20 +267,20 @@ impl OAuthConfig {
 /// What to do with `?hapikey=` account API keys, which HubSpot stopped accepting on 2022-11-30.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LegacyConfig {
+pub(crate) struct LegacyConfig {
     #[serde(default)]
-    pub hapikey: HapikeyMode,
+    pub(crate) hapikey: HapikeyMode,
     /// Keys scripts still send, as SHA-256 hex, each mapped to an account.
     #[serde(default)]
-    pub keys: Vec<LegacyKey>,
+    pub(crate) keys: Vec<LegacyKey>,
     /// Paths where `hapikey` is a developer API key that HubSpot still accepts: left untouched.
     #[serde(default = "default_developer_key_paths")]
-    pub developer_key_paths: Vec<String>,
+    pub(crate) developer_key_paths: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum HapikeyMode {
+pub(crate) enum HapikeyMode {
     /// Strip the key and send the account's bearer instead.
     #[default]
     Translate,
@@ -291,15 +292,15 @@ pub enum HapikeyMode {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LegacyKey {
-    pub sha256: String,
-    pub account: String,
+pub(crate) struct LegacyKey {
+    pub(crate) sha256: String,
+    pub(crate) account: String,
     /// The `[[clients]]` entry this key also identifies, for scoping migrated scripts.
     #[serde(default)]
-    pub client: Option<String>,
+    pub(crate) client: Option<String>,
     /// The caller's name in the migration report; otherwise the hash's first 8 hex digits.
     #[serde(default)]
-    pub label: Option<String>,
+    pub(crate) label: Option<String>,
 }
 
 impl Default for LegacyConfig {
@@ -313,7 +314,7 @@ impl Default for LegacyConfig {
 }
 
 /// HubSpot's app-settings APIs, where `hapikey` is a developer key and still the credential.
-pub fn default_developer_key_paths() -> Vec<String> {
+pub(crate) fn default_developer_key_paths() -> Vec<String> {
     [
         "/webhooks/v3/*/**",
         "/app-webhooks/**",
@@ -343,7 +344,7 @@ fn default_max_body_bytes() -> u64 {
     10 * 1024 * 1024
 }
 /// Loopback only: a proxy that holds HubSpot credentials is closed until opened on purpose.
-pub fn default_allowed_networks() -> Vec<ipnet::IpNet> {
+pub(crate) fn default_allowed_networks() -> Vec<ipnet::IpNet> {
     vec![
         "127.0.0.0/8".parse().expect("valid network"),
         "::1/128".parse().expect("valid network"),
@@ -454,7 +455,7 @@ fn join(problems: &[Problem]) -> String {
 
 impl ConfigError {
     /// One readable line per problem, each naming the file and the key.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         match self {
             ConfigError::Invalid { path, problems } => problems
                 .iter()
@@ -467,7 +468,7 @@ impl ConfigError {
 
 impl Config {
     /// Reads and parses a config file; `Settings::load` also checks it.
-    pub fn read(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn read(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -503,7 +504,7 @@ impl Config {
 #[derive(Debug)]
 pub struct ParseError {
     pub key: String,
-    pub line: usize,
+    pub(crate) line: usize,
     pub message: String,
 }
 

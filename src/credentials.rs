@@ -1,15 +1,16 @@
 //! Credentials: builds each account and spawns the control-plane task that writes its token
 //! cell (`crate::token_cell`): a static-token watcher or an OAuth refresher.
 
-pub mod fleet_source;
-pub mod oauth;
-pub mod persist;
-pub mod static_token;
-pub mod token_endpoint;
+pub(crate) mod fleet_source;
+pub(crate) mod oauth;
+pub(crate) mod persist;
+pub(crate) mod static_token;
+pub(crate) mod token_endpoint;
 
 use std::sync::Arc;
 
 use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 
 use crate::account::{Account, Credential};
 use crate::config::SecretSource;
@@ -21,9 +22,9 @@ use crate::token_cell::RefreshControl;
 #[derive(Debug, thiserror::Error)]
 #[error("{key} ({source_desc}): {reason}")]
 pub struct CredentialError {
-    pub key: String,
-    pub source_desc: String,
-    pub reason: String,
+    pub(crate) key: String,
+    pub(crate) source_desc: String,
+    pub(crate) reason: String,
 }
 
 fn credential_error(key: String, source: &SecretSource, reason: impl ToString) -> CredentialError {
@@ -34,26 +35,55 @@ fn credential_error(key: String, source: &SecretSource, reason: impl ToString) -
     }
 }
 
+/// An account, and the task that keeps its token fresh (none for a static token that is not
+/// read from a file).
+type Activated = Result<(Arc<Account>, Option<JoinHandle<()>>), CredentialError>;
+
+/// What every account is wired to, whatever its credential.
+struct Wiring<'a> {
+    metrics: &'a Metrics,
+    reload: &'a Arc<Notify>,
+    stop: &'a watch::Receiver<bool>,
+    // Fleet mode: where shared budgets and tokens live (a static account's token never goes
+    // to Redis; only its budget is shared).
+    fleet: Option<&'a Arc<crate::fleet::Fleet>>,
+}
+
+impl Wiring<'_> {
+    /// The account, its metrics and budget, expecting the portal its settings name.
+    fn account(&self, cfg: &AccountSettings, credential: Credential) -> Arc<Account> {
+        let account = Arc::new(Account::new(
+            &cfg.name,
+            credential,
+            self.metrics.for_account(&cfg.name),
+            &cfg.rate_limit,
+            self.fleet,
+        ));
+        account.portal.expect(cfg.hub_id);
+        account
+    }
+}
+
 /// Builds account `index` and starts the control-plane task that keeps its token fresh.
-pub fn activate(
+pub(crate) fn activate(
     settings: &Settings,
     index: usize,
     metrics: &Metrics,
     reload: &Arc<Notify>,
     stop: &watch::Receiver<bool>,
-    // Fleet mode: where shared budgets and tokens live (a static account's token never goes
-    // to Redis; only its budget is shared).
     fleet: Option<&Arc<crate::fleet::Fleet>>,
-) -> Result<(Arc<Account>, Option<tokio::task::JoinHandle<()>>), CredentialError> {
+) -> Activated {
     let cfg = &settings.accounts[index];
     let key = format!("accounts[{index}]");
+    let wiring = Wiring {
+        metrics,
+        reload,
+        stop,
+        fleet,
+    };
     match &cfg.credential {
-        CredentialSettings::OAuth(oauth) => {
-            activate_oauth(settings, cfg, oauth, &key, metrics, reload, stop, fleet)
-        }
-        CredentialSettings::Static(source) => {
-            activate_static(cfg, source, &key, metrics, reload, stop, fleet)
-        }
+        CredentialSettings::OAuth(oauth) => activate_oauth(settings, cfg, oauth, &key, &wiring),
+        CredentialSettings::Static(source) => activate_static(cfg, source, &key, &wiring),
     }
 }
 
@@ -61,19 +91,9 @@ fn activate_static(
     cfg: &AccountSettings,
     source: &SecretSource,
     key: &str,
-    metrics: &Metrics,
-    reload: &Arc<Notify>,
-    stop: &watch::Receiver<bool>,
-    fleet: Option<&Arc<crate::fleet::Fleet>>,
-) -> Result<(Arc<Account>, Option<tokio::task::JoinHandle<()>>), CredentialError> {
-    let account = Arc::new(Account::new(
-        &cfg.name,
-        Credential::Static,
-        metrics.for_account(&cfg.name),
-        &cfg.rate_limit,
-        fleet,
-    ));
-    account.portal.expect(cfg.hub_id);
+    wiring: &Wiring,
+) -> Activated {
+    let account = wiring.account(cfg, Credential::Static);
     let current = static_token::load_initial(&account, source)
         .map_err(|e| credential_error(format!("{key}.token"), source, e))?;
     account.metrics.token_never_expires();
@@ -81,23 +101,19 @@ fn activate_static(
         account.clone(),
         source.clone(),
         current,
-        reload.clone(),
-        stop.clone(),
+        wiring.reload.clone(),
+        wiring.stop.clone(),
     );
     Ok((account, watcher))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn activate_oauth(
     settings: &Settings,
     cfg: &AccountSettings,
     oauth: &OAuthSettings,
     key: &str,
-    metrics: &Metrics,
-    reload: &Arc<Notify>,
-    stop: &watch::Receiver<bool>,
-    fleet: Option<&Arc<crate::fleet::Fleet>>,
-) -> Result<(Arc<Account>, Option<tokio::task::JoinHandle<()>>), CredentialError> {
+    wiring: &Wiring,
+) -> Activated {
     let load = |source: &SecretSource, field: &str| {
         source
             .load_within(false, crate::config::secret::ONE_SHOT_READ_LIMIT)
@@ -121,15 +137,8 @@ fn activate_oauth(
         reason: e,
     })?;
     let control = Arc::new(RefreshControl::new(oauth.refresh_min_interval));
-    let account = Arc::new(Account::new(
-        &cfg.name,
-        Credential::OAuth(control.clone()),
-        metrics.for_account(&cfg.name),
-        &cfg.rate_limit,
-        fleet,
-    ));
-    account.portal.expect(cfg.hub_id);
-    let fleet = fleet.map(|fleet| {
+    let account = wiring.account(cfg, Credential::OAuth(control.clone()));
+    let fleet = wiring.fleet.map(|fleet| {
         let tokens = fleet.tokens();
         // Subscribed before the first refresh, so no notice falls between read and listen.
         fleet_source::FleetSource::new(
@@ -162,6 +171,10 @@ fn activate_oauth(
     };
     Ok((
         account,
-        Some(oauth::spawn(refresher, reload.clone(), stop.clone())),
+        Some(oauth::spawn(
+            refresher,
+            wiring.reload.clone(),
+            wiring.stop.clone(),
+        )),
     ))
 }

@@ -13,17 +13,17 @@ const CLIENT_ID: &str = "demo-client-id";
 const CLIENT_SECRET: &str = "demo-client-secret";
 const REFRESH_TOKEN: &str = "na1-demo-refresh-token";
 /// The key an old script would send; the demo maps its hash to the `main` account.
-pub const LEGACY_KEY: &str = "demo-legacy-api-key";
+pub(crate) const LEGACY_KEY: &str = "demo-legacy-api-key";
 /// Short, so a refresh shows in the log within a minute.
 const DEMO_TOKEN_SECS: u64 = 60;
 
-pub struct DemoArgs {
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
+pub(crate) struct DemoArgs {
+    pub(crate) listen: SocketAddr,
+    pub(crate) admin_listen: SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum DemoError {
+pub(crate) enum DemoError {
     #[error("cannot start the HubSpot stand-in: {0}")]
     Sandbox(std::io::Error),
     #[error("cannot prepare the demo's state directory {0}: {1}")]
@@ -34,14 +34,14 @@ pub enum DemoError {
     Config(String),
 }
 
-pub struct Demo {
-    pub sandbox: Sandbox,
-    pub proxy: crate::Running,
-    pub state_dir: StateDir,
+pub(crate) struct Demo {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) proxy: crate::Running,
+    pub(crate) state_dir: StateDir,
 }
 
 /// The demo's scratch directory (its rotating refresh token), removed when dropped.
-pub struct StateDir(PathBuf);
+pub(crate) struct StateDir(PathBuf);
 
 impl Drop for StateDir {
     fn drop(&mut self) {
@@ -49,7 +49,7 @@ impl Drop for StateDir {
     }
 }
 
-pub async fn start(args: &DemoArgs) -> Result<Demo, DemoError> {
+pub(crate) async fn start(args: &DemoArgs) -> Result<Demo, DemoError> {
     let sandbox = Sandbox::start().await.map_err(DemoError::Sandbox)?;
     sandbox.accept_token(STATIC_TOKEN);
     sandbox.oauth().set_client(CLIENT_ID, CLIENT_SECRET);
@@ -117,7 +117,7 @@ refresh_token = {{ file = "{refresh}" }}
 
 impl Demo {
     /// Ready-to-paste commands, each exercising one capability against this demo.
-    pub fn curl_lines(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn curl_lines(&self) -> Vec<(&'static str, String)> {
         let proxy = format!("http://{}", self.proxy.proxy_addr());
         let admin = format!("http://{}", self.proxy.admin_addr());
         vec![

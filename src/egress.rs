@@ -17,7 +17,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The proxy to use for `target`, if any: the configured one (NO_PROXY still applies), else
 /// the environment's.
-pub fn proxy_for(
+pub(crate) fn proxy_for(
     proxy_url: Option<&str>,
     target: &Uri,
 ) -> Result<Option<(Uri, Option<http::HeaderValue>)>, String> {
@@ -41,13 +41,16 @@ pub fn proxy_for(
 
 /// Dials HubSpot directly or through a CONNECT tunnel; decided once, at startup.
 #[derive(Clone)]
-pub enum Connector {
+pub(crate) enum Connector {
     Direct(HttpConnector),
     Tunnel(Tunnel<HttpConnector>),
 }
 
 impl Connector {
-    pub fn new(http: HttpConnector, proxy: Option<(Uri, Option<http::HeaderValue>)>) -> Connector {
+    pub(crate) fn new(
+        http: HttpConnector,
+        proxy: Option<(Uri, Option<http::HeaderValue>)>,
+    ) -> Connector {
         match proxy {
             None => Connector::Direct(http),
             Some((uri, auth)) => {

@@ -9,7 +9,7 @@ use crate::body::{OutboundFault, ProxyBody};
 use crate::metrics::{ClientBodyFault, UpstreamErrorKind};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("The request body is larger than this proxy's limit of {limit} bytes.")]
     BodyTooLarge { limit: u64 },
     #[error("The request headers are too large: at most {max_count} fields and {max_bytes} bytes are accepted.")]
@@ -64,7 +64,7 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -90,7 +90,7 @@ impl ProxyError {
     }
 
     /// HubSpot clients surface `category`; ours are prefixed so nobody mistakes them for HubSpot's.
-    pub fn category(&self) -> &'static str {
+    pub(crate) fn category(&self) -> &'static str {
         match self {
             ProxyError::BodyTooLarge { .. } => "PROXY_BODY_TOO_LARGE",
             ProxyError::HeadersTooLarge { .. } => "PROXY_HEADERS_TOO_LARGE",
@@ -117,7 +117,7 @@ impl ProxyError {
         }
     }
 
-    pub fn to_response(&self) -> Response<ProxyBody> {
+    pub(crate) fn to_response(&self) -> Response<ProxyBody> {
         // HubSpot's own 429s name their policy; clients that read it see the proxy's queue.
         let policy = matches!(self, ProxyError::RateLimited { .. }).then_some("PROXY_QUEUE");
         let mut response = json_error(self.status(), self.category(), &self.to_string(), policy);
@@ -166,7 +166,7 @@ fn client_body_message(fault: ClientBodyFault) -> &'static str {
     }
 }
 
-pub const ERROR_HEADER: &str = "x-auth-proxy-error";
+pub(crate) const ERROR_HEADER: &str = "x-auth-proxy-error";
 
 /// Whole seconds, rounded up: `Retry-After: 0` would invite an immediate retry.
 fn retry_after_secs(wait: &std::time::Duration) -> u64 {
@@ -174,7 +174,7 @@ fn retry_after_secs(wait: &std::time::Duration) -> u64 {
 }
 
 /// `{"status":"error","message":…,"category":…,"correlationId":…}` plus `X-Auth-Proxy-Error`.
-pub fn json_error(
+pub(crate) fn json_error(
     status: StatusCode,
     category: &'static str,
     message: &str,

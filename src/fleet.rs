@@ -1,24 +1,24 @@
 //! Fleet mode: replicas share each account's rate budget and OAuth token through Redis.
 //!
-//! - [`connection`]: the Redis connection, the per-call deadline and the shared/fallback state;
-//! - [`window`]: fleet-wide admission, one Lua script per request on the Redis clock;
-//! - [`lease`]: the refresher's lease and the fenced token write;
-//! - [`seal`]: AES-256-GCM sealing of shared tokens under a key from the client secret;
-//! - [`tokens`]: publishing and picking up sealed tokens (pub/sub, and a 1 s poll);
-//! - [`heartbeat`]: the live replica count that sizes the fallback share;
+//! - `connection`: the Redis connection, the per-call deadline and the shared/fallback state;
+//! - `window`: fleet-wide admission, one Lua script per request on the Redis clock;
+//! - `lease`: the refresher's lease and the fenced token write;
+//! - `seal`: AES-256-GCM sealing of shared tokens under a key from the client secret;
+//! - `tokens`: publishing and picking up sealed tokens (pub/sub, and a 1 s poll);
+//! - `heartbeat`: the live replica count that sizes the fallback share;
 //! - [`keys`]: the key layout (documented there and in the README).
 //!
 //! Nothing here fails a client request: every call has a deadline (`fleet.timeout_ms`) and an
 //! error means "use the local fallback".
 
-pub mod connection;
-pub mod heartbeat;
+pub(crate) mod connection;
+pub(crate) mod heartbeat;
 pub mod keys;
-pub mod lease;
-pub mod metrics;
-pub mod seal;
-pub mod tokens;
-pub mod window;
+pub(crate) mod lease;
+pub(crate) mod metrics;
+pub(crate) mod seal;
+pub(crate) mod tokens;
+pub(crate) mod window;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,12 +27,15 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 pub use connection::{FleetError, Redis};
-pub use heartbeat::fallback_share;
-pub use lease::{lease_ttl, FencedWrite, Lease};
+pub(crate) use heartbeat::fallback_share;
+pub use lease::FencedWrite;
+pub(crate) use lease::{lease_ttl, Lease};
 pub use metrics::FleetMetrics;
 pub use seal::SharedToken;
-pub use tokens::{AccountTokens, FleetTokens, TokenNotice};
-pub use window::{SharedWindow, Ticket, WindowAdmission, WindowUsage};
+pub(crate) use tokens::TokenNotice;
+pub use tokens::{AccountTokens, FleetTokens};
+pub use window::SharedWindow;
+pub(crate) use window::{Ticket, WindowUsage};
 
 use crate::settings::FleetSettings;
 
@@ -131,7 +134,7 @@ impl Fleet {
         self.heartbeat.leave().await
     }
 
-    pub fn redis(&self) -> &Redis {
+    pub(crate) fn redis(&self) -> &Redis {
         &self.redis
     }
 }

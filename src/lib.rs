@@ -3,35 +3,36 @@
 //! `start` builds everything from [`settings::Settings`] (a checked, parsed config) and returns a [`Running`]
 //! proxy; the binary and the integration tests both enter here.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod account;
-pub mod admin;
-pub mod admin_client;
-pub mod admission;
-pub mod body;
+mod admin;
+mod admin_client;
+mod admission;
+mod body;
 pub mod commands;
 pub mod config;
-pub mod credentials;
-pub mod demo;
-pub mod egress;
-pub mod error;
+mod credentials;
+mod demo;
+mod egress;
+mod error;
 pub mod fleet;
-pub mod lifecycle;
+mod lifecycle;
 pub mod metrics;
-pub mod migration;
+mod migration;
 pub mod oauth_consent;
-pub mod portal;
-pub mod portal_state;
+mod portal;
+mod portal_state;
 pub mod proxy;
 pub mod ratelimit;
 pub mod sandbox;
-pub mod server;
+mod server;
 pub mod settings;
-pub mod shaping;
-pub mod tls;
-pub mod token_cell;
-pub mod upstream;
-pub mod workers;
+mod shaping;
+mod tls;
+mod token_cell;
+mod upstream;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -170,14 +171,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     };
     let workers = workers::Workers::spawn(proxy_listeners, proxies, limits, tls, proxy_rx, grace)
         .map_err(StartError::Workers)?;
-    let admin = Arc::new(admin::Admin::new(
-        accounts.clone(),
+    let admin = Arc::new(admin::Admin {
+        accounts: accounts.clone(),
         metrics,
-        lifecycle.clone(),
-        settings.server.enable_quit,
+        lifecycle: lifecycle.clone(),
+        enable_quit: settings.server.enable_quit,
         report,
-        fleet.clone(),
-    ));
+        fleet: fleet.clone(),
+    });
     let admin_task = tokio::spawn(server::serve(
         admin_listener,
         move |request, _peer| {

@@ -5,26 +5,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
-pub struct Lifecycle {
+pub(crate) struct Lifecycle {
     draining: AtomicBool,
     quit: Notify,
 }
 
 impl Lifecycle {
-    pub fn begin_draining(&self) {
+    pub(crate) fn begin_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
 
     /// `POST /quitquitquit`: the same shutdown as SIGTERM.
-    pub fn request_quit(&self) {
+    pub(crate) fn request_quit(&self) {
         self.quit.notify_one();
     }
 
-    pub async fn quit_requested(&self) {
+    pub(crate) async fn quit_requested(&self) {
         self.quit.notified().await
     }
 }

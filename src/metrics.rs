@@ -7,7 +7,7 @@
 //! - `api_family`: the bounded `api` label.
 
 mod account;
-pub mod api_family;
+pub(crate) mod api_family;
 mod bodies;
 mod labels;
 mod register;
@@ -17,13 +17,13 @@ use prometheus::{
     Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
 };
 
-pub use account::AccountMetrics;
-pub use bodies::BodyMetrics;
-pub use labels::{
+pub(crate) use account::AccountMetrics;
+pub(crate) use bodies::BodyMetrics;
+pub(crate) use labels::{
     AccountState, ClientBodyFault, ExpiredPassed, HapikeyAction, RateLimitPolicy, RetryReason,
     UpstreamErrorKind,
 };
-pub use slots::SlotMetrics;
+pub(crate) use slots::SlotMetrics;
 
 use account::AccountFamilies;
 use register::register;
@@ -71,14 +71,14 @@ impl Metrics {
     }
 
     /// The counter for one refusal reason (network, unauthenticated, forbidden).
-    pub fn denied(&self, reason: &str) -> IntCounter {
+    pub(crate) fn denied(&self, reason: &str) -> IntCounter {
         self.denied.with_label_values(&[reason])
     }
 
     /// Requests to APIs HubSpot has deprecated or retired (the migration report's counter).
     /// Labels are bounded: accounts from the config, API families and generations by
     /// construction, four states.
-    pub fn deprecated_api_requests(&self) -> IntCounterVec {
+    pub(crate) fn deprecated_api_requests(&self) -> IntCounterVec {
         register(
             &self.registry,
             "hubspot_proxy_deprecated_api_requests_total",
@@ -88,7 +88,7 @@ impl Metrics {
     }
 
     /// The counter for one configured client; names come from the config, so they are bounded.
-    pub fn client_requests(&self, client: &str) -> IntCounter {
+    pub(crate) fn client_requests(&self, client: &str) -> IntCounter {
         self.client_requests.with_label_values(&[client])
     }
 
@@ -97,25 +97,25 @@ impl Metrics {
         self.accounts.for_account(account)
     }
 
-    pub fn inflight(&self) -> GaugeGuard {
+    pub(crate) fn inflight(&self) -> GaugeGuard {
         GaugeGuard::hold(&self.inflight)
     }
 
-    pub fn upstream_slots(&self) -> &SlotMetrics {
+    pub(crate) fn upstream_slots(&self) -> &SlotMetrics {
         &self.upstream_slots
     }
 
-    pub fn bodies(&self) -> &BodyMetrics {
+    pub(crate) fn bodies(&self) -> &BodyMetrics {
         &self.bodies
     }
 
     /// For series owned elsewhere (fleet mode registers its own).
-    pub fn registry(&self) -> &Registry {
+    pub(crate) fn registry(&self) -> &Registry {
         &self.registry
     }
 
     /// Prometheus text exposition of everything registered.
-    pub fn render(&self) -> Vec<u8> {
+    pub(crate) fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -152,7 +152,7 @@ fn register_process_collector(registry: &Registry) {
 fn register_process_collector(_registry: &Registry) {}
 
 /// Decrements a gauge when what it counts ends (a request's handler, a held slot), however it ends.
-pub struct GaugeGuard(IntGauge);
+pub(crate) struct GaugeGuard(IntGauge);
 
 impl GaugeGuard {
     /// Counts one more on the gauge, until the guard drops.

@@ -2,10 +2,10 @@
 //! generation, with that generation's support state, for `GET /migration` and the
 //! `hubspot_proxy_deprecated_api_requests_total` metric.
 
-pub mod calendar;
-pub mod caller;
-pub mod generation;
-pub mod table;
+pub(crate) mod calendar;
+pub(crate) mod caller;
+pub(crate) mod generation;
+pub(crate) mod table;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,23 +21,23 @@ use generation::{Generation, State, Support, SUNSET};
 
 /// Distinct caller names kept; later ones count as [`OTHER`]. Names come from clients, so this
 /// bounds the report's memory whatever they send.
-pub const MAX_CALLERS: usize = 1000;
-pub const OTHER: &str = "other";
-pub const ANONYMOUS: &str = "anonymous";
+pub(crate) const MAX_CALLERS: usize = 1000;
+pub(crate) const OTHER: &str = "other";
+pub(crate) const ANONYMOUS: &str = "anonymous";
 
 /// Fixes the date support states are computed for; a testing aid (timestamps stay real).
-pub const TODAY_ENV: &str = "HUBSPOT_AUTH_PROXY_TODAY";
+pub(crate) const TODAY_ENV: &str = "HUBSPOT_AUTH_PROXY_TODAY";
 
 /// Where "today" comes from: the system clock, or a fixed date so tests do not rot.
 #[derive(Debug, Clone, Copy)]
-pub enum Today {
+pub(crate) enum Today {
     System,
     Fixed(Date),
 }
 
 impl Today {
     /// `HUBSPOT_AUTH_PROXY_TODAY=YYYY-MM-DD`, else the system clock.
-    pub fn from_env() -> Result<Today, String> {
+    pub(crate) fn from_env() -> Result<Today, String> {
         match std::env::var(TODAY_ENV) {
             Err(_) => Ok(Today::System),
             Ok(text) => Date::parse(text.trim())
@@ -46,7 +46,7 @@ impl Today {
         }
     }
 
-    pub fn date(self, now: SystemTime) -> Date {
+    pub(crate) fn date(self, now: SystemTime) -> Date {
         match self {
             Today::System => Date::of(now),
             Today::Fixed(date) => date,
@@ -70,7 +70,7 @@ struct Tally {
 
 type PerCaller = HashMap<(Arc<str>, Slot), Tally>;
 
-pub struct Report {
+pub(crate) struct Report {
     today: Today,
     deprecated: IntCounterVec,
     /// One short critical section per forwarded request: two hash lookups and an increment.
@@ -79,7 +79,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(today: Today, deprecated: IntCounterVec) -> Report {
+    pub(crate) fn new(today: Today, deprecated: IntCounterVec) -> Report {
         Report {
             today,
             deprecated,
@@ -89,7 +89,13 @@ impl Report {
 
     /// Counts one forwarded request and returns its generation's support state today. `api` is
     /// the path's `api_family::classify` slot, which the request path has already computed.
-    pub fn record(&self, caller: &str, account: &Arc<str>, path: &str, api: usize) -> Support {
+    pub(crate) fn record(
+        &self,
+        caller: &str,
+        account: &Arc<str>,
+        path: &str,
+        api: usize,
+    ) -> Support {
         let now = SystemTime::now();
         let slot = Slot {
             api,
@@ -141,7 +147,7 @@ impl Report {
     }
 
     /// The report as `GET /migration` serves it: states as of today, most urgent first.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let now = SystemTime::now();
         let today = self.today.date(now);
         let mut rows: Vec<(Support, Value)> = Vec::new();
@@ -194,7 +200,7 @@ fn item(caller: &str, account: &str, slot: Slot, support: Support, tally: &Tally
 
 /// `Deprecation` (RFC 9745, a structured date `@<unix seconds>`), `Sunset` (RFC 8594, an
 /// HTTP-date) and a `Link` to the migration guide, for answers to deprecated calls.
-pub fn add_deprecation_headers(headers: &mut HeaderMap, support: &Support) {
+pub(crate) fn add_deprecation_headers(headers: &mut HeaderMap, support: &Support) {
     if !support.state.needs_migration() {
         return;
     }

@@ -31,7 +31,7 @@ pub struct AuthorizeArgs {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum AuthorizeError {
+pub(crate) enum AuthorizeError {
     #[error("{0}")]
     Config(String),
     #[error("cannot listen for the redirect on 127.0.0.1:{port}: {source}")]
@@ -43,10 +43,10 @@ pub enum AuthorizeError {
 }
 
 /// What the user is told on success.
-pub struct Authorized {
-    pub file: PathBuf,
-    pub hub_id: Option<u64>,
-    pub scopes: Vec<String>,
+pub(crate) struct Authorized {
+    pub(crate) file: PathBuf,
+    pub(crate) hub_id: Option<u64>,
+    pub(crate) scopes: Vec<String>,
 }
 
 struct Flow {
@@ -61,7 +61,7 @@ struct Flow {
 }
 
 /// Runs the flow; `print_url` receives the authorize URL as soon as the listener is up.
-pub async fn run(
+pub(crate) async fn run(
     settings: &Settings,
     args: &AuthorizeArgs,
     print_url: impl FnOnce(&str),

@@ -15,22 +15,22 @@ use crate::config::Secret;
 use crate::portal_state::TokenKind;
 
 /// HubSpot's introspection endpoint for private app and service-key tokens.
-pub const ACCESS_TOKEN_INFO_PATH: &str = "/oauth/v2/private-apps/get/access-token-info";
+pub(crate) const ACCESS_TOKEN_INFO_PATH: &str = "/oauth/v2/private-apps/get/access-token-info";
 /// One introspection call may take this long.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// HubSpot's answer to access-token-info.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TokenInfo {
-    pub hub_id: u64,
+pub(crate) struct TokenInfo {
+    pub(crate) hub_id: u64,
     #[serde(default)]
-    pub scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum CheckError {
+pub(crate) enum CheckError {
     #[error("HubSpot rejected the token ({status})")]
     Rejected { status: u16 },
     #[error("access-token-info answered {status}")]
@@ -42,7 +42,7 @@ pub enum CheckError {
 }
 
 /// `POST {base}/oauth/v2/private-apps/get/access-token-info` with `{"tokenKey": token}`.
-pub async fn access_token_info(
+pub(crate) async fn access_token_info(
     client: &reqwest::Client,
     base_url: &str,
     token: &Secret<String>,
@@ -71,7 +71,7 @@ pub async fn access_token_info(
 
 /// Checks a static account's token at startup and after every change, retrying with capped
 /// backoff while HubSpot cannot answer. Startup never waits for it.
-pub fn spawn_static_check(
+pub(crate) fn spawn_static_check(
     account: Arc<Account>,
     client: reqwest::Client,
     base_url: String,
@@ -128,7 +128,9 @@ fn bearer_secret(header: &http::HeaderValue) -> Secret<String> {
 }
 
 /// A client for introspection calls, with the upstream's CA and egress settings.
-pub fn client(upstream: &crate::settings::UpstreamSettings) -> Result<reqwest::Client, String> {
+pub(crate) fn client(
+    upstream: &crate::settings::UpstreamSettings,
+) -> Result<reqwest::Client, String> {
     let url = format!(
         "{}{ACCESS_TOKEN_INFO_PATH}",
         upstream.base_url.trim_end_matches('/')

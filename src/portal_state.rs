@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::error::ProxyError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenKind {
+pub(crate) enum TokenKind {
     PrivateApp,
     ServiceKey,
     OAuth,
@@ -18,7 +18,7 @@ pub enum TokenKind {
 
 impl TokenKind {
     /// Private app tokens start `pat-`; any other static bearer is taken as a service key.
-    pub fn of_static(token: &str) -> TokenKind {
+    pub(crate) fn of_static(token: &str) -> TokenKind {
         if token.starts_with("pat-") {
             TokenKind::PrivateApp
         } else {
@@ -26,7 +26,7 @@ impl TokenKind {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TokenKind::PrivateApp => "private_app",
             TokenKind::ServiceKey => "service_key",
@@ -45,7 +45,7 @@ struct Seen {
 
 /// Per account: the expected portal, what the token says, and the data plane's one-load check.
 #[derive(Default)]
-pub struct Portal {
+pub(crate) struct Portal {
     expected: OnceLock<u64>,
     seen: Mutex<Seen>,
     /// The token's portal when it differs from `expected`; 0 when fine (hub ids are positive).
@@ -53,18 +53,18 @@ pub struct Portal {
 }
 
 impl Portal {
-    pub fn expect(&self, hub_id: Option<u64>) {
+    pub(crate) fn expect(&self, hub_id: Option<u64>) {
         if let Some(id) = hub_id {
             let _ = self.expected.set(id);
         }
     }
 
-    pub fn expected(&self) -> Option<u64> {
+    pub(crate) fn expected(&self) -> Option<u64> {
         self.expected.get().copied()
     }
 
     /// What HubSpot said about the current token (control plane only).
-    pub fn observe(&self, hub_id: Option<u64>, scopes: Vec<String>, kind: TokenKind) {
+    pub(crate) fn observe(&self, hub_id: Option<u64>, scopes: Vec<String>, kind: TokenKind) {
         let wrong = match (self.expected(), hub_id) {
             (Some(expected), Some(actual)) if expected != actual => actual,
             _ => 0,
@@ -86,12 +86,12 @@ impl Portal {
     }
 
     /// The scopes HubSpot last reported for the token (empty until it has said).
-    pub fn scopes(&self) -> Vec<String> {
+    pub(crate) fn scopes(&self) -> Vec<String> {
         self.seen.lock().expect("portal lock").scopes.clone()
     }
 
     /// `(expected, actual)` while the token belongs to another portal.
-    pub fn mismatch(&self) -> Option<(u64, u64)> {
+    pub(crate) fn mismatch(&self) -> Option<(u64, u64)> {
         match self.wrong.load(Ordering::SeqCst) {
             0 => None,
             actual => Some((self.expected().unwrap_or(0), actual)),
@@ -99,7 +99,7 @@ impl Portal {
     }
 
     /// The refusal for requests while the token belongs to another portal.
-    pub fn refusal(&self, account: &Arc<str>) -> Option<ProxyError> {
+    pub(crate) fn refusal(&self, account: &Arc<str>) -> Option<ProxyError> {
         self.mismatch()
             .map(|(expected, actual)| ProxyError::WrongPortal {
                 account: account.clone(),
@@ -109,7 +109,7 @@ impl Portal {
     }
 
     /// For `/status`: never the token.
-    pub fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         let seen = self.seen.lock().expect("portal lock").clone();
         json!({
             "hub_id": seen.hub_id,

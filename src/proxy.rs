@@ -1,19 +1,19 @@
 //! The data plane: one client request, checked, given its account's bearer, sent to HubSpot and streamed back.
 //!
-//! [`Proxy::forward`] runs the request through named stages, each with one way out:
-//! *gate* (network, limits, path, client identity; [`gate`]) → *route* (account, credential,
+//! `Proxy::forward` runs the request through named stages, each with one way out:
+//! *gate* (network, limits, path, client identity; `gate`) → *route* (account, credential,
 //! hapikey; [`route`]) → *authorize* (the client's accounts and rules) → *prepare* (target,
 //! headers, replay copy) → *exchange* (send, judge, resend).
 
-pub mod access_log;
-pub mod gate;
+pub(crate) mod access_log;
+pub(crate) mod gate;
 pub mod hapikey;
 pub mod headers;
-pub mod inspect;
-pub mod limits;
-pub mod path_gate;
-pub mod replay;
-pub mod retry;
+pub(crate) mod inspect;
+pub(crate) mod limits;
+pub(crate) mod path_gate;
+pub(crate) mod replay;
+pub(crate) mod retry;
 pub mod route;
 
 use std::sync::Arc;
@@ -36,7 +36,7 @@ use gate::Gated;
 use limits::RequestLimits;
 use route::{CredentialSource, Refused, Routed, Router};
 
-pub struct Proxy {
+pub(crate) struct Proxy {
     admission: Arc<Admission>,
     upstream: Upstream,
     router: Router,
@@ -50,20 +50,20 @@ pub struct Proxy {
 /// Where forwarded requests are counted for the migration report, and whether answers to
 /// deprecated APIs get Deprecation/Sunset headers (`server.deprecation_headers`).
 #[derive(Clone)]
-pub struct MigrationHook {
-    pub report: Arc<migration::Report>,
-    pub deprecation_headers: bool,
+pub(crate) struct MigrationHook {
+    pub(crate) report: Arc<migration::Report>,
+    pub(crate) deprecation_headers: bool,
 }
 
 /// What every worker's proxy shares: built once at startup, cloned per worker.
 #[derive(Clone)]
-pub struct Shared {
-    pub admission: Arc<Admission>,
-    pub metrics: Arc<Metrics>,
-    pub limits: RequestLimits,
-    pub access_log: bool,
-    pub replay_budget: Arc<replay::ReplayBudget>,
-    pub migration: MigrationHook,
+pub(crate) struct Shared {
+    pub(crate) admission: Arc<Admission>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) limits: RequestLimits,
+    pub(crate) access_log: bool,
+    pub(crate) replay_budget: Arc<replay::ReplayBudget>,
+    pub(crate) migration: MigrationHook,
 }
 
 /// A request ready to send: the first copy, the kept copy a resend is built from (if the
@@ -78,7 +78,7 @@ struct Prepared {
 
 impl Proxy {
     /// One worker's proxy: its own upstream client and router, and the process-wide pieces.
-    pub fn new(upstream: Upstream, router: Router, shared: Shared) -> Self {
+    pub(crate) fn new(upstream: Upstream, router: Router, shared: Shared) -> Self {
         let Shared {
             admission,
             metrics,
@@ -99,7 +99,7 @@ impl Proxy {
         }
     }
 
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
         request: Request<Incoming>,
         peer: std::net::SocketAddr,

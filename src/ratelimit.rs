@@ -20,18 +20,18 @@ use tokio::time::Instant;
 /// previous batch can still be inside HubSpot's window when the next arrives. 2.5 % costs that
 /// much throughput and keeps 250 ms of slack on the 10 s window (100 ms on the search window).
 pub const TEN_SECONDS: Duration = Duration::from_millis(10_250);
-pub const ONE_SECOND: Duration = Duration::from_millis(1_100);
+pub(crate) const ONE_SECOND: Duration = Duration::from_millis(1_100);
 
 /// The 10-second budget when the config sets none: HubSpot's smallest tier (Free/Starter).
 /// HubSpot's `X-HubSpot-RateLimit-Max` then moves it to the app's real tier.
-pub const DEFAULT_TEN_SECOND_BUDGET: usize = 100;
+pub(crate) const DEFAULT_TEN_SECOND_BUDGET: usize = 100;
 /// The most a followed budget may rise to: above HubSpot's largest tier (250 with the add-on),
 /// so a garbled header cannot make the proxy shape to nothing.
-pub const FOLLOW_CAP: usize = 1_000;
+pub(crate) const FOLLOW_CAP: usize = 1_000;
 
 /// Where the 10-second budget comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Budget {
+pub(crate) enum Budget {
     /// Set in the config: HubSpot's figure may lower it, and raise it back, never above this.
     Ceiling(usize),
     /// Not set: start at 100 and follow HubSpot's figure up or down.
@@ -112,30 +112,28 @@ pub enum Admission {
     Refused { retry_after: Duration },
 }
 
-pub struct Limiter {
+pub(crate) struct Limiter {
     general: Window,
     search: Option<Window>,
-    follows: bool,
     max_wait: Duration,
 }
 
 impl Limiter {
-    pub fn new(budget: Budget, search_per_second: u32, max_wait: Duration) -> Limiter {
-        let (start, ceiling, follows) = match budget {
-            Budget::Ceiling(n) => (n, n, false),
-            Budget::Follow => (DEFAULT_TEN_SECOND_BUDGET, FOLLOW_CAP, true),
+    pub(crate) fn new(budget: Budget, search_per_second: u32, max_wait: Duration) -> Limiter {
+        let (start, ceiling) = match budget {
+            Budget::Ceiling(n) => (n, n),
+            Budget::Follow => (DEFAULT_TEN_SECOND_BUDGET, FOLLOW_CAP),
         };
         let search = search_per_second as usize;
         Limiter {
             general: Window::new(start, ceiling, TEN_SECONDS),
             search: (search > 0).then(|| Window::new(search, search, ONE_SECOND)),
-            follows,
             max_wait,
         }
     }
 
     /// Reserves a send time, in arrival order. Nothing is reserved when the answer is `Refused`.
-    pub fn reserve(&self, search: bool, now: Instant, deadline: Instant) -> Admission {
+    pub(crate) fn reserve(&self, search: bool, now: Instant, deadline: Instant) -> Admission {
         let search_window = self.search.as_ref().filter(|_| search);
         // Lock order is always search, then general.
         let mut search_slots = search_window.map(|w| w.reserved.lock().expect("limiter lock"));
@@ -172,7 +170,7 @@ impl Limiter {
 
     /// Gives back a send time whose request was never sent (its client left while it waited),
     /// so later arrivals can have it.
-    pub fn release(&self, search: bool, at: Instant) {
+    pub(crate) fn release(&self, search: bool, at: Instant) {
         if let Some(w) = self.search.as_ref().filter(|_| search) {
             w.release(at);
         }
@@ -181,7 +179,7 @@ impl Limiter {
 
     /// Records a send time decided elsewhere (the fleet's shared window), without checking it:
     /// should Redis go away, this replica's share then counts what it has just sent.
-    pub fn note(&self, search: bool, now: Instant, at: Instant) {
+    pub(crate) fn note(&self, search: bool, now: Instant, at: Instant) {
         if let Some(w) = self.search.as_ref().filter(|_| search) {
             let mut slots = w.reserved.lock().expect("limiter lock");
             w.prune(&mut slots, now);
@@ -194,7 +192,7 @@ impl Limiter {
 
     /// Sets the per-second search budget, within its configured figure (the fleet's fallback
     /// share). No effect when the search limit is off.
-    pub fn set_search_limit(&self, limit: usize) {
+    pub(crate) fn set_search_limit(&self, limit: usize) {
         if let Some(w) = &self.search {
             w.limit.store(limit.clamp(1, w.ceiling), Ordering::Relaxed);
         }
@@ -203,35 +201,30 @@ impl Limiter {
     /// HubSpot's `X-HubSpot-RateLimit-Max`, from an answer to a request that carried the
     /// account's bearer: shape to it from now on, within the ceiling. Returns the previous
     /// budget when it changed.
-    pub fn follow_reported(&self, max: usize) -> Option<usize> {
+    pub(crate) fn follow_reported(&self, max: usize) -> Option<usize> {
         let target = max.clamp(1, self.general.ceiling);
         let previous = self.general.limit.swap(target, Ordering::Relaxed);
         (previous != target).then_some(previous)
     }
 
-    /// Whether the budget follows HubSpot up past the default (no `per_ten_seconds` set).
-    pub fn follows(&self) -> bool {
-        self.follows
-    }
-
     /// The 10-second budget shaped to now.
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.general.limit.load(Ordering::Relaxed)
     }
 
-    pub fn max_wait(&self) -> Duration {
+    pub(crate) fn max_wait(&self) -> Duration {
         self.max_wait
     }
 }
 
 /// HubSpot's search endpoints (`POST /crm/v3/objects/{type}/search` and the like) have their own limit.
-pub fn is_search(method: &http::Method, path: &str) -> bool {
+pub(crate) fn is_search(method: &http::Method, path: &str) -> bool {
     method == http::Method::POST && path.trim_end_matches('/').ends_with("/search")
 }
 
 /// A send time held while its request waits for it. Dropped before `sent`, as when the client
 /// disconnects and its handler is dropped mid-wait, it releases the time.
-pub struct Held<'a> {
+pub(crate) struct Held<'a> {
     limiter: &'a Limiter,
     search: bool,
     at: Instant,
@@ -239,7 +232,7 @@ pub struct Held<'a> {
 }
 
 impl<'a> Held<'a> {
-    pub fn new(limiter: &'a Limiter, search: bool, at: Instant) -> Held<'a> {
+    pub(crate) fn new(limiter: &'a Limiter, search: bool, at: Instant) -> Held<'a> {
         Held {
             limiter,
             search,
@@ -249,7 +242,7 @@ impl<'a> Held<'a> {
     }
 
     /// Waits for the send time; from then on the time is spent, whatever becomes of the request.
-    pub async fn wait(mut self) {
+    pub(crate) async fn wait(mut self) {
         tokio::time::sleep_until(self.at).await;
         self.used = true;
     }
@@ -371,7 +364,7 @@ mod tests {
     #[test]
     fn an_unset_budget_starts_at_100_and_follows_hubspot_both_ways() {
         let limiter = Limiter::new(Budget::Follow, 0, Duration::from_secs(1));
-        assert!(limiter.follows());
+        assert_eq!(limiter.general.ceiling, FOLLOW_CAP);
         assert_eq!(limiter.limit(), 100);
         limiter.follow_reported(190);
         assert_eq!(limiter.limit(), 190);

@@ -5,7 +5,7 @@ mod api;
 mod json;
 mod listener;
 pub mod oauth;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -33,9 +33,9 @@ pub const DEFAULT_HUB_ID: u64 = 62515;
 
 /// A one-off answer: `status`, with `policy` as the policyName when it is a 429.
 #[derive(Debug, Clone)]
-pub struct Injected {
-    pub status: u16,
-    pub policy: Option<&'static str>,
+pub(crate) struct Injected {
+    pub(crate) status: u16,
+    pub(crate) policy: Option<&'static str>,
 }
 
 /// One request as the stand-in received it.
@@ -66,14 +66,13 @@ impl Recorded {
 
 #[derive(Default)]
 pub struct State {
-    pub oauth: oauth::OAuthState,
-    pub limits: ratelimit::RateLimits,
+    pub(crate) oauth: oauth::OAuthState,
+    pub(crate) limits: ratelimit::RateLimits,
     tokens: Mutex<HashSet<String>>,
     /// Developer API keys (`?hapikey=` on app-settings paths) → their app's 10-second Max.
     developer_keys: Mutex<HashMap<String, u64>>,
     /// The portal each token belongs to, for the introspection endpoints (default 62515).
     hub_ids: Mutex<std::collections::HashMap<String, u64>>,
-    token_info_calls: AtomicUsize,
     recorded: Mutex<VecDeque<Recorded>>,
     /// Answers to give the next authenticated requests instead of the real ones.
     injected: Mutex<VecDeque<Injected>>,
@@ -84,7 +83,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn accept_token(&self, token: &str) {
+    pub(crate) fn accept_token(&self, token: &str) {
         self.tokens.lock().unwrap().insert(token.to_string());
     }
 
@@ -96,22 +95,13 @@ impl State {
             .insert(token.to_string(), hub_id);
     }
 
-    pub fn hub_id(&self, token: &str) -> u64 {
+    pub(crate) fn hub_id(&self, token: &str) -> u64 {
         self.hub_ids
             .lock()
             .unwrap()
             .get(token)
             .copied()
             .unwrap_or(DEFAULT_HUB_ID)
-    }
-
-    /// Introspection calls so far (they are not in `requests()`: they are the proxy's own).
-    pub fn token_info_calls(&self) -> usize {
-        self.token_info_calls.load(Ordering::SeqCst)
-    }
-
-    pub fn revoke_token(&self, token: &str) {
-        self.tokens.lock().unwrap().remove(token);
     }
 
     /// Accepts a developer API key; its answers report `ratelimit_max`, the developer app's budget.
@@ -181,7 +171,7 @@ impl Sandbox {
         Sandbox::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
-    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Sandbox> {
+    pub(crate) async fn start_on(addr: SocketAddr) -> std::io::Result<Sandbox> {
         Sandbox::start_with(addr, Options::default()).await
     }
 
@@ -336,7 +326,6 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Proxy
         },
     };
     if api::is_introspection(&recorded) {
-        state.token_info_calls.fetch_add(1, Ordering::SeqCst);
         return api::introspect(&state, &body);
     }
     state.record(recorded.clone());

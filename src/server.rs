@@ -19,13 +19,13 @@ use crate::tls::SharedAcceptor;
 
 /// Per-connection settings that protect the listener from slow or oversized clients.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     /// Also bounds the TLS handshake.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// hyper's own hard caps sit above the handler's 431 checks, so that clients
     /// normally get the JSON answer and only absurd requests are cut off by hyper.
-    pub max_header_count: usize,
-    pub max_header_bytes: usize,
+    pub(crate) max_header_count: usize,
+    pub(crate) max_header_bytes: usize,
 }
 
 impl ConnectionLimits {
@@ -45,7 +45,7 @@ impl ConnectionLimits {
     }
 }
 
-pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindError> {
+pub(crate) async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| BindError { what, addr, source })
@@ -54,9 +54,9 @@ pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, B
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} ({what}): {source}")]
 pub struct BindError {
-    pub what: &'static str,
-    pub addr: SocketAddr,
-    pub source: std::io::Error,
+    pub(crate) what: &'static str,
+    pub(crate) addr: SocketAddr,
+    pub(crate) source: std::io::Error,
 }
 
 /// What every connection task shares.
@@ -68,7 +68,7 @@ struct Shared<H> {
 }
 
 /// Serves `listener` until `stop` turns true, then lets open connections finish for up to `grace`.
-pub async fn serve<H, F>(
+pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     limits: ConnectionLimits,

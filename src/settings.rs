@@ -18,105 +18,105 @@ use crate::config::{Config, ConfigError, HapikeyMode, RateLimitConfig, SecretSou
 
 #[derive(Debug)]
 pub struct Settings {
-    pub server: ServerSettings,
-    pub upstream: UpstreamSettings,
+    pub(crate) server: ServerSettings,
+    pub(crate) upstream: UpstreamSettings,
     /// At least one, names unique.
     pub accounts: Vec<AccountSettings>,
     /// Index into `accounts` of the account a request that names none goes to.
     pub default_account: usize,
     pub legacy: LegacySettings,
     /// When any is listed, every request must name one with `X-Auth-Proxy-Key`.
-    pub clients: Vec<ClientSettings>,
+    pub(crate) clients: Vec<ClientSettings>,
     pub fleet: Option<FleetSettings>,
     /// The file the settings were loaded from, so messages can name the exact command to run.
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
 }
 
 #[derive(Debug)]
-pub struct ServerSettings {
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
-    pub max_body_bytes: u64,
-    pub shutdown_grace: Duration,
-    pub shutdown_min_delay: Duration,
-    pub enable_quit: bool,
-    pub allowed_networks: Vec<ipnet::IpNet>,
-    pub trust_forwarded_for: bool,
-    pub tls: Option<TlsConfig>,
+pub(crate) struct ServerSettings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) admin_listen: SocketAddr,
+    pub(crate) max_body_bytes: u64,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) shutdown_min_delay: Duration,
+    pub(crate) enable_quit: bool,
+    pub(crate) allowed_networks: Vec<ipnet::IpNet>,
+    pub(crate) trust_forwarded_for: bool,
+    pub(crate) tls: Option<TlsConfig>,
     /// 0 means one per core.
-    pub workers: usize,
-    pub access_log: bool,
-    pub header_read_timeout: Duration,
-    pub max_header_count: usize,
-    pub max_header_bytes: usize,
-    pub body_read_timeout: Duration,
-    pub max_replay_buffer_bytes: u64,
-    pub deprecation_headers: bool,
+    pub(crate) workers: usize,
+    pub(crate) access_log: bool,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) max_header_count: usize,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) body_read_timeout: Duration,
+    pub(crate) max_replay_buffer_bytes: u64,
+    pub(crate) deprecation_headers: bool,
 }
 
 #[derive(Debug)]
-pub struct UpstreamSettings {
+pub(crate) struct UpstreamSettings {
     /// As written in the config, for messages and for URLs built on it.
-    pub base_url: String,
-    pub base: BaseUrl,
-    pub connect_timeout: Duration,
-    pub timeout: Duration,
-    pub ca_file: Option<PathBuf>,
-    pub pool_idle_timeout: Duration,
-    pub pool_max_idle_per_host: usize,
-    pub max_connections: usize,
-    pub proxy_url: Option<String>,
+    pub(crate) base_url: String,
+    pub(crate) base: BaseUrl,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) pool_idle_timeout: Duration,
+    pub(crate) pool_max_idle_per_host: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) proxy_url: Option<String>,
 }
 
 /// `http(s)://host[:port]`, with no path: a request's own path is appended.
 #[derive(Debug, Clone)]
-pub struct BaseUrl {
-    pub uri: Uri,
-    pub scheme: Scheme,
-    pub authority: Authority,
+pub(crate) struct BaseUrl {
+    pub(crate) uri: Uri,
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
 }
 
 #[derive(Debug)]
 pub struct AccountSettings {
     pub name: String,
-    pub credential: CredentialSettings,
+    pub(crate) credential: CredentialSettings,
     pub rate_limit: RateLimitSettings,
     /// The HubSpot portal this account's token must belong to.
-    pub hub_id: Option<u64>,
+    pub(crate) hub_id: Option<u64>,
     /// Scopes `check --online` requires the token to hold.
-    pub required_scopes: Vec<String>,
+    pub(crate) required_scopes: Vec<String>,
 }
 
 /// Where an account's bearer comes from: exactly one of `token` and `[accounts.oauth]`.
 #[derive(Debug)]
-pub enum CredentialSettings {
+pub(crate) enum CredentialSettings {
     /// A private app access token or service key.
     Static(SecretSource),
     OAuth(OAuthSettings),
 }
 
 #[derive(Debug)]
-pub struct OAuthSettings {
-    pub client_id: String,
-    pub client_secret: SecretSource,
-    pub refresh_token: SecretSource,
+pub(crate) struct OAuthSettings {
+    pub(crate) client_id: String,
+    pub(crate) client_secret: SecretSource,
+    pub(crate) refresh_token: SecretSource,
     /// `oauth.token_url`, or `upstream.base_url` + the default token path.
-    pub token_url: String,
-    pub refresh_margin: Duration,
-    pub token_timeout: Duration,
-    pub refresh_min_interval: Duration,
+    pub(crate) token_url: String,
+    pub(crate) refresh_margin: Duration,
+    pub(crate) token_timeout: Duration,
+    pub(crate) refresh_min_interval: Duration,
 }
 
 /// Shaping under HubSpot's limits, and retries (see `RateLimitConfig` for each key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitSettings {
     /// `None`: follow HubSpot's reported Max; `Some(0)`: shaping off; `Some(n)`: a ceiling.
-    pub per_ten_seconds: Option<u32>,
-    pub search_per_second: u32,
-    pub max_queue_wait: Duration,
-    pub adaptive: bool,
-    pub max_retries_429: u32,
-    pub max_retries_5xx: u32,
+    pub(crate) per_ten_seconds: Option<u32>,
+    pub(crate) search_per_second: u32,
+    pub(crate) max_queue_wait: Duration,
+    pub(crate) adaptive: bool,
+    pub(crate) max_retries_429: u32,
+    pub(crate) max_retries_5xx: u32,
 }
 
 impl From<&RateLimitConfig> for RateLimitSettings {
@@ -140,56 +140,56 @@ impl Default for RateLimitSettings {
 
 #[derive(Debug)]
 pub struct LegacySettings {
-    pub hapikey: HapikeyMode,
-    pub keys: Vec<LegacyKeySettings>,
+    pub(crate) hapikey: HapikeyMode,
+    pub(crate) keys: Vec<LegacyKeySettings>,
     /// Paths where `hapikey` is a developer API key, left untouched.
-    pub developer_paths: GlobSet,
+    pub(crate) developer_paths: GlobSet,
 }
 
 #[derive(Debug)]
-pub struct LegacyKeySettings {
+pub(crate) struct LegacyKeySettings {
     /// SHA-256 of the key; only hashes are held.
-    pub hash: [u8; 32],
+    pub(crate) hash: [u8; 32],
     /// Index into `Settings::accounts`.
-    pub account: usize,
+    pub(crate) account: usize,
     /// The `[[clients]]` entry this key also identifies.
-    pub client: Option<String>,
+    pub(crate) client: Option<String>,
     /// The caller's name in the migration report: its label, or the hash's first 8 hex digits.
-    pub label: String,
+    pub(crate) label: String,
 }
 
 #[derive(Debug)]
-pub struct ClientSettings {
-    pub name: String,
+pub(crate) struct ClientSettings {
+    pub(crate) name: String,
     /// SHA-256 of the key the client sends in `X-Auth-Proxy-Key`.
-    pub key_hash: [u8; 32],
+    pub(crate) key_hash: [u8; 32],
     /// Accounts it may use; `None` means all.
-    pub accounts: Option<Vec<String>>,
+    pub(crate) accounts: Option<Vec<String>>,
     /// Its allow rules; `None` means everything.
-    pub rules: Option<Vec<ClientRule>>,
+    pub(crate) rules: Option<Vec<ClientRule>>,
 }
 
 /// `"METHOD /path/glob"`, parsed: `None` for `*` (any method).
 #[derive(Debug, Clone)]
-pub struct ClientRule {
-    pub method: Option<Method>,
-    pub path: GlobMatcher,
+pub(crate) struct ClientRule {
+    pub(crate) method: Option<Method>,
+    pub(crate) path: GlobMatcher,
 }
 
 /// `[fleet]`: the Redis replicas share budgets and tokens through.
 #[derive(Debug, Clone)]
 pub struct FleetSettings {
     /// `fleet.redis_url`, parsed; it never holds a password.
-    pub connection: redis::ConnectionInfo,
-    pub redis_password: Option<SecretSource>,
-    pub namespace: String,
+    pub(crate) connection: redis::ConnectionInfo,
+    pub(crate) redis_password: Option<SecretSource>,
+    pub(crate) namespace: String,
     /// One Redis call may take this long.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Settings {
     /// Reads, parses and checks a config file.
-    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Settings, ConfigError> {
         Settings::from_config(Config::read(path)?)
     }
 

@@ -2,7 +2,7 @@
 //! (src/ratelimit.rs) and the fleet's shared one (src/shaping/shared.rs). The request path
 //! calls `admit` and `follow_reported` and does not care which it has.
 
-pub mod shared;
+pub(crate) mod shared;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +13,11 @@ use crate::fleet::Fleet;
 use crate::ratelimit::{self, Budget, Held, Limiter};
 use crate::settings::RateLimitSettings;
 
-pub use shared::SharedShaper;
+pub(crate) use shared::SharedShaper;
 
 /// What became of a request's admission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
+pub(crate) enum Admit {
     /// Its slot has come: send now. `queued` is how long it waited for it.
     Go { queued: Duration },
     /// The wait would pass the bound: answer a local 429 with this Retry-After.
@@ -25,7 +25,7 @@ pub enum Admit {
 }
 
 /// An account's admission: this process's own window, or the fleet's.
-pub enum Shaper {
+pub(crate) enum Shaper {
     Local(Limiter),
     Fleet(SharedShaper),
 }
@@ -33,7 +33,7 @@ pub enum Shaper {
 impl Shaper {
     /// `None` when shaping is off (`per_ten_seconds = 0`). With a fleet the account's budget
     /// is shared by every replica in the namespace.
-    pub fn new(
+    pub(crate) fn new(
         account: &str,
         shaping: &RateLimitSettings,
         fleet: Option<&Arc<Fleet>>,
@@ -59,7 +59,7 @@ impl Shaper {
     /// Waits for the request's slot, or refuses past the wait bound (`max_queue_wait_ms`, and
     /// never past `deadline`). A request dropped while it waits gives its slot back.
     /// `slotted` hears the wait as soon as the slot is granted, before waiting it out.
-    pub async fn admit(
+    pub(crate) async fn admit(
         &self,
         search: bool,
         deadline: Instant,
@@ -73,7 +73,7 @@ impl Shaper {
 
     /// HubSpot's `X-HubSpot-RateLimit-Max` for the account's bearer: shape to it, within the
     /// ceiling. Returns the previous budget when it changed.
-    pub fn follow_reported(&self, max: usize) -> Option<usize> {
+    pub(crate) fn follow_reported(&self, max: usize) -> Option<usize> {
         match self {
             Shaper::Local(limiter) => limiter.follow_reported(max),
             Shaper::Fleet(shared) => shared.follow_reported(max),
@@ -81,14 +81,14 @@ impl Shaper {
     }
 
     /// The 10-second budget shaped to now (fleet-wide, in fleet mode).
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         match self {
             Shaper::Local(limiter) => limiter.limit(),
             Shaper::Fleet(shared) => shared.limit(),
         }
     }
 
-    pub fn shared(&self) -> Option<&SharedShaper> {
+    pub(crate) fn shared(&self) -> Option<&SharedShaper> {
         match self {
             Shaper::Local(_) => None,
             Shaper::Fleet(shared) => Some(shared),

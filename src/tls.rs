@@ -34,9 +34,9 @@ fn error(key: &'static str, path: &Path, reason: impl ToString) -> TlsError {
 }
 
 /// The acceptor every worker loads for each new connection.
-pub type SharedAcceptor = Arc<ArcSwap<TlsAcceptor>>;
+pub(crate) type SharedAcceptor = Arc<ArcSwap<TlsAcceptor>>;
 
-pub fn load(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
+pub(crate) fn load(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     let certs = CertificateDer::pem_file_iter(&config.cert_file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| error("cert_file", &config.cert_file, e))?;
@@ -81,7 +81,7 @@ pub fn load(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
 }
 
 /// Rebuilds the acceptor when any of the files changes; a broken update keeps the old one.
-pub fn spawn_watcher(
+pub(crate) fn spawn_watcher(
     config: TlsConfig,
     acceptor: SharedAcceptor,
     mut stop: watch::Receiver<bool>,

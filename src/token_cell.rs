@@ -17,7 +17,7 @@ use crate::config::Secret;
 
 /// A bearer token, ready to put on a request: building the header string happens once, here,
 /// so the hot path only clones a reference-counted `HeaderValue`.
-pub struct Token {
+pub(crate) struct Token {
     header: HeaderValue,
     /// `None` for static tokens (private app tokens do not expire on their own).
     expires_at: Option<Instant>,
@@ -35,30 +35,30 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
-    pub fn header(&self) -> &HeaderValue {
+    pub(crate) fn header(&self) -> &HeaderValue {
         &self.header
     }
 
-    pub fn expires_at(&self) -> Option<Instant> {
+    pub(crate) fn expires_at(&self) -> Option<Instant> {
         self.expires_at
     }
 
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
-    pub fn is_usable(&self, now: Instant) -> bool {
+    pub(crate) fn is_usable(&self, now: Instant) -> bool {
         self.expires_at.is_none_or(|at| now < at)
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("the token holds characters that cannot go in an HTTP header")]
-pub struct InvalidToken;
+pub(crate) struct InvalidToken;
 
 /// The one meeting point of the two planes: an `ArcSwap` the data plane reads without locks.
 #[derive(Default)]
-pub struct TokenCell {
+pub(crate) struct TokenCell {
     current: ArcSwapOption<Token>,
     generation: AtomicU64,
 }
@@ -66,12 +66,13 @@ pub struct TokenCell {
 impl TokenCell {
     /// The header for the next request, if the token is present and not expired.
     /// Requests already under way keep the value they cloned, whatever is stored later.
-    pub fn bearer(&self, now: Instant) -> Option<HeaderValue> {
+    #[cfg(test)]
+    fn bearer(&self, now: Instant) -> Option<HeaderValue> {
         self.usable(now).map(|(header, _)| header)
     }
 
     /// The header and the generation it belongs to, so a rejection can name which token died.
-    pub fn usable(&self, now: Instant) -> Option<(HeaderValue, u64)> {
+    pub(crate) fn usable(&self, now: Instant) -> Option<(HeaderValue, u64)> {
         let guard = self.current.load();
         let token = guard.as_ref()?;
         token
@@ -81,7 +82,7 @@ impl TokenCell {
 
     /// HubSpot said this generation is dead: drop it, unless a newer token already replaced it.
     /// Returns whether this call removed it.
-    pub fn invalidate(&self, generation: u64) -> bool {
+    pub(crate) fn invalidate(&self, generation: u64) -> bool {
         let guard = self.current.load();
         match guard.as_ref() {
             Some(token) if token.generation == generation => {
@@ -94,11 +95,11 @@ impl TokenCell {
         }
     }
 
-    pub fn snapshot(&self) -> Option<Arc<Token>> {
+    pub(crate) fn snapshot(&self) -> Option<Arc<Token>> {
         self.current.load_full()
     }
 
-    pub fn is_ready(&self, now: Instant) -> bool {
+    pub(crate) fn is_ready(&self, now: Instant) -> bool {
         self.current
             .load()
             .as_ref()
@@ -106,7 +107,7 @@ impl TokenCell {
     }
 
     /// Swaps in a new token; only control-plane tasks call this.
-    pub fn store(
+    pub(crate) fn store(
         &self,
         secret: &Secret<String>,
         expires_at: Option<Instant>,
@@ -139,7 +140,7 @@ pub struct RefreshControl {
 }
 
 impl RefreshControl {
-    pub fn new(min_interval: Duration) -> Self {
+    pub(crate) fn new(min_interval: Duration) -> Self {
         RefreshControl {
             wake: Notify::new(),
             backing_off: AtomicBool::new(false),
@@ -151,7 +152,7 @@ impl RefreshControl {
 
     /// Waits for a usable token from the refresher, until `deadline`. Returns `None` at once
     /// while the refresher is backing off after a failure: waiting would only hold the client.
-    pub async fn wait_for_token(
+    pub(crate) async fn wait_for_token(
         &self,
         cell: &TokenCell,
         deadline: tokio::time::Instant,
@@ -174,7 +175,7 @@ impl RefreshControl {
 
     /// Whether a request may have the refresher refresh now: not within `min_interval` of the
     /// last forced refresh. HubSpot rejecting even fresh tokens must not become a storm.
-    pub fn may_force(&self, now: Instant) -> bool {
+    pub(crate) fn may_force(&self, now: Instant) -> bool {
         self.next_forced(now).is_none()
     }
 

@@ -38,7 +38,7 @@ pub enum UpstreamBuildError {
 /// A request HubSpot provably never processed is sent again at most this many times.
 const MAX_UNPROCESSED_RESENDS: u32 = 3;
 
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: Client<HttpsConnector<Connector>, OutboundBody>,
     /// Only for an `https` base URL: plain HTTP is never h2 here (no h2c prior knowledge).
     multiplexed: Option<multiplex::Multiplexed>,
@@ -51,7 +51,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// One worker's client, with `slots` of `upstream.max_connections` (its exact share).
-    pub fn new(
+    pub(crate) fn new(
         config: &UpstreamSettings,
         slots: usize,
         slot_metrics: SlotMetrics,
@@ -90,14 +90,14 @@ impl Upstream {
         })
     }
 
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
     /// HubSpot's URL for a client's request: only the path and query are kept, byte for byte.
     /// Whatever authority an absolute-form request names is dropped, so the proxy can never
     /// be used to reach another host.
-    pub fn target(&self, uri: Uri) -> Result<Uri, ProxyError> {
+    pub(crate) fn target(&self, uri: Uri) -> Result<Uri, ProxyError> {
         let path_and_query = match uri.into_parts().path_and_query {
             Some(pq) if pq.as_str().starts_with('/') => pq,
             Some(_) => return Err(ProxyError::BadRequest("The request target must be a path.")),
@@ -114,7 +114,7 @@ impl Upstream {
     /// provably never processed (refused, or above a GOAWAY's last stream) goes again on a
     /// fresh connection, whatever its method, as `again()` rebuilds it from the kept copy;
     /// the slot is kept, and `resent` counts each time.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         request: Request<OutboundBody>,
         again: impl Fn() -> Option<Request<OutboundBody>>,
@@ -294,7 +294,9 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, UpstreamBu
     Ok(config)
 }
 
-pub fn load_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, UpstreamBuildError> {
+pub(crate) fn load_pem_certs(
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, UpstreamBuildError> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| ca_error(path, e.to_string()))?
         .collect::<Result<Vec<_>, _>>()

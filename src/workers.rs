@@ -16,13 +16,13 @@ use crate::server::{self, BindError, ConnectionLimits};
 use crate::tls::SharedAcceptor;
 
 /// How many workers `workers = 0` (the default) means: one per available core.
-pub fn default_count() -> usize {
+pub(crate) fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// How many workers run: `workers = 0` means one per core, but never more workers than
 /// upstream slots, since each worker needs one (validation refuses an explicit count above it).
-pub fn count(configured: usize, max_connections: usize) -> usize {
+pub(crate) fn count(configured: usize, max_connections: usize) -> usize {
     match configured {
         0 => default_count().min(max_connections).max(1),
         n => n,
@@ -31,7 +31,7 @@ pub fn count(configured: usize, max_connections: usize) -> usize {
 
 /// Worker `index`'s exact share of `total` upstream slots: the first `total % workers`
 /// workers get one more, so the shares add up to `total`, never more.
-pub fn slot_share(total: usize, workers: usize, index: usize) -> usize {
+pub(crate) fn slot_share(total: usize, workers: usize, index: usize) -> usize {
     let workers = workers.max(1);
     total / workers + usize::from(index < total % workers)
 }
@@ -40,7 +40,7 @@ pub fn slot_share(total: usize, workers: usize, index: usize) -> usize {
 /// second proxy on the same address fails to start instead of silently taking half the
 /// traffic; the workers share the one socket through duplicated descriptors, each registered
 /// with its own runtime, and whichever worker is free first accepts a connection.
-pub fn bind(
+pub(crate) fn bind(
     addr: SocketAddr,
     count: usize,
 ) -> Result<(Vec<std::net::TcpListener>, SocketAddr), BindError> {
@@ -72,13 +72,13 @@ pub fn bind(
 }
 
 /// Running workers; each reports on its channel when it has drained and stopped.
-pub struct Workers {
+pub(crate) struct Workers {
     done: Vec<oneshot::Receiver<()>>,
 }
 
 impl Workers {
     /// Starts one thread per (listener, proxy) pair.
-    pub fn spawn(
+    pub(crate) fn spawn(
         listeners: Vec<std::net::TcpListener>,
         proxies: Vec<Proxy>,
         limits: ConnectionLimits,
@@ -99,7 +99,7 @@ impl Workers {
     }
 
     /// Waits until every worker has drained its connections and stopped.
-    pub async fn finished(self) {
+    pub(crate) async fn finished(self) {
         for done in self.done {
             let _ = done.await;
         }

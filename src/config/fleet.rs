@@ -13,13 +13,13 @@ pub struct FleetConfig {
     pub redis_url: String,
     /// Kept out of the URL so it never sits in the config file or a log line.
     #[serde(default)]
-    pub redis_password: Option<SecretSource>,
+    pub(crate) redis_password: Option<SecretSource>,
     /// Replicas that share budgets and tokens use the same namespace; it prefixes every key.
     #[serde(default = "default_namespace")]
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// One Redis call may take this long; past it the replica falls back to local shaping.
     #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
 }
 
 fn default_namespace() -> String {
@@ -32,7 +32,7 @@ fn default_timeout_ms() -> u64 {
 impl FleetConfig {
     /// The URL parsed into redis-rs's connection info, refusing what we do not support.
     /// Messages never quote the URL: it may carry a password.
-    pub fn connection_info(&self) -> Result<redis::ConnectionInfo, String> {
+    pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo, String> {
         let scheme = self.redis_url.split("://").next().unwrap_or_default();
         if !matches!(scheme, "redis" | "rediss") || !self.redis_url.contains("://") {
             return Err("must start with redis:// or rediss:// (TLS)".into());

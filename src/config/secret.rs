@@ -45,7 +45,7 @@ pub enum SecretSource {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SecretError {
+pub(crate) enum SecretError {
     #[error("environment variable {0} is not set")]
     EnvMissing(String),
     #[error("environment variable {0} is empty")]
@@ -68,7 +68,7 @@ pub enum SecretError {
 /// hang (a stuck network or FUSE mount, a FIFO), so it runs on the blocking pool, bounded by a
 /// deadline. A read that outlives its deadline is picked up again on the next call instead of
 /// starting another, so a hung file holds one blocked thread, not one per attempt.
-pub struct SecretReader {
+pub(crate) struct SecretReader {
     source: SecretSource,
     header_safe: bool,
     pending: Option<tokio::task::JoinHandle<Result<Secret<String>, SecretError>>>,
@@ -76,7 +76,7 @@ pub struct SecretReader {
 
 impl SecretReader {
     /// Reads like [`SecretSource::load`], or like `load_header_safe` when `header_safe`.
-    pub fn new(source: SecretSource, header_safe: bool) -> SecretReader {
+    pub(crate) fn new(source: SecretSource, header_safe: bool) -> SecretReader {
         SecretReader {
             source,
             header_safe,
@@ -84,12 +84,12 @@ impl SecretReader {
         }
     }
 
-    pub fn source(&self) -> &SecretSource {
+    pub(crate) fn source(&self) -> &SecretSource {
         &self.source
     }
 
     /// The secret as the source holds it now, or why not within `limit`.
-    pub async fn read(
+    pub(crate) async fn read(
         &mut self,
         limit: std::time::Duration,
     ) -> Result<Secret<String>, SecretError> {
@@ -131,14 +131,14 @@ fn load(source: &SecretSource, header_safe: bool) -> Result<Secret<String>, Secr
 }
 
 /// How long a one-shot read (startup, `check`) waits on a secret file.
-pub const ONE_SHOT_READ_LIMIT: Duration = Duration::from_secs(5);
+pub(crate) const ONE_SHOT_READ_LIMIT: Duration = Duration::from_secs(5);
 
 impl SecretSource {
     /// Like `load` (or `load_header_safe`), for one-shot reads at startup and in `check`: a file
     /// is read on its own thread, bounded by `limit`, so a hung mount or a FIFO nobody writes
     /// fails with a line naming the file instead of hanging startup in silence. A timed-out read
     /// leaves that one thread blocked; the caller is about to fail anyway.
-    pub fn load_within(
+    pub(crate) fn load_within(
         &self,
         header_safe: bool,
         limit: Duration,
@@ -166,7 +166,7 @@ impl SecretSource {
     }
 
     /// Reads the secret now; surrounding whitespace (a trailing newline from `echo`) is trimmed.
-    pub fn load(&self) -> Result<Secret<String>, SecretError> {
+    pub(crate) fn load(&self) -> Result<Secret<String>, SecretError> {
         let raw = match self {
             SecretSource::Env(name) => {
                 let value =
@@ -183,7 +183,7 @@ impl SecretSource {
     }
 
     /// Loads a secret that will be sent in a header: it must be visible ASCII.
-    pub fn load_header_safe(&self) -> Result<Secret<String>, SecretError> {
+    pub(crate) fn load_header_safe(&self) -> Result<Secret<String>, SecretError> {
         let secret = self.load()?;
         if secret.expose().bytes().all(|b| (0x21..0x7f).contains(&b)) {
             Ok(secret)
@@ -193,7 +193,7 @@ impl SecretSource {
     }
 
     /// Where the secret lives, for summaries and errors; never the secret itself.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             SecretSource::Env(name) => format!("env {name}"),
             SecretSource::File(path) => format!("file {}", path.display()),

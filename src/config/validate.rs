@@ -6,8 +6,8 @@ use std::fmt;
 /// One thing wrong with the config, with the key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    pub key: String,
-    pub message: String,
+    pub(crate) key: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for Problem {
@@ -24,7 +24,7 @@ pub(crate) fn problem(key: impl Into<String>, message: impl Into<String>) -> Pro
 }
 
 /// `*` matches one path segment and `**` the rest, as in the config docs.
-pub fn developer_path_glob(glob: &str) -> Result<globset::Glob, String> {
+pub(crate) fn developer_path_glob(glob: &str) -> Result<globset::Glob, String> {
     if !glob.starts_with('/') {
         return Err(format!("{glob:?} must start with '/'"));
     }
@@ -35,7 +35,9 @@ pub fn developer_path_glob(glob: &str) -> Result<globset::Glob, String> {
 }
 
 /// `"GET /crm/v3/objects/**"`: a method (or `*`) and a path glob.
-pub fn parse_rule(rule: &str) -> Result<(Option<http::Method>, globset::GlobMatcher), String> {
+pub(crate) fn parse_rule(
+    rule: &str,
+) -> Result<(Option<http::Method>, globset::GlobMatcher), String> {
     let (method, path) = rule
         .split_once(' ')
         .ok_or_else(|| format!("{rule:?} must be \"METHOD /path/glob\""))?;
@@ -50,14 +52,14 @@ pub fn parse_rule(rule: &str) -> Result<(Option<http::Method>, globset::GlobMatc
     Ok((method, glob.compile_matcher()))
 }
 
-pub fn parse_sha256(hex_digest: &str) -> Option<[u8; 32]> {
+pub(crate) fn parse_sha256(hex_digest: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(hex_digest, &mut out).ok()?;
     Some(out)
 }
 
 /// Account names become metric labels and header values, so they stay a small, safe alphabet.
-pub fn valid_account_name(name: &str) -> bool {
+pub(crate) fn valid_account_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && name.len() <= 64
@@ -65,7 +67,7 @@ pub fn valid_account_name(name: &str) -> bool {
 }
 
 /// `base_url` must be `http(s)://host[:port]` with no path: the request's own path is appended.
-pub fn parse_base_url(raw: &str) -> Result<http::Uri, String> {
+pub(crate) fn parse_base_url(raw: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = raw
         .parse()
         .map_err(|e| format!("{raw:?} is not a URL: {e}"))?;

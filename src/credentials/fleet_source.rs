@@ -13,7 +13,7 @@ use crate::fleet::tokens::POLL_INTERVAL;
 use crate::fleet::{AccountTokens, FencedWrite, FleetError, Lease, SharedToken, TokenNotice};
 
 /// What the refresher does about a due refresh.
-pub enum Plan {
+pub(crate) enum Plan {
     /// The fleet holds a newer token that is not yet due: take it, make no token call.
     Adopt(SharedToken),
     /// This replica holds the lease: make the call, then publish as `generation`.
@@ -31,7 +31,7 @@ pub enum Plan {
 }
 
 /// What became of a token this replica fetched under the lease.
-pub enum Published {
+pub(crate) enum Published {
     /// The fleet holds it now.
     Written,
     /// The fence refused it (the lease lapsed during the call, or a newer token is stored):
@@ -41,7 +41,7 @@ pub enum Published {
     Unshared,
 }
 
-pub struct FleetSource {
+pub(crate) struct FleetSource {
     tokens: AccountTokens,
     notices: broadcast::Receiver<TokenNotice>,
     lease_ttl: Duration,
@@ -54,7 +54,7 @@ pub struct FleetSource {
 }
 
 impl FleetSource {
-    pub fn new(
+    pub(crate) fn new(
         tokens: AccountTokens,
         notices: broadcast::Receiver<TokenNotice>,
         lease_ttl: Duration,
@@ -68,11 +68,11 @@ impl FleetSource {
         }
     }
 
-    pub fn held(&self) -> Option<u64> {
+    pub(crate) fn held(&self) -> Option<u64> {
         self.held
     }
 
-    pub fn set_held(&mut self, generation: u64) {
+    pub(crate) fn set_held(&mut self, generation: u64) {
         self.held = Some(generation);
     }
 
@@ -83,7 +83,7 @@ impl FleetSource {
     /// Decides how a due refresh is served. `fresh` says whether a token is far enough from
     /// expiry to adopt; `reauthorized` (the operator changed the refresh-token file) skips
     /// adoption so the file's token is tried and, on success, becomes the fleet's.
-    pub async fn plan(
+    pub(crate) async fn plan(
         &mut self,
         fresh: &(dyn Fn(&SharedToken) -> bool + Sync),
         reauthorized: bool,
@@ -145,7 +145,7 @@ impl FleetSource {
     }
 
     /// Publishes a token fetched under `lease` and gives the lease back.
-    pub async fn publish(&mut self, lease: Box<Lease>, token: SharedToken) -> Published {
+    pub(crate) async fn publish(&mut self, lease: Box<Lease>, token: SharedToken) -> Published {
         let written = self.tokens.publish(&lease, &token).await;
         let _ = lease.release().await;
         match written {
@@ -172,12 +172,12 @@ impl FleetSource {
     }
 
     /// Gives up a lease after a failed token call, so a waiting replica can take over.
-    pub async fn release(&mut self, lease: Box<Lease>) {
+    pub(crate) async fn release(&mut self, lease: Box<Lease>) {
         let _ = lease.release().await;
     }
 
     /// The fleet's token after a notice, if it is one this replica does not hold yet.
-    pub async fn announced(&mut self) -> Option<SharedToken> {
+    pub(crate) async fn announced(&mut self) -> Option<SharedToken> {
         match self.tokens.current().await {
             Ok((token, _)) => {
                 self.recovered();
@@ -192,7 +192,7 @@ impl FleetSource {
 
     /// Waits for a notice about this account. Returns the generation announced, or `None`
     /// after a lagging receiver (something may have changed: look).
-    pub async fn notice(&mut self) -> Option<u64> {
+    pub(crate) async fn notice(&mut self) -> Option<u64> {
         loop {
             match self.notices.recv().await {
                 Ok(n) if n.account == self.tokens.name() => return Some(n.generation),
@@ -228,14 +228,14 @@ impl FleetSource {
 }
 
 /// How long a shared token still lives, by this replica's clock.
-pub fn remaining(expires_at_unix: u64, now: SystemTime) -> Duration {
+pub(crate) fn remaining(expires_at_unix: u64, now: SystemTime) -> Duration {
     (UNIX_EPOCH + Duration::from_secs(expires_at_unix))
         .duration_since(now)
         .unwrap_or_default()
 }
 
 /// A token's expiry as the fleet records it: unix seconds, rounded down (conservative).
-pub fn expires_at_unix(now: SystemTime, expires_in: Duration) -> u64 {
+pub(crate) fn expires_at_unix(now: SystemTime, expires_in: Duration) -> u64 {
     (now + expires_in)
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

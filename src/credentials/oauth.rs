@@ -23,14 +23,14 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long after a token was issued to refresh it: when `min(margin, 25% of its lifetime)` is
 /// left, minus up to a quarter of that window as jitter so many proxies do not refresh in step.
-pub fn refresh_delay(lifetime: Duration, margin: Duration, jitter: f64) -> Duration {
+pub(crate) fn refresh_delay(lifetime: Duration, margin: Duration, jitter: f64) -> Duration {
     let window = margin.min(lifetime / 4);
     let spread = window / 4;
     lifetime.saturating_sub(window + spread.mul_f64(jitter.clamp(0.0, 1.0)))
 }
 
 /// 1 s doubling per consecutive failure, capped at 30 s, then spread by ±25 % jitter (still capped).
-pub fn backoff_delay(failures: u32, jitter: f64) -> Duration {
+pub(crate) fn backoff_delay(failures: u32, jitter: f64) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
     let base = BACKOFF_START
         .saturating_mul(1u32 << doublings)
@@ -39,29 +39,29 @@ pub fn backoff_delay(failures: u32, jitter: f64) -> Duration {
         .min(BACKOFF_CAP)
 }
 
-pub struct Refresher {
-    pub account: Arc<Account>,
+pub(crate) struct Refresher {
+    pub(crate) account: Arc<Account>,
     /// The account's `Credential::OAuth` control: requests wake the refresher through it, and
     /// it tells them when an attempt ended.
-    pub control: Arc<RefreshControl>,
-    pub endpoint: TokenEndpoint,
-    pub client_id: String,
-    pub client_secret: Secret<String>,
+    pub(crate) control: Arc<RefreshControl>,
+    pub(crate) endpoint: TokenEndpoint,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Secret<String>,
     /// Read again on SIGHUP while HubSpot refuses the client (`invalid_client`).
-    pub client_secret_source: SecretSource,
-    pub refresh_token: Secret<String>,
-    pub refresh_source: SecretSource,
-    pub margin: Duration,
+    pub(crate) client_secret_source: SecretSource,
+    pub(crate) refresh_token: Secret<String>,
+    pub(crate) refresh_source: SecretSource,
+    pub(crate) margin: Duration,
     /// The `oauth authorize` command line that gets this account a new refresh token.
-    pub reauthorize_command: String,
+    pub(crate) reauthorize_command: String,
     /// Fleet mode: the fleet is asked before every token call (see `fleet_source`).
-    pub fleet: Option<FleetSource>,
+    pub(crate) fleet: Option<FleetSource>,
 }
 
 /// When to refresh a token adopted from the fleet with `remaining` life left: the same point
 /// `refresh_delay` picks for a token of `lifetime` (the last one seen here; at least
 /// `remaining`), counted from now.
-pub fn adopted_refresh_delay(
+pub(crate) fn adopted_refresh_delay(
     remaining: Duration,
     lifetime: Option<Duration>,
     margin: Duration,
@@ -73,20 +73,24 @@ pub fn adopted_refresh_delay(
 
 /// Whether a fleet token is worth adopting: not due for refresh even at the earliest jittered
 /// point, and at least a second left (so a just-expiring token is refreshed, not adopted).
-pub fn worth_adopting(remaining: Duration, lifetime: Option<Duration>, margin: Duration) -> bool {
+pub(crate) fn worth_adopting(
+    remaining: Duration,
+    lifetime: Option<Duration>,
+    margin: Duration,
+) -> bool {
     remaining >= Duration::from_secs(1)
         && !adopted_refresh_delay(remaining, lifetime, margin, 1.0).is_zero()
 }
 
 /// After `invalid_grant` or `invalid_client` nothing changes until someone acts: the refresher
 /// retries only this often, when the refresh-token file changes, or on SIGHUP.
-pub const REAUTHORIZATION_RETRY: Duration = Duration::from_secs(600);
+pub(crate) const REAUTHORIZATION_RETRY: Duration = Duration::from_secs(600);
 /// How often the refresh-token file is looked at while waiting for re-authorization.
 const REAUTHORIZATION_FILE_POLL: Duration = Duration::from_secs(1);
 
 /// When to call the token endpoint again after a failed call: a refusal of the grant or the
 /// client is retried every 10 minutes (retrying sooner cannot help); any other failure backs off.
-pub fn retry_delay(error: &TokenError, failures: u32, jitter: f64) -> Duration {
+pub(crate) fn retry_delay(error: &TokenError, failures: u32, jitter: f64) -> Duration {
     if needs_reauthorization(error) {
         REAUTHORIZATION_RETRY
     } else {
@@ -127,7 +131,7 @@ enum Wake {
     Notice(Option<u64>),
 }
 
-pub fn spawn(
+pub(crate) fn spawn(
     refresher: Refresher,
     reload: Arc<Notify>,
     mut stop: watch::Receiver<bool>,

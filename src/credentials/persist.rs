@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// Temp file in the same directory (so rename is atomic), mode 0600, fsync, rename, fsync dir.
-pub fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

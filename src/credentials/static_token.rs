@@ -16,7 +16,7 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
-pub enum StaticTokenError {
+pub(crate) enum StaticTokenError {
     #[error(transparent)]
     Source(#[from] SecretError),
     #[error("{0} holds characters that cannot go in an HTTP header")]
@@ -24,7 +24,7 @@ pub enum StaticTokenError {
 }
 
 /// Loads the token for the first time; startup fails if this does.
-pub fn load_initial(
+pub(crate) fn load_initial(
     account: &Account,
     source: &SecretSource,
 ) -> Result<Secret<String>, StaticTokenError> {
@@ -43,7 +43,7 @@ pub fn load_initial(
 }
 
 /// Watches a `{ file = ... }` token until `stop` turns true. A failed read keeps the old token.
-pub fn spawn_watcher(
+pub(crate) fn spawn_watcher(
     account: Arc<Account>,
     source: SecretSource,
     current: Secret<String>,

@@ -9,16 +9,16 @@ use crate::config::Secret;
 
 /// What a successful token call returns. Secrets stay wrapped.
 #[derive(Debug)]
-pub struct Grant {
-    pub access_token: Secret<String>,
-    pub refresh_token: Option<Secret<String>>,
-    pub expires_in: Duration,
-    pub hub_id: Option<u64>,
-    pub scopes: Vec<String>,
+pub(crate) struct Grant {
+    pub(crate) access_token: Secret<String>,
+    pub(crate) refresh_token: Option<Secret<String>>,
+    pub(crate) expires_in: Duration,
+    pub(crate) hub_id: Option<u64>,
+    pub(crate) scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// HubSpot refused the credentials: a bad client secret, or a refresh token that is revoked
     /// or unknown. Retrying will not help until someone fixes the config.
     #[error("HubSpot refused the credentials ({error}): {description}")]
@@ -35,7 +35,7 @@ pub enum TokenError {
 
 impl TokenError {
     /// A short, bounded label for metrics and `/status`.
-    pub fn category(&self) -> &'static str {
+    pub(crate) fn category(&self) -> &'static str {
         match self {
             TokenError::Refused { error, .. } if error == "invalid_client" => "invalid_client",
             TokenError::Refused { error, .. } if error == "invalid_grant" => "invalid_grant",
@@ -49,7 +49,7 @@ impl TokenError {
 }
 
 /// HubSpot switches `/oauth/v1/token` off on 2027-02-16: a warning for a `token_url` still on it.
-pub fn v1_warning(url: &str) -> Option<String> {
+pub(crate) fn v1_warning(url: &str) -> Option<String> {
     let path = url.split_once("://").map_or(url, |(_, rest)| rest);
     let path = path.find('/').map_or("", |i| &path[i..]);
     let path = path.split(['?', '#']).next().unwrap_or("");
@@ -83,7 +83,7 @@ struct ErrorBody {
     message: Option<String>,
 }
 
-pub struct TokenEndpoint {
+pub(crate) struct TokenEndpoint {
     client: reqwest::Client,
     url: String,
     timeout: Duration,
@@ -91,7 +91,7 @@ pub struct TokenEndpoint {
 
 impl TokenEndpoint {
     /// `proxy_url` is `upstream.proxy_url`; token calls take the same egress route as API calls.
-    pub fn new(
+    pub(crate) fn new(
         url: String,
         timeout: Duration,
         ca_file: Option<&Path>,
@@ -122,15 +122,15 @@ impl TokenEndpoint {
     }
 
     /// The configured HTTP client (CA, egress proxy, timeouts), for the portal check's calls.
-    pub fn http_client(&self) -> &reqwest::Client {
+    pub(crate) fn http_client(&self) -> &reqwest::Client {
         &self.client
     }
 
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
-    pub async fn refresh(
+    pub(crate) async fn refresh(
         &self,
         client_id: &str,
         client_secret: &Secret<String>,
@@ -145,7 +145,7 @@ impl TokenEndpoint {
         .await
     }
 
-    pub async fn exchange_code(
+    pub(crate) async fn exchange_code(
         &self,
         client_id: &str,
         client_secret: &Secret<String>,

@@ -87,7 +87,7 @@ impl Redis {
     }
 
     /// Runs one Redis call under `timeout_ms`, timing it and tracking shared/fallback state.
-    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, FleetError>
+    pub(crate) async fn call<T, F, Fut>(&self, f: F) -> Result<T, FleetError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -122,7 +122,7 @@ impl Redis {
 
     /// A dedicated subscriber connection (pub/sub cannot share the multiplexed one),
     /// opened under the connect timeout.
-    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, FleetError> {
+    pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub, FleetError> {
         match tokio::time::timeout(
             CONNECT_TIMEOUT.max(self.timeout),
             self.client.get_async_pubsub(),
@@ -135,11 +135,11 @@ impl Redis {
     }
 
     /// True while the last Redis call succeeded.
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.state.load(Ordering::Relaxed) == UP
     }
 
-    pub fn metrics(&self) -> &FleetMetrics {
+    pub(crate) fn metrics(&self) -> &FleetMetrics {
         &self.metrics
     }
 

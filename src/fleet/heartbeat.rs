@@ -9,9 +9,9 @@ use redis::Script;
 
 use super::connection::{FleetError, Redis};
 
-pub const INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(2);
 /// Three missed beats and a replica no longer counts.
-pub const TTL: Duration = Duration::from_secs(6);
+pub(crate) const TTL: Duration = Duration::from_secs(6);
 
 /// KEYS: replicas. ARGV: id, ttl ms. Beats, drops lapsed replicas, returns the live count.
 const BEAT_LUA: &str = r#"
@@ -26,12 +26,12 @@ return redis.call('ZCARD', KEYS[1])
 
 /// While Redis is away, each replica shapes to this share of the account's budget: 10 % is
 /// kept back because N is only as fresh as the last heartbeat seen.
-pub fn fallback_share(per_ten_seconds: u32, replicas: usize) -> u32 {
+pub(crate) fn fallback_share(per_ten_seconds: u32, replicas: usize) -> u32 {
     let n = replicas.max(1) as u64;
     ((per_ten_seconds as u64 * 9) / (10 * n)).max(1) as u32
 }
 
-pub struct Heartbeat {
+pub(crate) struct Heartbeat {
     redis: Redis,
     key: String,
     id: String,
@@ -40,7 +40,12 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub fn new(redis: Redis, key: String, id: String, replicas: Arc<AtomicUsize>) -> Heartbeat {
+    pub(crate) fn new(
+        redis: Redis,
+        key: String,
+        id: String,
+        replicas: Arc<AtomicUsize>,
+    ) -> Heartbeat {
         Heartbeat {
             redis,
             key,
@@ -51,7 +56,7 @@ impl Heartbeat {
     }
 
     /// One beat; the count seen is kept (and stays at its last value while Redis is away).
-    pub async fn beat(&self) -> Result<usize, FleetError> {
+    pub(crate) async fn beat(&self) -> Result<usize, FleetError> {
         let mut invocation = self.script.prepare_invoke();
         invocation
             .key(&self.key)
@@ -68,7 +73,7 @@ impl Heartbeat {
 
     /// Beats every `INTERVAL` until dropped. The beat doubles as the probe that brings the
     /// replica back to shared mode once Redis returns, even with no traffic.
-    pub async fn run_shared(&self) {
+    pub(crate) async fn run_shared(&self) {
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -78,7 +83,7 @@ impl Heartbeat {
     }
 
     /// Leaves the fleet at shutdown, so the others' share grows at once.
-    pub async fn leave(&self) -> Result<(), FleetError> {
+    pub(crate) async fn leave(&self) -> Result<(), FleetError> {
         let (key, id) = (self.key.clone(), self.id.clone());
         self.redis
             .call(|mut c| async move {

@@ -18,12 +18,12 @@
 /// The keys of one account.
 #[derive(Debug, Clone)]
 pub struct AccountKeys {
-    pub window: String,
-    pub search: String,
-    pub limit: String,
-    pub lease: String,
-    pub token: String,
-    pub generation: String,
+    pub(crate) window: String,
+    pub(crate) search: String,
+    pub(crate) limit: String,
+    pub(crate) lease: String,
+    pub(crate) token: String,
+    pub(crate) generation: String,
 }
 
 impl AccountKeys {
@@ -40,12 +40,12 @@ impl AccountKeys {
     }
 }
 
-pub fn replicas(namespace: &str) -> String {
+pub(crate) fn replicas(namespace: &str) -> String {
     format!("{namespace}:replicas")
 }
 
 /// The pub/sub channel announcing new tokens (names and generations only, never a secret).
-pub fn tokens_channel(namespace: &str) -> String {
+pub(crate) fn tokens_channel(namespace: &str) -> String {
     format!("{namespace}:tokens")
 }
 

@@ -41,11 +41,11 @@ return gen
 "#;
 
 /// The generation counter outlives any token, so generations keep rising across refreshes.
-pub const GENERATION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+pub(crate) const GENERATION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Longer than the token call may take (`token_timeout_secs`), with room for a retry and the
 /// write, so the lease cannot lapse while its holder is still legitimately working.
-pub fn lease_ttl(token_timeout: Duration) -> Duration {
+pub(crate) fn lease_ttl(token_timeout: Duration) -> Duration {
     token_timeout * 2 + Duration::from_secs(5)
 }
 
@@ -80,7 +80,7 @@ impl std::fmt::Debug for Lease {
 
 impl Lease {
     /// Takes the lease if nobody holds it; `None` when another replica does.
-    pub async fn acquire(
+    pub(crate) async fn acquire(
         redis: &Redis,
         keys: &AccountKeys,
         ttl: Duration,
@@ -134,7 +134,7 @@ impl Lease {
 
     /// Writes `sealed` as the account's token record (for `record_ttl`) and announces
     /// `notice` on `channel`, only while this lease holds and `generation` is newer.
-    pub async fn write_fenced(
+    pub(crate) async fn write_fenced(
         &self,
         sealed: &[u8],
         record_ttl: Duration,

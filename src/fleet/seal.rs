@@ -49,13 +49,13 @@ pub enum SealError {
 }
 
 /// One account's sealing key; built once, from its client secret.
-pub struct Sealer {
+pub(crate) struct Sealer {
     cipher: Aes256Gcm,
     aad: Vec<u8>,
 }
 
 impl Sealer {
-    pub fn new(namespace: &str, account: &str, client_secret: &Secret<String>) -> Sealer {
+    pub(crate) fn new(namespace: &str, account: &str, client_secret: &Secret<String>) -> Sealer {
         let context = format!("{namespace}\0{account}");
         let hk = Hkdf::<Sha256>::new(Some(HKDF_SALT), client_secret.expose().as_bytes());
         let mut key = [0u8; 32];
@@ -67,7 +67,7 @@ impl Sealer {
         }
     }
 
-    pub fn seal(&self, token: &SharedToken) -> Vec<u8> {
+    pub(crate) fn seal(&self, token: &SharedToken) -> Vec<u8> {
         let record = Record {
             access_token: token.access_token.expose(),
             expires_at: token.expires_at,
@@ -93,7 +93,7 @@ impl Sealer {
         out
     }
 
-    pub fn open(&self, sealed: &[u8]) -> Result<SharedToken, SealError> {
+    pub(crate) fn open(&self, sealed: &[u8]) -> Result<SharedToken, SealError> {
         let (&version, rest) = sealed.split_first().ok_or(SealError::Open)?;
         if version != VERSION {
             return Err(SealError::Version(version));

@@ -16,7 +16,7 @@ use super::seal::{Sealer, SharedToken};
 use crate::config::Secret;
 
 /// Replicas pick up a new token within this long even when pub/sub is lost.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// "This account has a new token": names and numbers only, never a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +73,7 @@ impl FleetTokens {
     }
 
     /// Listens on the channel and polls until dropped (the caller spawns and aborts it).
-    pub async fn run(self) {
+    pub(crate) async fn run(self) {
         let listener = self.clone().listen();
         let poller = async {
             let mut tick = tokio::time::interval(POLL_INTERVAL);
@@ -199,7 +199,7 @@ impl AccountTokens {
     /// The fleet's current token and the account's generation counter, in one round trip.
     /// The counter outlives the token record, so a publisher under the lease writes
     /// `generation + 1` even after the record itself has lapsed.
-    pub async fn current(&self) -> Result<(Option<SharedToken>, u64), FleetError> {
+    pub(crate) async fn current(&self) -> Result<(Option<SharedToken>, u64), FleetError> {
         let keys = [self.keys.token.clone(), self.keys.generation.clone()];
         let (sealed, generation): (Option<Vec<u8>>, Option<u64>) = self
             .tokens
@@ -244,7 +244,7 @@ impl AccountTokens {
         Ok(written)
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 }

@@ -13,25 +13,37 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use redis::Script;
+use redis::{Script, ScriptInvocation};
 
 use super::connection::{FleetError, Redis};
 use super::keys::AccountKeys;
 use crate::ratelimit::{Admission, ONE_SECOND, TEN_SECONDS};
 
-/// KEYS: window, search, limit. ARGV: configured limit, window ms, search limit (0: not a
-/// search request), search window ms, longest wait ms, reservation id, the limit to use when
-/// none is stored (this replica's view of the budget).
-/// Returns `{1, wait_ms, in_use, limit}` when a slot was reserved, `{0, retry_after_ms, in_use,
-/// limit}` when refused; `in_use` counts the slots taken in the window (sent or planned).
-const ADMIT_LUA: &str = r#"
+/// A script on the Redis server's clock (`now`, ms) that reads the window from ARGV 1-4:
+/// configured limit, window ms, search limit, search window ms (`Inner::window_args`).
+macro_rules! window_script {
+    ($body:literal) => {
+        concat!(
+            r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local configured = tonumber(ARGV[1])
 local span = tonumber(ARGV[2])
 local search_limit = tonumber(ARGV[3])
 local search_span = tonumber(ARGV[4])
-local max_wait = tonumber(ARGV[5])
+"#,
+            $body
+        )
+    };
+}
+
+/// KEYS: window, search, limit. ARGV: the window (search limit 0: not a search request),
+/// longest wait ms, reservation id, the limit to use when none is stored (this replica's view
+/// of the budget).
+/// Returns `{1, wait_ms, in_use, limit}` when a slot was reserved, `{0, retry_after_ms, in_use,
+/// limit}` when refused; `in_use` counts the slots taken in the window (sent or planned).
+const ADMIT_LUA: &str = window_script!(
+    r#"local max_wait = tonumber(ARGV[5])
 local id = ARGV[6]
 local assumed = tonumber(ARGV[7])
 
@@ -67,20 +79,15 @@ end
 if search_limit > 0 then record(KEYS[2], search_limit, search_span) end
 record(KEYS[1], configured, span)
 return {1, at - now, redis.call('ZCARD', KEYS[1]), limit}
-"#;
+"#
+);
 
-/// KEYS: window, search. ARGV: configured limit, window ms, search limit, search window ms,
-/// then (id, ms before now (negative: planned), search 0/1) per send. Puts this replica's recent sends back into a window
+/// KEYS: window, search. ARGV: the window, then (id, ms before now (negative: planned),
+/// search 0/1) per send. Puts this replica's recent sends back into a window
 /// that lost them (Redis restarted empty) or never saw them (sent in fallback). `NX`: a send
 /// Redis still holds keeps its own time.
-const SEED_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local configured = tonumber(ARGV[1])
-local span = tonumber(ARGV[2])
-local search_limit = tonumber(ARGV[3])
-local search_span = tonumber(ARGV[4])
-local function trim(key, keep, width)
+const SEED_LUA: &str = window_script!(
+    r#"local function trim(key, keep, width)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - width)
   redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
   redis.call('PEXPIRE', key, width + 1000)
@@ -97,7 +104,8 @@ end
 trim(KEYS[1], configured, span)
 if searched then trim(KEYS[2], search_limit, search_span) end
 return 1
-"#;
+"#
+);
 
 /// KEYS: window, search. ARGV: window ms. Returns `{sends in the last window, effective limit}`.
 const USAGE_LUA: &str = r#"
@@ -120,14 +128,14 @@ pub struct Ticket {
 
 impl Ticket {
     /// A send this replica decided on its own (fallback), so it can be seeded into Redis later.
-    pub fn local(search: bool) -> Ticket {
+    pub(crate) fn local(search: bool) -> Ticket {
         Ticket {
             id: reservation_id(),
             search,
         }
     }
 
-    pub fn search(&self) -> bool {
+    pub(crate) fn search(&self) -> bool {
         self.search
     }
 }
@@ -139,7 +147,7 @@ pub struct WindowAdmission {
     /// Present when a slot was reserved.
     pub ticket: Option<Ticket>,
     /// The shared budget in use as the script saw it: slots taken in the window, and the limit.
-    pub usage: WindowUsage,
+    pub(crate) usage: WindowUsage,
 }
 
 /// The shared budget in use, for `/status`.
@@ -167,6 +175,17 @@ struct Inner {
     admit: Script,
     usage: Script,
     seed: Script,
+}
+
+impl Inner {
+    /// ARGV 1-4 of the admit and seed scripts (`window_script!`).
+    fn window_args(&self, invocation: &mut ScriptInvocation<'_>, search_limit: u32) {
+        invocation
+            .arg(self.per_ten_seconds)
+            .arg(millis(TEN_SECONDS))
+            .arg(search_limit)
+            .arg(millis(ONE_SECOND));
+    }
 }
 
 impl SharedWindow {
@@ -205,11 +224,9 @@ impl SharedWindow {
         invocation
             .key(&inner.keys.window)
             .key(&inner.keys.search)
-            .key(&inner.keys.limit)
-            .arg(inner.per_ten_seconds)
-            .arg(millis(TEN_SECONDS))
-            .arg(search_limit)
-            .arg(millis(ONE_SECOND))
+            .key(&inner.keys.limit);
+        inner.window_args(&mut invocation, search_limit);
+        invocation
             .arg(millis(max_wait))
             .arg(&id)
             .arg(inner.assumed.load(Ordering::Relaxed));
@@ -243,7 +260,7 @@ impl SharedWindow {
 
     /// The budget the script uses while Redis stores no fleet-wide figure (clamped to
     /// 1..=configured). Local and free: call it whenever this replica's view changes.
-    pub fn assume_limit(&self, limit: u32) {
+    pub(crate) fn assume_limit(&self, limit: u32) {
         let limit = limit.clamp(1, self.inner.per_ten_seconds);
         self.inner.assumed.store(limit, Ordering::Relaxed);
     }
@@ -252,19 +269,14 @@ impl SharedWindow {
     /// send still planned) into the shared
     /// window, once after an outage: a Redis that restarted empty, or never saw the sends this
     /// replica made alone, would otherwise admit a second full budget into the same window.
-    pub async fn seed(&self, sends: &[(Ticket, i64)]) -> Result<(), FleetError> {
+    pub(crate) async fn seed(&self, sends: &[(Ticket, i64)]) -> Result<(), FleetError> {
         if sends.is_empty() {
             return Ok(());
         }
         let inner = &self.inner;
         let mut invocation = inner.seed.prepare_invoke();
-        invocation
-            .key(&inner.keys.window)
-            .key(&inner.keys.search)
-            .arg(inner.per_ten_seconds)
-            .arg(millis(TEN_SECONDS))
-            .arg(inner.search_per_second)
-            .arg(millis(ONE_SECOND));
+        invocation.key(&inner.keys.window).key(&inner.keys.search);
+        inner.window_args(&mut invocation, inner.search_per_second);
         for (ticket, age) in sends {
             invocation
                 .arg(&ticket.id)

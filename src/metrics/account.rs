@@ -296,7 +296,7 @@ impl AccountMetrics {
     }
 
     /// Called for every HubSpot response: latency to headers, status class.
-    pub fn upstream_answered(&self, status: StatusCode, elapsed: Duration) {
+    pub(crate) fn upstream_answered(&self, status: StatusCode, elapsed: Duration) {
         self.upstream_duration.observe(elapsed.as_secs_f64());
         match status.as_u16() {
             code @ 100..=599 => self.responses[usize::from(code / 100) - 1].inc(),
@@ -308,7 +308,7 @@ impl AccountMetrics {
     /// HubSpot's rate-limit figures, from an answer to a request that carried the account's
     /// bearer (a developer key's answer reports the developer app's budget, not the account's).
     /// Returns HubSpot's 10-second maximum when the response carries one.
-    pub fn ratelimit_reported(&self, headers: &HeaderMap) -> Option<i64> {
+    pub(crate) fn ratelimit_reported(&self, headers: &HeaderMap) -> Option<i64> {
         for (slot, name) in [&RL_REMAINING, &RL_MAX, &RL_DAILY_REMAINING, &RL_DAILY]
             .into_iter()
             .enumerate()
@@ -328,25 +328,25 @@ impl AccountMetrics {
 
     /// The last figures HubSpot reported, in slot order: ten-second remaining and max,
     /// daily remaining and max; `None` where it has not said.
-    pub fn ratelimit_seen(&self) -> [Option<i64>; 4] {
+    pub(crate) fn ratelimit_seen(&self) -> [Option<i64>; 4] {
         [0, 1, 2, 3].map(|slot| self.ratelimit[slot].get().map(IntGauge::get))
     }
 
-    pub fn queued(&self, wait: Duration) {
+    pub(crate) fn queued(&self, wait: Duration) {
         self.queue_wait.observe(wait.as_secs_f64());
     }
 
-    pub fn shaping_rejected(&self) {
+    pub(crate) fn shaping_rejected(&self) {
         self.shaping_rejected.inc();
     }
 
     /// A request sent to HubSpot again, counted once under its reason: the expired-token
     /// replay in `replays_total`, the others in `retries_total`.
-    pub fn retried(&self, reason: RetryReason) {
+    pub(crate) fn retried(&self, reason: RetryReason) {
         self.resends[reason as usize].inc();
     }
 
-    pub fn rate_limited(&self, policy: RateLimitPolicy) {
+    pub(crate) fn rate_limited(&self, policy: RateLimitPolicy) {
         self.rate_limited[policy as usize].inc();
     }
 
@@ -362,20 +362,20 @@ impl AccountMetrics {
         slot
     }
 
-    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+    pub(crate) fn upstream_error(&self, kind: UpstreamErrorKind) {
         self.upstream_errors[kind as usize].inc();
     }
 
-    pub fn hapikey(&self, action: HapikeyAction) {
+    pub(crate) fn hapikey(&self, action: HapikeyAction) {
         self.hapikey[action as usize].inc();
     }
 
     /// Static tokens never expire on their own.
-    pub fn token_never_expires(&self) {
+    pub(crate) fn token_never_expires(&self) {
         self.expiry.set(f64::INFINITY);
     }
 
-    pub fn refreshed(&self, ok: bool, expires_at: Option<SystemTime>) {
+    pub(crate) fn refreshed(&self, ok: bool, expires_at: Option<SystemTime>) {
         self.refreshes[result_index(ok)].inc();
         if let Some(at) = expires_at {
             self.expires_at(at);
@@ -383,7 +383,7 @@ impl AccountMetrics {
     }
 
     /// Fleet mode: a token taken from the fleet, not fetched by this replica.
-    pub fn adopted(&self, expires_at: SystemTime) {
+    pub(crate) fn adopted(&self, expires_at: SystemTime) {
         self.adoptions
             .get_or_init(|| self.adoptions_vec.with_label_values(&[&self.account]))
             .inc();
@@ -396,26 +396,26 @@ impl AccountMetrics {
         }
     }
 
-    pub fn refresh_took(&self, elapsed: Duration) {
+    pub(crate) fn refresh_took(&self, elapsed: Duration) {
         self.refresh_duration.observe(elapsed.as_secs_f64());
     }
 
-    pub fn refresh_token_persist_failed(&self) {
+    pub(crate) fn refresh_token_persist_failed(&self) {
         self.persist_failed.inc();
     }
 
-    pub fn expired_passed(&self, reason: ExpiredPassed) {
+    pub(crate) fn expired_passed(&self, reason: ExpiredPassed) {
         self.expired_passed[reason as usize].inc();
     }
 
     /// Sets the account's state series: 1 for `state`, 0 for the rest.
-    pub fn set_state(&self, state: AccountState) {
+    pub(crate) fn set_state(&self, state: AccountState) {
         for (i, gauge) in self.state.iter().enumerate() {
             gauge.set(i64::from(i == state as usize));
         }
     }
 
-    pub fn token_reloaded(&self, ok: bool) {
+    pub(crate) fn token_reloaded(&self, ok: bool) {
         self.reloads[result_index(ok)].inc();
     }
 }

@@ -56,10 +56,10 @@ const FAMILIES: &[&str] = &[
 const VERSIONS: &[&str] = &["", "v1", "v2", "v3", "v4", "v5", "dated"];
 
 /// How many distinct labels exist: families plus `other`, times versions.
-pub const SLOTS: usize = (FAMILIES.len() + 1) * VERSIONS.len();
+pub(crate) const SLOTS: usize = (FAMILIES.len() + 1) * VERSIONS.len();
 
 /// The slot for a path, without allocating.
-pub fn classify(path: &str) -> usize {
+pub(crate) fn classify(path: &str) -> usize {
     let mut segments = path.trim_start_matches('/').split('/');
     let family = segments
         .next()
@@ -94,12 +94,12 @@ fn version_slot(segment: &str) -> usize {
 }
 
 /// Whether the slot's family is one of HubSpot's (not `other`).
-pub fn is_known(slot: usize) -> bool {
+pub(crate) fn is_known(slot: usize) -> bool {
     slot / VERSIONS.len() < FAMILIES.len()
 }
 
 /// The label text for a slot.
-pub fn label(slot: usize) -> String {
+pub(crate) fn label(slot: usize) -> String {
     let (family, version) = (slot / VERSIONS.len(), slot % VERSIONS.len());
     let family = FAMILIES.get(family).copied().unwrap_or("other");
     match VERSIONS[version] {

@@ -7,7 +7,7 @@ use super::labels::ClientBodyFault;
 use super::register::register;
 
 #[derive(Clone)]
-pub struct BodyMetrics {
+pub(crate) struct BodyMetrics {
     client_faults: [IntCounter; 3],
     framing_conflicts: IntCounter,
     replay_bytes: IntGauge,
@@ -45,20 +45,20 @@ impl BodyMetrics {
         }
     }
 
-    pub fn client_fault(&self, fault: ClientBodyFault) {
+    pub(crate) fn client_fault(&self, fault: ClientBodyFault) {
         self.client_faults[fault as usize].inc();
     }
 
-    pub fn framing_conflict(&self) {
+    pub(crate) fn framing_conflict(&self) {
         self.framing_conflicts.inc();
     }
 
     /// The gauge of bytes held for replay, moved by the budget's reservations.
-    pub fn replay_bytes(&self) -> &IntGauge {
+    pub(crate) fn replay_bytes(&self) -> &IntGauge {
         &self.replay_bytes
     }
 
-    pub fn replay_unbudgeted(&self) {
+    pub(crate) fn replay_unbudgeted(&self) {
         self.replay_unbudgeted.inc();
     }
 }

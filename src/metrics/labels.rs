@@ -5,7 +5,7 @@ use http::Method;
 
 /// Why an upstream exchange produced no response. `as usize` indexes the metric handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamErrorKind {
+pub(crate) enum UpstreamErrorKind {
     Connect = 0,
     Timeout = 1,
     Tls = 2,
@@ -15,14 +15,14 @@ pub enum UpstreamErrorKind {
 impl UpstreamErrorKind {
     pub(super) const LABELS: [&'static str; 4] = ["connect", "timeout", "tls", "protocol"];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         Self::LABELS[self as usize]
     }
 }
 
 /// Why a client's request body could not be read; a fault of the client, never of HubSpot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientBodyFault {
+pub(crate) enum ClientBodyFault {
     /// Framing that does not parse (a bad chunk size line, say).
     Malformed = 0,
     /// The client closed or reset the connection before the body was complete.
@@ -34,14 +34,14 @@ pub enum ClientBodyFault {
 impl ClientBodyFault {
     pub(super) const LABELS: [&'static str; 3] = ["malformed", "aborted", "stalled"];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         Self::LABELS[self as usize]
     }
 }
 
 /// Why a request was sent to HubSpot again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryReason {
+pub(crate) enum RetryReason {
     RateLimited = 0,
     Upstream5xx = 1,
     /// Replayed with a refreshed token after EXPIRED_AUTHENTICATION: counted in
@@ -67,14 +67,14 @@ impl RetryReason {
         "unprocessed",
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         Self::LABELS[self as usize]
     }
 }
 
 /// Why HubSpot's 401 EXPIRED_AUTHENTICATION went to the client as it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExpiredPassed {
+pub(crate) enum ExpiredPassed {
     /// The request was already replayed with a refreshed token, and that was rejected too.
     ReplayRejected = 0,
     /// A forced refresh ran less than `refresh_min_interval_secs` ago: refreshing again now
@@ -88,7 +88,7 @@ impl ExpiredPassed {
 
 /// What an account can do now; a closed set, reported by `hubspot_proxy_account_state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountState {
+pub(crate) enum AccountState {
     Ready = 0,
     /// No usable token: the first one not fetched yet, or refreshes failing for a transient reason.
     NoToken = 1,
@@ -99,14 +99,14 @@ pub enum AccountState {
 impl AccountState {
     pub(super) const LABELS: [&'static str; 3] = ["ready", "no_token", "needs_reauthorization"];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         Self::LABELS[self as usize]
     }
 }
 
 /// The `policyName` of a HubSpot 429, as a bounded label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateLimitPolicy {
+pub(crate) enum RateLimitPolicy {
     TenSecondlyRolling = 0,
     Secondly = 1,
     Daily = 2,
@@ -117,7 +117,7 @@ impl RateLimitPolicy {
     pub(super) const LABELS: [&'static str; 4] =
         ["ten_secondly_rolling", "secondly", "daily", "other"];
 
-    pub fn from_policy_name(name: Option<&str>) -> Self {
+    pub(crate) fn from_policy_name(name: Option<&str>) -> Self {
         match name {
             Some("TEN_SECONDLY_ROLLING") => RateLimitPolicy::TenSecondlyRolling,
             Some("SECONDLY") => RateLimitPolicy::Secondly,
@@ -129,7 +129,7 @@ impl RateLimitPolicy {
 
 /// What became of a request that carried `?hapikey=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HapikeyAction {
+pub(crate) enum HapikeyAction {
     Translated = 0,
     Rejected = 1,
     UnknownKey = 2,
@@ -145,10 +145,6 @@ impl HapikeyAction {
         "developer_passthrough",
         "forwarded",
     ];
-
-    pub fn as_str(self) -> &'static str {
-        Self::LABELS[self as usize]
-    }
 }
 
 /// Success or failure of a token call or reload.

@@ -15,7 +15,7 @@ pub(super) const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// A metric type `register` can build: single series take no label names, vectors take them.
-pub trait Metric: Collector + Clone + Sized + 'static {
+pub(super) trait Metric: Collector + Clone + Sized + 'static {
     fn build(opts: Opts, labels: &[&str]) -> prometheus::Result<Self>;
 }
 
@@ -93,7 +93,12 @@ impl Metric for HistogramVec {
 /// Builds the metric and registers it. A failure here is a fault in the proxy's own metric
 /// definitions (an invalid name, labels on a single series, a name used twice), found the
 /// first time the process starts, so it panics naming the metric rather than run without it.
-pub fn register<M: Metric>(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> M {
+pub(super) fn register<M: Metric>(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> M {
     M::build(Opts::new(name, help), labels)
         .and_then(|metric| {
             registry.register(Box::new(metric.clone()))?;

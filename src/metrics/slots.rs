@@ -7,7 +7,7 @@ use super::GaugeGuard;
 
 /// A full house and a growing wait count say the bound, not HubSpot, is what holds requests back.
 #[derive(Clone)]
-pub struct SlotMetrics {
+pub(crate) struct SlotMetrics {
     in_use: IntGauge,
     waits: IntCounter,
 }
@@ -30,12 +30,12 @@ impl SlotMetrics {
         }
     }
 
-    pub fn waited(&self) {
+    pub(crate) fn waited(&self) {
         self.waits.inc();
     }
 
     /// Counts a slot as held until the guard drops.
-    pub fn held(&self) -> GaugeGuard {
+    pub(crate) fn held(&self) -> GaugeGuard {
         GaugeGuard::hold(&self.in_use)
     }
 }

@@ -5,19 +5,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A proleptic Gregorian date, UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Date {
-    pub year: i32,
-    pub month: u8,
-    pub day: u8,
+pub(crate) struct Date {
+    pub(crate) year: i32,
+    pub(crate) month: u8,
+    pub(crate) day: u8,
 }
 
 impl Date {
-    pub const fn new(year: i32, month: u8, day: u8) -> Date {
+    pub(crate) const fn new(year: i32, month: u8, day: u8) -> Date {
         Date { year, month, day }
     }
 
     /// The UTC day `at` falls on.
-    pub fn of(at: SystemTime) -> Date {
+    pub(crate) fn of(at: SystemTime) -> Date {
         let secs = at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -25,7 +25,7 @@ impl Date {
     }
 
     /// Days since 1970-01-01 to a date (Howard Hinnant's `civil_from_days`).
-    pub fn from_days(days: i64) -> Date {
+    pub(crate) fn from_days(days: i64) -> Date {
         let z = days + 719_468;
         let era = z.div_euclid(146_097);
         let doe = z.rem_euclid(146_097);
@@ -39,7 +39,7 @@ impl Date {
     }
 
     /// Days since 1970-01-01 (`days_from_civil`).
-    pub fn days(self) -> i64 {
+    pub(crate) fn days(self) -> i64 {
         let y = i64::from(self.year) - i64::from(self.month <= 2);
         let era = y.div_euclid(400);
         let yoe = y.rem_euclid(400);
@@ -50,12 +50,12 @@ impl Date {
     }
 
     /// Midnight UTC at the start of this day.
-    pub fn start(self) -> SystemTime {
+    pub(crate) fn start(self) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(self.days().max(0) as u64 * 86_400)
     }
 
     /// The same day `months` later; only used on the first of a month, where it always exists.
-    pub fn plus_months(self, months: u32) -> Date {
+    pub(crate) fn plus_months(self, months: u32) -> Date {
         let index = self.year * 12 + i32::from(self.month) - 1 + months as i32;
         Date::new(
             index.div_euclid(12),
@@ -65,7 +65,7 @@ impl Date {
     }
 
     /// `YYYY-MM-DD`.
-    pub fn parse(text: &str) -> Option<Date> {
+    pub(crate) fn parse(text: &str) -> Option<Date> {
         let b = text.as_bytes();
         if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
             return None;
@@ -86,7 +86,7 @@ impl std::fmt::Display for Date {
 }
 
 /// `2027-03-30T08:15:00Z`: RFC 3339 in UTC, to the second.
-pub fn rfc3339(at: SystemTime) -> String {
+pub(crate) fn rfc3339(at: SystemTime) -> String {
     let secs = at
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -101,7 +101,7 @@ pub fn rfc3339(at: SystemTime) -> String {
 }
 
 /// Reads what [`rfc3339`] writes (`2027-03-30T08:15:07Z`).
-pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+pub(crate) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
     let date = Date::parse(date)?;
     let mut parts = time.split(':').map(|p| p.parse::<u64>().ok());

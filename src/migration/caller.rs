@@ -5,15 +5,15 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::ProxyError;
 
-pub static CALLER_HEADER: HeaderName = HeaderName::from_static("x-auth-proxy-caller");
+pub(crate) static CALLER_HEADER: HeaderName = HeaderName::from_static("x-auth-proxy-caller");
 
 /// Longest accepted name: enough for `team.service-name.env`, short enough for a table column.
-pub const MAX_LEN: usize = 64;
+pub(crate) const MAX_LEN: usize = 64;
 
 /// Removes the header and returns its value when it names a valid caller. An invalid value is
 /// refused (400) rather than counted as anonymous: a typo then shows up at once, instead of as
 /// a caller that silently vanished from the report. Repeated headers are refused too.
-pub fn take(headers: &mut HeaderMap) -> Result<Option<HeaderValue>, ProxyError> {
+pub(crate) fn take(headers: &mut HeaderMap) -> Result<Option<HeaderValue>, ProxyError> {
     if !headers.contains_key(&CALLER_HEADER) {
         return Ok(None);
     }
@@ -30,7 +30,7 @@ pub fn take(headers: &mut HeaderMap) -> Result<Option<HeaderValue>, ProxyError> 
 }
 
 /// The trimmed name in a value `take` accepted.
-pub fn name(value: &HeaderValue) -> &str {
+pub(crate) fn name(value: &HeaderValue) -> &str {
     value.to_str().map(str::trim).unwrap_or("")
 }
 

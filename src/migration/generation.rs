@@ -8,7 +8,7 @@ use super::calendar::Date;
 /// The deadlines, from HubSpot's developer changelog (2026: "API versioning" and the v1-v4
 /// retirement posts, https://developers.hubspot.com/changelog). Next year's dates are a change
 /// here and nowhere else. Where HubSpot named only a month, the first of that month is used.
-pub const SUNSET: Sunset = Sunset {
+pub(crate) const SUNSET: Sunset = Sunset {
     // v1, v2 and v3 (with legacy public and private apps): unsupported in September 2027.
     // v4: unsupported on 2027-03-30.
     legacy_unsupported_from: [
@@ -28,13 +28,13 @@ pub const SUNSET: Sunset = Sunset {
     migration_guide: "https://developers.hubspot.com/changelog",
 };
 
-pub struct Sunset {
-    pub legacy_unsupported_from: [Date; 4],
-    pub legacy_deprecated_from: Date,
-    pub dated_current_months: u32,
-    pub dated_unsupported_after_months: u32,
-    pub dated_deprecated_window_months: u32,
-    pub migration_guide: &'static str,
+pub(crate) struct Sunset {
+    pub(crate) legacy_unsupported_from: [Date; 4],
+    pub(crate) legacy_deprecated_from: Date,
+    pub(crate) dated_current_months: u32,
+    pub(crate) dated_unsupported_after_months: u32,
+    pub(crate) dated_deprecated_window_months: u32,
+    pub(crate) migration_guide: &'static str,
 }
 
 /// HubSpot releases dated versions each March and September, from 2025 on; other `YYYY-MM`
@@ -43,7 +43,7 @@ const DATED_YEARS: std::ops::RangeInclusive<u16> = 2025..=2040;
 const DATED_MONTHS: [u8; 2] = [3, 9];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Generation {
+pub(crate) enum Generation {
     /// `v1`..`v4`.
     Legacy(u8),
     Dated {
@@ -55,7 +55,7 @@ pub enum Generation {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum State {
+pub(crate) enum State {
     Current,
     Supported,
     Deprecated,
@@ -63,7 +63,7 @@ pub enum State {
 }
 
 impl State {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Current => "current",
             State::Supported => "supported",
@@ -73,24 +73,24 @@ impl State {
     }
 
     /// Callers of these should move; they get Deprecation/Sunset headers when enabled.
-    pub fn needs_migration(self) -> bool {
+    pub(crate) fn needs_migration(self) -> bool {
         matches!(self, State::Deprecated | State::Unsupported)
     }
 }
 
 /// A generation's state on one day, with HubSpot's end date and when the state began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Support {
-    pub state: State,
-    pub unsupported_from: Option<Date>,
+pub(crate) struct Support {
+    pub(crate) state: State,
+    pub(crate) unsupported_from: Option<Date>,
     /// When it became deprecated (for the `Deprecation` header); set when deprecated or later.
-    pub deprecated_from: Option<Date>,
+    pub(crate) deprecated_from: Option<Date>,
 }
 
 impl Generation {
     /// The version at the 2nd or the 3rd path segment (`/crm/v3/…`, `/crm/objects/2026-03/…`,
     /// `/integrators/timeline/v3/…`); the first one found counts.
-    pub fn of_path(path: &str) -> Generation {
+    pub(crate) fn of_path(path: &str) -> Generation {
         path.trim_start_matches('/')
             .split('/')
             .skip(1)
@@ -118,7 +118,7 @@ impl Generation {
         }
     }
 
-    pub fn label(self) -> Cow<'static, str> {
+    pub(crate) fn label(self) -> Cow<'static, str> {
         match self {
             Generation::Legacy(n) => Cow::Borrowed(
                 ["legacy-v1", "legacy-v2", "legacy-v3", "legacy-v4"][usize::from(n - 1)],
@@ -132,7 +132,7 @@ impl Generation {
     }
 
     /// HubSpot's word on this generation on `today`.
-    pub fn support(self, today: Date) -> Support {
+    pub(crate) fn support(self, today: Date) -> Support {
         match self {
             Generation::Legacy(n) => {
                 let end = SUNSET.legacy_unsupported_from[usize::from(n - 1)];

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::calendar::{parse_rfc3339, Date};
 
 /// One line per caller × account × API × generation; unsupported first, then fewest days left.
-pub fn render(report: &Value, now: SystemTime) -> String {
+pub(crate) fn render(report: &Value, now: SystemTime) -> String {
     let empty = Vec::new();
     let mut items: Vec<&Value> = report["items"]
         .as_array()

@@ -12,25 +12,25 @@ use crate::body::ProxyBody;
 const TARGET: &str = "hubspot_auth_proxy::proxy";
 
 #[derive(Debug, Clone, Copy)]
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     /// `server.access_log`: every line at info.
     on: bool,
 }
 
 impl AccessLog {
-    pub fn new(on: bool) -> Self {
+    pub(crate) fn new(on: bool) -> Self {
         AccessLog { on }
     }
 
     /// The target the line will show, taken before the request is consumed; `None` when no
     /// line is written, so the common path builds no string. `hapikey`: whether the query
     /// holds a key, whose value the line shows as `REDACTED`.
-    pub fn target(&self, uri: &Uri, hapikey: bool) -> Option<String> {
+    pub(crate) fn target(&self, uri: &Uri, hapikey: bool) -> Option<String> {
         let write = self.on || tracing::enabled!(target: TARGET, tracing::Level::DEBUG);
         write.then(|| loggable_target(uri, hapikey))
     }
 
-    pub fn write(
+    pub(crate) fn write(
         &self,
         account: &str,
         method: &Method,

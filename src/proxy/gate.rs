@@ -15,20 +15,20 @@ use crate::migration::caller;
 
 /// A request the gate let through: its one checked path, the proxy's own headers taken off,
 /// and who sent it.
-pub struct Gated<'a, B> {
-    pub parts: Parts,
-    pub body: B,
+pub(crate) struct Gated<'a, B> {
+    pub(crate) parts: Parts,
+    pub(crate) body: B,
     /// The client its `X-Auth-Proxy-Key` names, when it sent one.
-    pub client: Option<&'a Client>,
+    pub(crate) client: Option<&'a Client>,
     /// Its `X-Auth-Proxy-Caller` name, for the migration report.
-    pub declared: Option<HeaderValue>,
+    pub(crate) declared: Option<HeaderValue>,
     /// Whether its query holds a `?hapikey=` pair: looked for once per request, in `handle`.
-    pub hapikey: bool,
+    pub(crate) hapikey: bool,
 }
 
 /// The checks in their order: network, limits, path, client key, caller name, and then a
 /// request that must name a client and names none (a hapikey may still name one when routed).
-pub fn pass<'a, B>(
+pub(crate) fn pass<'a, B>(
     admission: &'a Admission,
     limits: &RequestLimits,
     request: Request<B>,

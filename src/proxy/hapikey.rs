@@ -3,7 +3,7 @@
 //! The key name is matched without regard to case (`HAPIKEY`, `HapiKey`, `%48APIKEY`). HubSpot
 //! reads only `hapikey`, but a case variant forwarded would still put a key in HubSpot's logs
 //! and in ours; so every spelling is stripped, translated and redacted like `hapikey`. Only a
-//! `[legacy] keys` mapping asks for the exact name (see [`first_is_exact`]).
+//! `[legacy] keys` mapping asks for the exact name (see `first_is_exact`).
 
 use std::borrow::Cow;
 
@@ -41,14 +41,14 @@ pub fn present(query: &str) -> bool {
 
 /// Whether the first hapikey pair spells its name exactly `hapikey` (after percent-decoding),
 /// as HubSpot required: a mapped legacy key is only honoured under the name it was used with.
-pub fn first_is_exact(query: &str) -> bool {
+pub(crate) fn first_is_exact(query: &str) -> bool {
     pairs(query)
         .find(|p| is_hapikey_pair(p))
         .is_some_and(|p| percent_decode_str(key_of(p)).eq(b"hapikey".iter().copied()))
 }
 
 /// The first hapikey value, percent-decoded (the key as the script's author wrote it).
-pub fn first_value(query: &str) -> Option<Vec<u8>> {
+pub(crate) fn first_value(query: &str) -> Option<Vec<u8>> {
     pairs(query)
         .find(|p| is_hapikey_pair(p))
         .map(|p| p.split_once('=').map_or("", |(_, v)| v))
@@ -56,29 +56,31 @@ pub fn first_value(query: &str) -> Option<Vec<u8>> {
 }
 
 /// The query without any hapikey pair (and their `&` separators); borrowed when nothing changes.
-pub fn strip(query: &str) -> Cow<'_, str> {
+#[cfg(test)]
+fn strip(query: &str) -> Cow<'_, str> {
     if !present(query) {
         return Cow::Borrowed(query);
     }
     Cow::Owned(stripped(query))
 }
 
-/// [`strip`] for a query [`present`] already found a key in: the request path looks once.
+/// `strip` for a query [`present`] already found a key in: the request path looks once.
 pub fn stripped(query: &str) -> String {
     let kept: Vec<&str> = pairs(query).filter(|p| !is_hapikey_pair(p)).collect();
     kept.join("&")
 }
 
 /// The query with hapikey values replaced by `REDACTED`, for logs.
-pub fn redact(query: &str) -> Cow<'_, str> {
+#[cfg(test)]
+fn redact(query: &str) -> Cow<'_, str> {
     if !present(query) {
         return Cow::Borrowed(query);
     }
     Cow::Owned(redacted(query))
 }
 
-/// [`redact`] for a query [`present`] already found a key in.
-pub fn redacted(query: &str) -> String {
+/// `redact` for a query [`present`] already found a key in.
+pub(crate) fn redacted(query: &str) -> String {
     let pairs: Vec<Cow<str>> = pairs(query)
         .map(|p| match (is_hapikey_pair(p), p.split_once('=')) {
             (true, Some((k, _))) => Cow::Owned(format!("{k}=REDACTED")),

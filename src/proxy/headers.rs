@@ -22,7 +22,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Removes the hop-by-hop fields, including every field the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of these: one pass comparing names is cheaper than nine
     // removals that each hash a name. A Connection header is itself in the list.
     if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
@@ -61,7 +61,7 @@ pub fn set_bearer(headers: &mut HeaderMap, bearer: HeaderValue) {
     headers.insert(AUTHORIZATION, bearer);
 }
 
-pub fn from_upstream(headers: &mut HeaderMap) {
+pub(crate) fn from_upstream(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
 }
 
@@ -69,7 +69,7 @@ pub fn from_upstream(headers: &mut HeaderMap) {
 /// beside it is wrong. Hyper reads such an upstream body by its chunks, but would forward the
 /// stale length, cutting the client's copy short; so the length goes. Must run before
 /// `from_upstream`, which strips Transfer-Encoding. Returns whether both were present.
-pub fn drop_conflicting_length(headers: &mut HeaderMap) -> bool {
+pub(crate) fn drop_conflicting_length(headers: &mut HeaderMap) -> bool {
     headers.contains_key(TRANSFER_ENCODING) && headers.remove(CONTENT_LENGTH).is_some()
 }
 

@@ -10,10 +10,10 @@ use crate::error::ProxyError;
 use crate::metrics::UpstreamErrorKind;
 
 /// HubSpot's error JSON is a few hundred bytes; anything declaring more is not inspected.
-pub const SMALL_JSON_BYTES: u64 = 64 * 1024;
+pub(crate) const SMALL_JSON_BYTES: u64 = 64 * 1024;
 
 /// The parsed body when the response declares at most `SMALL_JSON_BYTES` and holds JSON.
-pub async fn small_json(
+pub(crate) async fn small_json(
     response: Response<ProxyBody>,
 ) -> Result<(Response<ProxyBody>, Option<serde_json::Value>), ProxyError> {
     let small = response

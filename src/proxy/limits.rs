@@ -9,15 +9,15 @@ use crate::settings::ServerSettings;
 
 /// Limits checked before anything is sent upstream.
 #[derive(Debug, Clone, Copy)]
-pub struct RequestLimits {
-    pub max_body_bytes: u64,
-    pub max_header_count: usize,
-    pub max_header_bytes: usize,
-    pub body_read_timeout: std::time::Duration,
+pub(crate) struct RequestLimits {
+    pub(crate) max_body_bytes: u64,
+    pub(crate) max_header_count: usize,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) body_read_timeout: std::time::Duration,
 }
 
 impl RequestLimits {
-    pub fn from_settings(server: &ServerSettings) -> Self {
+    pub(crate) fn from_settings(server: &ServerSettings) -> Self {
         RequestLimits {
             max_body_bytes: server.max_body_bytes,
             max_header_count: server.max_header_count,

@@ -22,7 +22,7 @@ const BAD_ESCAPE: &str = "The request path holds a '%' that does not start a per
 
 /// Checks `uri`'s path, and rewrites it in place when percent-escapes of unreserved
 /// characters were decoded. Allocation-free when the path holds no `%`.
-pub fn apply(uri: &mut Uri) -> Result<(), ProxyError> {
+pub(crate) fn apply(uri: &mut Uri) -> Result<(), ProxyError> {
     let Cow::Owned(path) = canonical_path(uri.path())? else {
         return Ok(());
     };
@@ -42,7 +42,7 @@ pub fn apply(uri: &mut Uri) -> Result<(), ProxyError> {
 }
 
 /// The path with unreserved escapes decoded, or the reason it is refused.
-pub fn canonical_path(path: &str) -> Result<Cow<'_, str>, ProxyError> {
+pub(crate) fn canonical_path(path: &str) -> Result<Cow<'_, str>, ProxyError> {
     if path.contains('\\') {
         return Err(ProxyError::BadRequest(ENCODED_SEPARATOR));
     }

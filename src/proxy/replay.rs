@@ -18,10 +18,10 @@ use crate::error::ProxyError;
 use crate::metrics::{BodyMetrics, ClientBodyFault};
 
 /// Bodies up to this size are held in memory so the request can be sent a second time.
-pub const KEEP_FOR_REPLAY: u64 = 1024 * 1024;
+pub(crate) const KEEP_FOR_REPLAY: u64 = 1024 * 1024;
 
 /// Everything needed to send the request again.
-pub struct Replay {
+pub(crate) struct Replay {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -32,7 +32,7 @@ pub struct Replay {
 impl Replay {
     /// A fresh copy of the request. The kept headers never hold the proxy's bearer; the caller
     /// sets the current one on each copy.
-    pub fn request(&self) -> Request<OutboundBody> {
+    pub(crate) fn request(&self) -> Request<OutboundBody> {
         let mut request = Request::new(body::kept(self.body.clone()));
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
@@ -43,14 +43,14 @@ impl Replay {
 }
 
 /// `server.max_replay_buffer_bytes`: the bytes all workers together may keep for replay.
-pub struct ReplayBudget {
+pub(crate) struct ReplayBudget {
     limit: u64,
     in_use: AtomicU64,
     metrics: BodyMetrics,
 }
 
 impl ReplayBudget {
-    pub fn new(limit: u64, metrics: BodyMetrics) -> Arc<ReplayBudget> {
+    pub(crate) fn new(limit: u64, metrics: BodyMetrics) -> Arc<ReplayBudget> {
         Arc::new(ReplayBudget {
             limit,
             in_use: AtomicU64::new(0),
@@ -59,7 +59,8 @@ impl ReplayBudget {
     }
 
     /// Bytes held now (what the gauge shows).
-    pub fn in_use(&self) -> u64 {
+    #[cfg(test)]
+    fn in_use(&self) -> u64 {
         self.in_use.load(Ordering::Relaxed)
     }
 
@@ -98,7 +99,7 @@ impl Drop for Reservation {
 /// Builds the upstream request. With a `budget` (the account may resend), a body that is empty
 /// or declares at most `KEEP_FOR_REPLAY` bytes that still fit the budget is read first, and a
 /// `Replay` is returned beside the request; any other body streams.
-pub async fn outbound(
+pub(crate) async fn outbound(
     parts: http::request::Parts,
     body: Incoming,
     limits: BodyLimits,

@@ -22,7 +22,7 @@ const FIRST_5XX_BACKOFF: Duration = Duration::from_millis(250);
 // Boxing the response would cost an allocation on every request, for a value that lives only
 // from `judge` to the caller's match.
 #[allow(clippy::large_enum_variant)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Deliver(Response<ProxyBody>),
     Resend {
         after: Duration,
@@ -32,22 +32,22 @@ pub enum Verdict {
 
 /// What one request has used up so far.
 #[derive(Default)]
-pub struct Attempts {
+pub(crate) struct Attempts {
     expired_token: bool,
     rate_limited: u32,
     upstream_5xx: u32,
 }
 
 /// The request being judged: its method, the token generation it carried, whether it can be resent.
-pub struct Sent {
-    pub method: Method,
-    pub generation: Option<u64>,
-    pub resendable: bool,
-    pub deadline: Instant,
+pub(crate) struct Sent {
+    pub(crate) method: Method,
+    pub(crate) generation: Option<u64>,
+    pub(crate) resendable: bool,
+    pub(crate) deadline: Instant,
 }
 
 /// Whether an answer with this status could be resent; every other one is delivered as is.
-pub fn may_resend(status: http::StatusCode) -> bool {
+pub(crate) fn may_resend(status: http::StatusCode) -> bool {
     matches!(status.as_u16(), 401 | 429) || is_gateway_error(status.as_u16())
 }
 
@@ -57,7 +57,7 @@ fn is_gateway_error(code: u16) -> bool {
 }
 
 /// Callers skip this (and its future) when `may_resend` is false.
-pub async fn judge(
+pub(crate) async fn judge(
     account: &Account,
     response: Response<ProxyBody>,
     sent: &Sent,

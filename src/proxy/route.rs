@@ -16,30 +16,30 @@ use crate::error::ProxyError;
 use crate::metrics::HapikeyAction;
 use crate::settings::LegacySettings;
 
-pub static ACCOUNT_HEADER: HeaderName = HeaderName::from_static("x-auth-proxy-account");
+pub(crate) static ACCOUNT_HEADER: HeaderName = HeaderName::from_static("x-auth-proxy-account");
 
 /// Whose credential a request goes to HubSpot with: its account's, which the proxy puts on as
 /// the bearer, or the client's own. (What kind the account's credential is: `account::Credential`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CredentialSource {
+pub(crate) enum CredentialSource {
     Account,
     /// Developer API keys on app-settings paths, and `forward` mode: the client's own key.
     ClientOwn,
 }
 
 pub struct Routed<'a> {
-    pub account: &'a Arc<Account>,
-    pub credential: CredentialSource,
+    pub(crate) account: &'a Arc<Account>,
+    pub(crate) credential: CredentialSource,
     /// The `[[clients]]` name a mapped legacy key stands for, if its entry names one.
-    pub legacy_client: Option<&'a str>,
+    pub(crate) legacy_client: Option<&'a str>,
     /// A mapped legacy key's caller name for the migration report (its label or hash prefix).
-    pub legacy_label: Option<&'a str>,
+    pub(crate) legacy_label: Option<&'a str>,
 }
 
 /// A refused request, with the account its metrics count under.
 pub struct Refused<'a> {
-    pub account: &'a Arc<Account>,
-    pub error: ProxyError,
+    pub(crate) account: &'a Arc<Account>,
+    pub(crate) error: ProxyError,
 }
 
 pub struct Router {
@@ -66,7 +66,7 @@ impl Router {
         }
     }
 
-    pub fn default_account(&self) -> &Arc<Account> {
+    pub(crate) fn default_account(&self) -> &Arc<Account> {
         self.accounts.default_account()
     }
 

@@ -29,14 +29,14 @@ pub enum Alpn {
 }
 
 /// A throwaway CA and a leaf for `127.0.0.1` and `localhost` signed by it.
-pub struct Certificates {
-    pub ca_pem: String,
+pub(super) struct Certificates {
+    pub(crate) ca_pem: String,
     leaf: CertificateDer<'static>,
     key: PrivatePkcs8KeyDer<'static>,
 }
 
 impl Certificates {
-    pub fn generate() -> Result<Certificates, rcgen::Error> {
+    pub(super) fn generate() -> Result<Certificates, rcgen::Error> {
         let ca_key = rcgen::KeyPair::generate()?;
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -55,7 +55,7 @@ impl Certificates {
         })
     }
 
-    pub fn acceptor(&self, alpn: Alpn) -> Result<TlsAcceptor, rustls::Error> {
+    pub(super) fn acceptor(&self, alpn: Alpn) -> Result<TlsAcceptor, rustls::Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -73,16 +73,16 @@ impl Certificates {
 }
 
 /// What the accept loop needs besides the handler.
-pub struct Listening {
-    pub tls: Option<TlsAcceptor>,
+pub(super) struct Listening {
+    pub(crate) tls: Option<TlsAcceptor>,
     /// Close each connection once it has answered this many requests: `Connection: close` on
     /// HTTP/1.1, a graceful GOAWAY on h2 (what nginx's `keepalive_requests` does).
-    pub recycle_after: Option<usize>,
-    pub accepted: Arc<AtomicUsize>,
+    pub(crate) recycle_after: Option<usize>,
+    pub(crate) accepted: Arc<AtomicUsize>,
 }
 
 /// Serves until `stop` turns true; open connections are then dropped.
-pub async fn serve<H, F>(
+pub(super) async fn serve<H, F>(
     listener: TcpListener,
     listening: Listening,
     handler: H,

@@ -68,7 +68,7 @@ impl Default for OAuthState {
 }
 
 /// Whether a bearer is an access token this stand-in issued, and if so whether it still works.
-pub enum AccessCheck {
+pub(crate) enum AccessCheck {
     Valid,
     Expired,
     Unknown,

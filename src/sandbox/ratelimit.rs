@@ -37,7 +37,7 @@ impl Default for RateLimits {
 }
 
 /// What a request got from the limiter.
-pub enum Admission {
+pub(crate) enum Admission {
     Allowed { remaining: u64 },
     Limited { policy: &'static str },
 }
@@ -55,7 +55,7 @@ impl RateLimits {
         self.rejected.load(Ordering::SeqCst)
     }
 
-    pub fn max(&self) -> u64 {
+    pub(crate) fn max(&self) -> u64 {
         self.max.load(Ordering::SeqCst)
     }
 

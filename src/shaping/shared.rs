@@ -15,7 +15,7 @@ use crate::ratelimit::{
     Admission, Budget, Limiter, DEFAULT_TEN_SECOND_BUDGET, FOLLOW_CAP, TEN_SECONDS,
 };
 
-pub struct SharedShaper {
+pub(crate) struct SharedShaper {
     fleet: Arc<Fleet>,
     window: SharedWindow,
     /// Decides while Redis is away, at this replica's share. It also notes every shared send,
@@ -33,15 +33,15 @@ pub struct SharedShaper {
 }
 
 /// The shared budget as `/status` shows it.
-pub struct SharedStatus {
+pub(crate) struct SharedStatus {
     /// Slots taken fleet-wide in the window at the last shared admission, and when that was.
-    pub in_use: Option<(WindowUsage, SystemTime)>,
+    pub(crate) in_use: Option<(WindowUsage, SystemTime)>,
     /// This replica's budget while Redis is away.
-    pub fallback_share: u32,
+    pub(crate) fallback_share: u32,
 }
 
 impl SharedShaper {
-    pub fn new(
+    pub(crate) fn new(
         fleet: Arc<Fleet>,
         account: &str,
         budget: Budget,
@@ -75,7 +75,7 @@ impl SharedShaper {
         }
     }
 
-    pub async fn admit(
+    pub(crate) async fn admit(
         &self,
         search: bool,
         deadline: Instant,
@@ -198,7 +198,7 @@ impl SharedShaper {
 
     /// Adaptive shaping, fleet-wide: a changed figure is stored in Redis for every replica
     /// (off the request path), and assumed here at once.
-    pub fn follow_reported(&self, max: usize) -> Option<usize> {
+    pub(crate) fn follow_reported(&self, max: usize) -> Option<usize> {
         let target = max.clamp(1, self.ceiling as usize) as u32;
         let previous = self.budget.swap(target, Ordering::Relaxed);
         if previous == target {
@@ -212,11 +212,11 @@ impl SharedShaper {
         Some(previous as usize)
     }
 
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.budget.load(Ordering::Relaxed) as usize
     }
 
-    pub fn status(&self) -> SharedStatus {
+    pub(crate) fn status(&self) -> SharedStatus {
         SharedStatus {
             in_use: *self.last_usage.lock().expect("usage lock"),
             fallback_share: self

@@ -29,7 +29,7 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a request goes.
-pub enum Route {
+pub(super) enum Route {
     /// Onto the worker's h2 connection; `generation` names that connection.
     H2 {
         sender: SendRequest<OutboundBody>,
@@ -39,7 +39,7 @@ pub enum Route {
     Http1,
 }
 
-pub struct Multiplexed {
+pub(super) struct Multiplexed {
     connector: HttpsConnector<Connector>,
     base: Uri,
     current: Mutex<Option<(u64, SendRequest<OutboundBody>)>>,
@@ -56,7 +56,7 @@ pub struct Multiplexed {
 }
 
 impl Multiplexed {
-    pub fn new(connector: HttpsConnector<Connector>, base: Uri) -> Multiplexed {
+    pub(super) fn new(connector: HttpsConnector<Connector>, base: Uri) -> Multiplexed {
         Multiplexed {
             connector,
             base,
@@ -70,7 +70,7 @@ impl Multiplexed {
     }
 
     /// The open h2 connection, or the one this call (or a concurrent one) dials.
-    pub async fn route(&self) -> Result<Route, ProxyError> {
+    pub(super) async fn route(&self) -> Result<Route, ProxyError> {
         if let Some(route) = self.ready() {
             return Ok(route);
         }
@@ -139,7 +139,7 @@ impl Multiplexed {
 
     /// Stops handing out connection `generation` (it refused a stream or is going away); the
     /// next request dials its replacement.
-    pub fn retire(&self, generation: u64) {
+    pub(super) fn retire(&self, generation: u64) {
         let mut current = self.current.lock().unwrap();
         if current.as_ref().is_some_and(|(g, _)| *g == generation) {
             *current = None;
@@ -148,7 +148,7 @@ impl Multiplexed {
 }
 
 /// Sends on an h2 connection; the h2 layer sets `:authority` from the absolute URI.
-pub async fn send(
+pub(super) async fn send(
     mut sender: SendRequest<OutboundBody>,
     mut request: Request<OutboundBody>,
 ) -> Result<Response<Incoming>, hyper::Error> {
