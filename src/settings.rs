@@ -189,7 +189,7 @@ pub struct FleetSettings {
 
 impl Settings {
     /// Reads, parses and checks a config file.
-    pub(crate) fn load(path: &Path) -> Result<Settings, ConfigError> {
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         Settings::from_config(Config::read(path)?)
     }
 
