@@ -110,7 +110,10 @@ impl Proxy {
         // Looked for once: the log line redacts it, the gate and the router act on it.
         let hapikey = request.uri().query().is_some_and(hapikey::present);
         let target = self.access_log.target(request.uri(), hapikey);
-        let (account, response) = match self.forward(request, peer, hapikey, started).await {
+        // Boxed: hyper allocates room for this future with every connection, idle or not
+        // (`Box<Option<future>>`), so a large inline future costs every idle connection.
+        let forwarded = Box::pin(self.forward(request, peer, hapikey, started));
+        let (account, response) = match forwarded.await {
             Ok((account, response)) => (account, response),
             Err(Refused { account, error }) => {
                 if let ProxyError::ClientBody { fault } = error {
