@@ -2,7 +2,7 @@
 # Side-by-side load benchmark on loopback: hubspot-auth-proxy against nginx, HAProxy and Caddy
 # doing the same job, the featureless floor, and the upstream directly.
 #
-#   bench/run.sh                       # about 15 minutes; writes the load section of bench/results.md
+#   bench/run.sh                       # about 15 minutes after the release build; writes the load section of bench/results.md
 #   ROUNDS=1 DURATION=2 LAT_DURATION=1 bench/run.sh   # a smoke run (figures meaningless)
 #
 # Upstream: nginx answering a small JSON body, only for the right bearer (401 otherwise), both
@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-8}
+DURATION=${DURATION:-6}
 LAT_DURATION=${LAT_DURATION:-3}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 OUT=bench/out
