@@ -186,10 +186,7 @@ pub(crate) fn exposed_without_protection(settings: &Settings) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sha(key: &str) -> String {
-        hex::encode(Sha256::digest(key.as_bytes()))
-    }
+    use crate::settings::key_sha256;
 
     /// Clients: `ops` (all accounts, everything), `reader` (account `main`, GETs on contacts,
     /// any method on one owners path), with `allowed_networks` as given.
@@ -220,8 +217,8 @@ key_sha256 = "{reader}"
 accounts = ["main"]
 allow = ["GET /crm/v3/objects/contacts/**", "* /crm/v3/owners/*"]
 "#,
-            ops = sha("ops-key"),
-            reader = sha("reader-key"),
+            ops = key_sha256("ops-key"),
+            reader = key_sha256("reader-key"),
         );
         let config = crate::config::Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}"));
         let settings =

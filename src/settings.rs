@@ -211,3 +211,10 @@ impl Settings {
         Settings::from_config(Config::parse(&text).expect("test TOML")).expect("test settings")
     }
 }
+
+/// Unit tests' `key_sha256` / `sha256` values: the hex SHA-256 of a key.
+#[cfg(test)]
+pub(crate) fn key_sha256(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(key.as_bytes()))
+}

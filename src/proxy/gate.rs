@@ -58,12 +58,10 @@ pub(crate) fn pass<'a, B>(
 mod tests {
     use std::time::Duration;
 
-    use sha2::{Digest, Sha256};
-
     use super::*;
     use crate::config::Config;
     use crate::metrics::Metrics;
-    use crate::settings::Settings;
+    use crate::settings::{key_sha256, Settings};
 
     const KEY: &str = "key-of-crm";
 
@@ -82,7 +80,7 @@ token = {{ env = "HUBSPOT_TOKEN" }}
 name = "crm"
 key_sha256 = "{}"
 "#,
-            hex::encode(Sha256::digest(KEY))
+            key_sha256(KEY)
         );
         let settings = Settings::from_config(Config::parse(&text).unwrap()).unwrap();
         Admission::new(&settings.clients, &settings.server, &Metrics::new())

@@ -179,13 +179,10 @@ mod tests {
     use super::*;
     use crate::account::Credential;
     use crate::metrics::Metrics;
+    use crate::settings::key_sha256;
     use crate::settings::{RateLimitSettings, Settings};
 
     const KEY: &str = "legacy-key-one";
-
-    fn sha(key: &str) -> String {
-        hex::encode(Sha256::digest(key.as_bytes()))
-    }
 
     /// Accounts `main` (the default) and `sales`; `KEY` maps to `sales` for client `etl`.
     fn router(mode: HapikeyMode) -> Router {
@@ -223,8 +220,8 @@ sha256 = "{}"
 account = "sales"
 client = "etl"
 "#,
-            sha("etl-own-client-key"),
-            sha(KEY)
+            key_sha256("etl-own-client-key"),
+            key_sha256(KEY)
         ));
         Router::new(accounts, &settings.legacy)
     }
@@ -295,7 +292,7 @@ client = "etl"
         assert_eq!(&*routed.account.name, "sales", "the key's account wins");
         assert_eq!(routed.credential, CredentialSource::Account);
         assert_eq!(routed.legacy_client, Some("etl"));
-        assert_eq!(routed.legacy_label, Some(&sha(KEY)[..8]));
+        assert_eq!(routed.legacy_label, Some(&key_sha256(KEY)[..8]));
         assert_eq!(p.uri.to_string(), "/crm/v3/objects/contacts?a=1&b=2");
         // A key that was the whole query leaves no `?` behind.
         let (_, _, target) = route(&r, &format!("/crm/v3/objects/contacts?hapikey={KEY}"), None);
