@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use pin_project_lite::pin_project;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
@@ -231,6 +232,9 @@ pub(crate) fn fault_cell(body: &OutboundBody) -> Option<FaultCell> {
 pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     _counted: GaugeGuard,
+    /// The HTTP/1.1 connection the answer came on, handed back once its body was read whole.
+    reuse: Option<Reuse>,
+    read_whole: bool,
 }
 
 impl Slot {
@@ -239,7 +243,39 @@ impl Slot {
         Slot {
             _permit: permit,
             _counted: counted,
+            reuse: None,
+            read_whole: false,
         }
+    }
+
+    pub(crate) fn reuse(&mut self, reuse: Option<Reuse>) {
+        self.reuse = reuse;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // A body left half read leaves its connection mid-message: it is closed, not reused.
+        if let (true, Some(reuse)) = (self.read_whole, self.reuse.take()) {
+            reuse.home.checkin(reuse.sender);
+        }
+    }
+}
+
+/// Where an HTTP/1.1 connection goes back to once its exchange is over.
+pub(crate) trait Checkin: Send + Sync {
+    fn checkin(self: Arc<Self>, sender: SendRequest<OutboundBody>);
+}
+
+/// A connection and where it goes back to.
+pub(crate) struct Reuse {
+    home: Arc<dyn Checkin>,
+    sender: SendRequest<OutboundBody>,
+}
+
+impl Reuse {
+    pub(crate) fn new(home: Arc<dyn Checkin>, sender: SendRequest<OutboundBody>) -> Reuse {
+        Reuse { home, sender }
     }
 }
 
@@ -263,7 +299,8 @@ pin_project! {
 }
 
 impl ProxyBody {
-    pub(crate) fn forwarded(body: Incoming, deadline: Instant, slot: Slot) -> Self {
+    pub(crate) fn forwarded(body: Incoming, deadline: Instant, mut slot: Slot) -> Self {
+        slot.read_whole = body.is_end_stream();
         ProxyBody::Forwarded {
             body,
             deadline: tokio::time::sleep_until(deadline),
@@ -287,8 +324,21 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ProxyBodyProj::Forwarded { body, deadline, .. } => match body.poll_frame(cx) {
-                Poll::Ready(r) => Poll::Ready(r.map(|r| r.map_err(Into::into))),
+            ProxyBodyProj::Forwarded {
+                mut body,
+                deadline,
+                slot,
+            } => match body.as_mut().poll_frame(cx) {
+                Poll::Ready(r) => {
+                    // The server stops polling once the body says it has ended, so both the
+                    // end and a last frame that ends it count as read whole.
+                    slot.read_whole = match &r {
+                        None => true,
+                        Some(Ok(_)) => body.is_end_stream(),
+                        Some(Err(_)) => false,
+                    };
+                    Poll::Ready(r.map(|r| r.map_err(Into::into)))
+                }
                 Poll::Pending => match deadline.poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(DeadlineExceeded)))),
                     Poll::Pending => Poll::Pending,

@@ -164,6 +164,7 @@ pub struct Sandbox {
     stop: watch::Sender<bool>,
     ca_pem: Option<String>,
     accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
 }
 
 impl Sandbox {
@@ -191,10 +192,12 @@ impl Sandbox {
         let (stop, stop_rx) = watch::channel(false);
         let handler_state = state.clone();
         let accepted = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         let listening = listener::Listening {
             tls,
             recycle_after: options.recycle_after,
             accepted: accepted.clone(),
+            open: open.clone(),
         };
         tokio::spawn(listener::serve(
             listener,
@@ -208,6 +211,7 @@ impl Sandbox {
             stop,
             ca_pem,
             accepted,
+            open,
         })
     }
 
@@ -233,6 +237,11 @@ impl Sandbox {
     /// TCP connections accepted so far.
     pub fn connections_accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections open now (accepted and not yet closed by either side).
+    pub fn connections_open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     pub fn state(&self) -> &Arc<State> {

@@ -1,6 +1,8 @@
 //! The upstream client over rustls (webpki roots plus an optional CA file): one multiplexed h2
-//! connection per worker when HubSpot's edge speaks h2, else hyper-util's HTTP/1.1 pool.
+//! connection per worker when HubSpot's edge speaks h2, else the worker's own HTTP/1.1
+//! connections.
 
+mod http1;
 mod multiplex;
 
 use std::path::Path;
@@ -10,16 +12,13 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::body::{self, OutboundBody, OutboundFault, Slot};
+use crate::body::{self, OutboundBody, OutboundFault, Reuse, Slot};
 use crate::egress::{proxy_for, Connector};
 use crate::error::ProxyError;
 use crate::metrics::{SlotMetrics, UpstreamErrorKind};
@@ -39,7 +38,7 @@ pub enum UpstreamBuildError {
 const MAX_UNPROCESSED_RESENDS: u32 = 3;
 
 pub(crate) struct Upstream {
-    client: Client<HttpsConnector<Connector>, OutboundBody>,
+    http1: http1::Http1,
     /// Only for an `https` base URL: plain HTTP is never h2 here (no h2c prior knowledge).
     multiplexed: Option<multiplex::Multiplexed>,
     scheme: Scheme,
@@ -65,22 +64,30 @@ impl Upstream {
         http.set_keepalive(Some(Duration::from_secs(60)));
         let egress =
             proxy_for(config.proxy_url.as_deref(), &base.uri).map_err(UpstreamBuildError::Proxy)?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+        let connector = Connector::new(http, egress);
+        // The HTTP/1.1 connections offer only http/1.1 in ALPN, so they never land on h2.
+        let http1_only = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
             .https_or_http()
             .enable_http1()
-            .enable_http2()
-            .wrap_connector(Connector::new(http, egress));
-        let multiplexed = (base.scheme == Scheme::HTTPS)
-            .then(|| multiplex::Multiplexed::new(connector.clone(), base.uri.clone()));
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .build(connector);
+            .wrap_connector(connector.clone());
+        let multiplexed = (base.scheme == Scheme::HTTPS).then(|| {
+            let h2_or_http1 = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(connector);
+            multiplex::Multiplexed::new(h2_or_http1, base.uri.clone())
+        });
+        let http1 = http1::Http1::new(
+            http1_only,
+            base.uri.clone(),
+            config.pool_idle_timeout,
+            config.pool_max_idle_per_host,
+        );
         Ok(Upstream {
-            client,
+            http1,
             multiplexed,
             scheme: base.scheme.clone(),
             authority: base.authority.clone(),
@@ -123,7 +130,7 @@ impl Upstream {
     ) -> Result<(Response<Incoming>, Slot), ProxyError> {
         let body_fault = body::fault_cell(request.body());
         let exchange = async {
-            let slot = self.take_slot().await;
+            let mut slot = self.take_slot().await;
             let mut request = request;
             let mut resends = 0;
             loop {
@@ -137,7 +144,10 @@ impl Upstream {
                         request = copy;
                     }
                     Err(e) => return Err(e.error),
-                    Ok(response) => return Ok((response, slot)),
+                    Ok((response, reuse)) => {
+                        slot.reuse(reuse);
+                        return Ok((response, slot));
+                    }
                 }
             }
         };
@@ -155,8 +165,12 @@ impl Upstream {
         }
     }
 
-    /// One attempt: on the worker's h2 connection, or through the HTTP/1.1 pool.
-    async fn exchange(&self, request: Request<OutboundBody>) -> Result<Response<Incoming>, Failed> {
+    /// One attempt: on the worker's h2 connection, or on one of its HTTP/1.1 connections,
+    /// which an answer hands back for reuse once its body is read.
+    async fn exchange(
+        &self,
+        request: Request<OutboundBody>,
+    ) -> Result<(Response<Incoming>, Option<Reuse>), Failed> {
         let route = match &self.multiplexed {
             Some(multiplexed) => multiplexed.route().await.map_err(|error| Failed {
                 unprocessed: false,
@@ -165,12 +179,19 @@ impl Upstream {
             None => multiplex::Route::Http1,
         };
         match route {
-            multiplex::Route::Http1 => self.client.request(request).await.map_err(|e| Failed {
-                unprocessed: never_processed(&e),
-                error: classify(&e, e.is_connect()),
-            }),
+            multiplex::Route::Http1 => match self.http1.send(request).await {
+                http1::Sent::Answered { response, reuse } => Ok((response, Some(reuse))),
+                http1::Sent::DialFailed(e) => Err(Failed {
+                    unprocessed: false,
+                    error: classify(&*e, true),
+                }),
+                http1::Sent::Failed(e) => Err(Failed {
+                    unprocessed: never_processed(&e),
+                    error: classify(&e, false),
+                }),
+            },
             multiplex::Route::H2 { sender, generation } => {
-                multiplex::send(sender, request).await.map_err(|e| {
+                let response = multiplex::send(sender, request).await.map_err(|e| {
                     let unprocessed = never_processed(&e);
                     if unprocessed || e.is_closed() {
                         if let Some(m) = &self.multiplexed {
@@ -181,7 +202,8 @@ impl Upstream {
                         unprocessed,
                         error: classify(&e, false),
                     }
-                })
+                })?;
+                Ok((response, None))
             }
         }
     }

@@ -79,6 +79,24 @@ pub(super) struct Listening {
     /// HTTP/1.1, a graceful GOAWAY on h2 (what nginx's `keepalive_requests` does).
     pub(crate) recycle_after: Option<usize>,
     pub(crate) accepted: Arc<AtomicUsize>,
+    /// Connections accepted and not yet closed.
+    pub(crate) open: Arc<AtomicUsize>,
+}
+
+/// Counts a connection open until dropped.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn count(open: &Arc<AtomicUsize>) -> Open {
+        open.fetch_add(1, Ordering::SeqCst);
+        Open(open.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Serves until `stop` turns true; open connections are then dropped.
@@ -104,9 +122,11 @@ pub(super) async fn serve<H, F>(
             },
         };
         listening.accepted.fetch_add(1, Ordering::SeqCst);
+        let open = Open::count(&listening.open);
         let _ = stream.set_nodelay(true);
         let (listening, handler, stop) = (listening.clone(), handler.clone(), stop.clone());
         tokio::spawn(async move {
+            let _open = open;
             match &listening.tls {
                 None => connection(stream, listening.recycle_after, handler, stop).await,
                 Some(acceptor) => {

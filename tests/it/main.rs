@@ -19,6 +19,7 @@ mod legacy;
 mod migration;
 mod oauth;
 mod observability;
+mod pooling;
 mod portal;
 mod ratelimit;
 mod recycling;
