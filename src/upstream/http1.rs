@@ -148,32 +148,43 @@ impl IdleConnections {
         None
     }
 
-    /// Closes the connections idle past the timeout (the oldest are at the bottom); whether
-    /// any are left.
-    fn sweep(&self) -> bool {
+    /// Closes the connections idle past the timeout (the oldest are at the bottom); when the
+    /// next one expires, or `None` (and the sweeper stops) when none are left.
+    fn sweep(&self) -> Option<Instant> {
+        let now = Instant::now();
         let mut stack = self.stack.lock().unwrap();
         let expired = stack
             .iter()
-            .take_while(|(_, since)| since.elapsed() >= self.timeout)
+            .take_while(|(_, since)| now.duration_since(*since) >= self.timeout)
             .count();
         stack.drain(..expired);
-        !stack.is_empty()
+        let next = stack.first().map(|(_, since)| *since + self.timeout);
+        // Under the lock: a connection handed back from here on starts a new sweeper.
+        if next.is_none() {
+            self.sweeping.store(false, Ordering::Relaxed);
+        }
+        next
     }
 
     /// Keeps closing expired connections while any are idle; ends when none are.
     fn start_sweeping(self: &Arc<Self>) {
+        // Outside a runtime (a body dropped on another thread) there is nothing to sweep with;
+        // checkout still drops the connection once it has expired.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         if self.sweeping.swap(true, Ordering::Relaxed) {
             return;
         }
         let idle: Weak<IdleConnections> = Arc::downgrade(self);
-        let every = self.timeout.max(Duration::from_secs(1));
-        tokio::spawn(async move {
+        let mut next = Instant::now() + self.timeout;
+        runtime.spawn(async move {
             loop {
-                tokio::time::sleep(every).await;
+                tokio::time::sleep_until(next).await;
                 let Some(idle) = idle.upgrade() else { return };
-                if !idle.sweep() {
-                    idle.sweeping.store(false, Ordering::Relaxed);
-                    return;
+                match idle.sweep() {
+                    Some(at) => next = at,
+                    None => return,
                 }
             }
         });
@@ -222,6 +233,71 @@ fn host_header(base: &Uri) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sender on an open connection (a pipe whose far end the caller keeps), driven by its
+    /// task and ready for a request.
+    async fn sender() -> (SendRequest<OutboundBody>, tokio::io::DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let io = hyper_util::rt::TokioIo::new(ours);
+        let (sender, connection) = http1::Builder::new().handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        tokio::task::yield_now().await;
+        (sender, theirs)
+    }
+
+    fn idle(timeout: Duration, max: usize) -> Arc<IdleConnections> {
+        Arc::new(IdleConnections {
+            stack: Mutex::new(Vec::new()),
+            timeout,
+            max,
+            sweeping: AtomicBool::new(false),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_reused_until_it_expires() {
+        let idle = idle(Duration::from_secs(90), 8);
+        let ((a, _a), (b, _b)) = (sender().await, sender().await);
+        idle.clone().checkin(a);
+        assert!(idle.checkout().is_some(), "reused within the timeout");
+        assert!(idle.checkout().is_none(), "handed out once");
+        idle.clone().checkin(b);
+        tokio::time::advance(Duration::from_secs(91)).await;
+        assert!(idle.checkout().is_none(), "expired");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweeper_closes_expired_connections_without_a_request() {
+        let idle = idle(Duration::from_secs(90), 8);
+        let ((a, _a), (b, _b)) = (sender().await, sender().await);
+        idle.clone().checkin(a);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        idle.clone().checkin(b);
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert_eq!(idle.stack.lock().unwrap().len(), 1, "the older one is gone");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(idle.stack.lock().unwrap().is_empty());
+        assert!(
+            !idle.sweeping.load(Ordering::Relaxed),
+            "the sweeper stopped"
+        );
+    }
+
+    #[tokio::test]
+    async fn limits_keep_fewer_idle_connections() {
+        let ((a, _a), (b, _b), (c, _c)) = (sender().await, sender().await, sender().await);
+        let capped = idle(Duration::from_secs(90), 1);
+        capped.clone().checkin(a);
+        capped.clone().checkin(b);
+        assert_eq!(
+            capped.stack.lock().unwrap().len(),
+            1,
+            "pool_max_idle_per_host"
+        );
+        let never = idle(Duration::ZERO, 8);
+        never.clone().checkin(c);
+        assert!(never.checkout().is_none(), "a zero idle timeout keeps none");
+    }
 
     #[test]
     fn host_header_names_the_port_only_when_not_the_default() {
