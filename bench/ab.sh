@@ -5,6 +5,7 @@
 #
 #   bench/ab.sh 5 plain target/release/hubspot-auth-proxy /tmp/other-build
 #   bench/ab.sh 5 tls "env SOME_VAR=1 /tmp/build" /tmp/build
+#   CONNS=256 CONF=/tmp/other.toml bench/ab.sh 3 plain /tmp/build
 #
 # Needs bench/out from a previous bench/run.sh (the upstream nginx config, its certificates and
 # the proxy configs), and the same ports, so never while bench/run.sh runs.
@@ -17,6 +18,7 @@ case "$setup" in
   tls) port=18087 admin=18097 conf=bench/out/proxy-tls.toml ;;
   *) echo "setup is plain or tls" >&2; exit 2 ;;
 esac
+conf=${CONF:-$conf} conns=${CONNS:-32}
 [ -f "$conf" ] || { echo "$conf is missing: run bench/run.sh once first" >&2; exit 1; }
 out=$(mktemp)
 nginx -c "$PWD/bench/out/upstream.conf" -g 'daemon off;' & upstream=$!
@@ -30,9 +32,9 @@ for round in $(seq "$rounds"); do
     ${variants[$i]} --log-level warn serve --config "$conf" > /dev/null 2>&1 & proxy=$!
     for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$admin/readyz" && break; sleep 0.1; done
     url="http://127.0.0.1:$port/crm/v3/objects/contacts"
-    wrk -t1 -c32 -d1s "$url" > /dev/null
+    wrk -t1 -c"$conns" -d1s "$url" > /dev/null
     read -r u0 s0 < <(ticks "$proxy")
-    result=$(wrk -t1 -c32 -d5s "$url")
+    result=$(wrk -t1 -c"$conns" -d5s "$url")
     read -r u1 s1 < <(ticks "$proxy")
     kill "$proxy"; wait "$proxy" 2>/dev/null || true
     requests=$(awk '/requests in/ {print $1}' <<< "$result")
