@@ -12,14 +12,7 @@ use crate::support::*;
 async fn portal_checked(proxy: &TestProxy) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let status: serde_json::Value = client()
-            .get(proxy.admin_url("/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = json(client().get(proxy.admin_url("/status"))).await;
         if status["accounts"][0]["portal"]["hub_id"].is_number() {
             return;
         }
@@ -29,6 +22,10 @@ async fn portal_checked(proxy: &TestProxy) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn json(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 async fn contact(http: &reqwest::Client, url: &str) {
@@ -92,15 +89,7 @@ async fn an_answer_left_half_read_does_not_leak_into_the_next_exchange() {
     for _ in 0..10 {
         contact(&http, &url).await;
     }
-    let echo: serde_json::Value = http
-        .post(w.proxy.url("/__sandbox/echo"))
-        .body("{\"n\":1}")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo = json(http.post(w.proxy.url("/__sandbox/echo")).body("{\"n\":1}")).await;
     assert_eq!(echo["body_len"], 7, "{echo}");
 }
 
