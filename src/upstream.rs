@@ -172,36 +172,23 @@ impl Upstream {
         request: Request<OutboundBody>,
     ) -> Result<(Response<Incoming>, Option<Reuse>), Failed> {
         let route = match &self.multiplexed {
-            Some(multiplexed) => multiplexed.route().await.map_err(|error| Failed {
-                unprocessed: false,
-                error,
-            })?,
+            Some(multiplexed) => multiplexed.route().await.map_err(Failed::dialling)?,
             None => multiplex::Route::Http1,
         };
         match route {
-            multiplex::Route::Http1 => match self.http1.send(request).await {
-                http1::Sent::Answered { response, reuse } => Ok((response, Some(reuse))),
-                http1::Sent::DialFailed(e) => Err(Failed {
-                    unprocessed: false,
-                    error: classify(&*e, true),
-                }),
-                http1::Sent::Failed(e) => Err(Failed {
-                    unprocessed: never_processed(&e),
-                    error: classify(&e, false),
-                }),
-            },
+            multiplex::Route::Http1 => {
+                let (response, reuse) = self.http1.send(request).await?;
+                Ok((response, Some(reuse)))
+            }
             multiplex::Route::H2 { sender, generation } => {
                 let response = multiplex::send(sender, request).await.map_err(|e| {
-                    let unprocessed = never_processed(&e);
-                    if unprocessed || e.is_closed() {
+                    let failed = Failed::sending(&e);
+                    if failed.unprocessed || e.is_closed() {
                         if let Some(m) = &self.multiplexed {
                             m.retire(generation);
                         }
                     }
-                    Failed {
-                        unprocessed,
-                        error: classify(&e, false),
-                    }
+                    failed
                 })?;
                 Ok((response, None))
             }
@@ -226,6 +213,24 @@ impl Upstream {
 struct Failed {
     unprocessed: bool,
     error: ProxyError,
+}
+
+impl Failed {
+    /// No connection could be had: nothing was sent.
+    fn dialling(error: ProxyError) -> Failed {
+        Failed {
+            unprocessed: false,
+            error,
+        }
+    }
+
+    /// The exchange failed on an open connection.
+    fn sending(error: &hyper::Error) -> Failed {
+        Failed {
+            unprocessed: never_processed(error),
+            error: classify(error, false),
+        }
+    }
 }
 
 /// Whether the upstream provably never processed the request, so any method may go again

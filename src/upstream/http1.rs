@@ -20,21 +20,9 @@ use hyper_rustls::HttpsConnector;
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::{classify, Failed};
 use crate::body::{BoxError, Checkin, OutboundBody, Reuse};
 use crate::egress::Connector;
-
-/// What one attempt on an HTTP/1.1 connection came to.
-pub(super) enum Sent {
-    /// HubSpot answered; `reuse` takes the connection back once the body is read.
-    Answered {
-        response: Response<Incoming>,
-        reuse: Reuse,
-    },
-    /// Dialling failed: nothing was sent.
-    DialFailed(BoxError),
-    /// The exchange failed on an open connection.
-    Failed(hyper::Error),
-}
 
 pub(super) struct Http1 {
     connector: HttpsConnector<Connector>,
@@ -57,19 +45,17 @@ impl Http1 {
             connector,
             base,
             host,
-            idle: Arc::new(IdleConnections {
-                stack: Mutex::new(Vec::new()),
-                timeout: idle_timeout,
-                max: max_idle,
-                sweeping: AtomicBool::new(false),
-            }),
+            idle: IdleConnections::new(idle_timeout, max_idle),
         }
     }
 
     /// Sends on an idle connection, or a new one. A request an idle connection turned down
     /// unwritten (HubSpot closed it as it was picked) goes once more on a fresh connection, as
     /// hyper-util's pool did.
-    pub(super) async fn send(&self, mut request: Request<OutboundBody>) -> Sent {
+    pub(super) async fn send(
+        &self,
+        mut request: Request<OutboundBody>,
+    ) -> Result<(Response<Incoming>, Reuse), Failed> {
         origin_form(&mut request);
         request
             .headers_mut()
@@ -77,29 +63,31 @@ impl Http1 {
             .or_insert_with(|| self.host.clone());
         if let Some(mut sender) = self.idle.checkout() {
             match sender.try_send_request(request).await {
-                Ok(response) => return self.answered(response, sender),
+                Ok(response) => return Ok(self.answered(response, sender)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => request = unsent,
-                    None => return Sent::Failed(e.into_error()),
+                    None => return Err(Failed::sending(&e.into_error())),
                 },
             }
         }
-        let mut sender = match self.dial().await {
-            Ok(sender) => sender,
-            Err(e) => return Sent::DialFailed(e),
-        };
+        let mut sender = self
+            .dial()
+            .await
+            .map_err(|e| Failed::dialling(classify(&*e, true)))?;
         match sender.send_request(request).await {
-            Ok(response) => self.answered(response, sender),
-            Err(e) => Sent::Failed(e),
+            Ok(response) => Ok(self.answered(response, sender)),
+            Err(e) => Err(Failed::sending(&e)),
         }
     }
 
-    fn answered(&self, response: Response<Incoming>, sender: SendRequest<OutboundBody>) -> Sent {
+    /// The answer, and its connection to hand back once the body is read.
+    fn answered(
+        &self,
+        response: Response<Incoming>,
+        sender: SendRequest<OutboundBody>,
+    ) -> (Response<Incoming>, Reuse) {
         let home: Arc<dyn Checkin> = self.idle.clone();
-        Sent::Answered {
-            response,
-            reuse: Reuse::new(home, sender),
-        }
+        (response, Reuse::new(home, sender))
     }
 
     async fn dial(&self) -> Result<SendRequest<OutboundBody>, BoxError> {
@@ -128,6 +116,15 @@ struct IdleConnections {
 }
 
 impl IdleConnections {
+    fn new(timeout: Duration, max: usize) -> Arc<IdleConnections> {
+        Arc::new(IdleConnections {
+            stack: Mutex::new(Vec::new()),
+            timeout,
+            max,
+            sweeping: AtomicBool::new(false),
+        })
+    }
+
     /// The newest idle connection that can take a request now; closed and expired ones are
     /// dropped on the way. One not ready yet stays: its connection task has not yet taken in
     /// the end of the last exchange (or, rarely, HubSpot answered before the request body was
@@ -245,18 +242,9 @@ mod tests {
         (sender, theirs)
     }
 
-    fn idle(timeout: Duration, max: usize) -> Arc<IdleConnections> {
-        Arc::new(IdleConnections {
-            stack: Mutex::new(Vec::new()),
-            timeout,
-            max,
-            sweeping: AtomicBool::new(false),
-        })
-    }
-
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_is_reused_until_it_expires() {
-        let idle = idle(Duration::from_secs(90), 8);
+        let idle = IdleConnections::new(Duration::from_secs(90), 8);
         let ((a, _a), (b, _b)) = (sender().await, sender().await);
         idle.clone().checkin(a);
         assert!(idle.checkout().is_some(), "reused within the timeout");
@@ -268,7 +256,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_sweeper_closes_expired_connections_without_a_request() {
-        let idle = idle(Duration::from_secs(90), 8);
+        let idle = IdleConnections::new(Duration::from_secs(90), 8);
         let ((a, _a), (b, _b)) = (sender().await, sender().await);
         idle.clone().checkin(a);
         tokio::time::advance(Duration::from_secs(60)).await;
@@ -286,7 +274,7 @@ mod tests {
     #[tokio::test]
     async fn limits_keep_fewer_idle_connections() {
         let ((a, _a), (b, _b), (c, _c)) = (sender().await, sender().await, sender().await);
-        let capped = idle(Duration::from_secs(90), 1);
+        let capped = IdleConnections::new(Duration::from_secs(90), 1);
         capped.clone().checkin(a);
         capped.clone().checkin(b);
         assert_eq!(
@@ -294,7 +282,7 @@ mod tests {
             1,
             "pool_max_idle_per_host"
         );
-        let never = idle(Duration::ZERO, 8);
+        let never = IdleConnections::new(Duration::ZERO, 8);
         never.clone().checkin(c);
         assert!(never.checkout().is_none(), "a zero idle timeout keeps none");
     }
