@@ -21,6 +21,7 @@ LABELS = {
     "haproxy": "HAProxy 2.6",
     "caddy": "Caddy 2.6",
     "floor": "featureless forwarder (floor)",
+    "hyper": "hyper floor (no features, our stack)",
     "ours": "hubspot-auth-proxy",
 }
 SETUPS = {
@@ -66,6 +67,31 @@ def lines_of(path):
         return []
 
 
+def stack_allows(med):
+    """The hyper floor against the best peer: what any proxy built on hyper's server and client
+    can reach here, whatever its features cost (bench/NOTES.md §10)."""
+    lines = ["", "What the stack allows: `bench/hyper_floor.rs` does the same job on hyper, tokio and "
+             "rustls with no features at all: a proxy built on hyper's server and client connections does at least "
+             "this much work per request.", "",
+             "| setup | conns | hyper floor req/s vs best peer | CPU µs/req hyper floor / best peer "
+             "| ours req/s vs hyper floor | CPU µs/req ours / hyper floor |",
+             "|---|---|---|---|---|---|"]
+    for setup in SETUPS:
+        for conns in (32, 256):
+            hyper, ours = med(setup, "hyper", conns, "rps"), med(setup, "ours", conns, "rps")
+            peers = [t for t in PEERS if med(setup, t, conns, "rps")]
+            if not hyper or not ours or not peers:
+                continue
+            best = max(peers, key=lambda t: med(setup, t, conns, "rps"))
+            cheapest = min(peers, key=lambda t: med(setup, t, conns, "cpu_fwd") or 1e9)
+            cpu = {t: med(setup, t, conns, "cpu_fwd") for t in ("hyper", "ours", cheapest)}
+            lines.append(
+                f"| {SETUPS[setup]} | {conns} | {hyper / med(setup, best, conns, 'rps'):.2f} ({LABELS[best]}) "
+                f"| {cpu['hyper']:.1f} / {cpu[cheapest]:.1f} ({LABELS[cheapest]}) "
+                f"| {ours / hyper:.2f} | {cpu['ours']:.1f} / {cpu['hyper']:.1f} |")
+    return lines
+
+
 def report(out):
     runs = collections.defaultdict(list)
     for run in lines_of(f"{out}/runs.jsonl"):
@@ -90,7 +116,7 @@ def report(out):
         "## Load benchmark", "",
         f"Measured {datetime.date.today()} on {cpu}, {os.cpu_count()} cores, with `bench/run.sh` "
         f"({rounds} alternating rounds of {duration} s per target, wrk 1 thread; medians shown). "
-        "Reproduce: `bench/run.sh` (about 15 minutes; installs nginx, HAProxy, Caddy and wrk "
+        "Reproduce: `bench/run.sh` (about 17 minutes; installs nginx, HAProxy, Caddy and wrk "
         "from Debian if missing). Each forwarder injects the bearer and sets Host, with pooled "
         "upstream connections; the upstream is nginx answering 67 bytes, plain HTTP/1.1 or TLS "
         "with h2 offered in ALPN (certificates from a throwaway CA made in `bench/out`). CPU is "
@@ -100,22 +126,22 @@ def report(out):
 
     # The issue's table: ours against every peer, per setup.
     out_lines += [
-        "| setup | conns | ours req/s vs nginx | vs HAProxy | vs Caddy | vs floor | vs best peer | "
-        "p99 ours / best peer | CPU µs/req ours / best peer |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| setup | conns | ours req/s vs nginx | vs HAProxy | vs Caddy | vs floor | vs hyper floor "
+        "| vs best peer | p99 ours / best peer | CPU µs/req ours / best peer |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for setup in SETUPS:
         for conns in (32, 256):
             ours = med(setup, "ours", conns, "rps")
             if not ours:
                 continue
-            ratio = {t: ours / v if (v := med(setup, t, conns, "rps")) else None for t in PEERS + ("floor",)}
+            ratio = {t: ours / v if (v := med(setup, t, conns, "rps")) else None for t in PEERS + ("floor", "hyper")}
             peers = [t for t in PEERS if med(setup, t, conns, "rps")]
             best = max(peers, key=lambda t: med(setup, t, conns, "rps"))
             cheapest = min(peers, key=lambda t: med(setup, t, conns, "cpu_fwd") or 1e9)
             out_lines.append(
                 f"| {SETUPS[setup]} | {conns} | {fmt(ratio['nginx'], '.2f')} | {fmt(ratio['haproxy'], '.2f')} "
-                f"| {fmt(ratio['caddy'], '.2f')} | {fmt(ratio['floor'], '.2f')} "
+                f"| {fmt(ratio['caddy'], '.2f')} | {fmt(ratio['floor'], '.2f')} | {fmt(ratio['hyper'], '.2f')} "
                 f"| {ours / med(setup, best, conns, 'rps'):.2f} ({LABELS[best]}) "
                 f"| {med(setup, 'ours', conns, 'p99'):.2f} / {med(setup, best, conns, 'p99'):.2f} ms "
                 f"| {fmt(med(setup, 'ours', conns, 'cpu_fwd'), '.1f')} / "
@@ -124,6 +150,7 @@ def report(out):
     out_lines.append("Targets (issue 18): TLS+h2: req/s >= 1.1x the best peer, p99 <= the best peer's, "
                      "CPU <= 0.9x the best peer's. Plaintext: req/s >= 1.0x the best of nginx and "
                      "HAProxy and >= 0.85x the floor, CPU <= the best peer's.")
+    out_lines += stack_allows(med)
 
     for setup, title in SETUPS.items():
         out_lines += ["", f"### {title}", "",

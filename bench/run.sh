@@ -2,7 +2,7 @@
 # Side-by-side load benchmark on loopback: hubspot-auth-proxy against nginx, HAProxy and Caddy
 # doing the same job, the featureless floor, and the upstream directly.
 #
-#   bench/run.sh                       # about 15 minutes after the release build; writes the load section of bench/results.md
+#   bench/run.sh                       # about 17 minutes after the release build; writes the load section of bench/results.md
 #   ROUNDS=1 DURATION=2 LAT_DURATION=1 bench/run.sh   # a smoke run (figures meaningless)
 #
 # Upstream: nginx answering a small JSON body, only for the right bearer (401 otherwise), both
@@ -10,7 +10,8 @@
 # Peers, each injecting the bearer and setting Host, with pooled upstream connections:
 #   nginx (h1 upstream, also over TLS: nginx's proxy module has no h2 upstream), HAProxy (h1
 #   backend, and `alpn h2` over TLS), Caddy (h1, and h2 over TLS: Go's transport negotiates it).
-# Floor: bench/floor.rs, a forwarder with no features (plaintext only).
+# Floors: bench/floor.rs, a forwarder with no features (plaintext only), and bench/hyper_floor.rs,
+# the same job with no features on this project's own stack (hyper, tokio, rustls), both setups.
 # Ours: the release binary with one static token (shaping off: the peers do none either), one
 # instance per setup.
 # Measured: req/s, p50/p99 at 32 and 256 connections in alternating rounds (medians), CPU per
@@ -26,11 +27,11 @@ LAT_DURATION=${LAT_DURATION:-3}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 OUT=bench/out
 NGINX_PORT=18082 NGINX_TLS_PORT=18092
-FLOOR_PORT=18084
+FLOOR_PORT=18084 HYPER_PORT=18088 HYPER_TLS_PORT=18098
 HAPROXY_PORT=18085 HAPROXY_TLS_PORT=18095
 CADDY_PORT=18086 CADDY_TLS_PORT=18096
 PROXY_TLS_PORT=18087 ADMIN_TLS_PORT=18097
-EXTRA_PORTS="$NGINX_PORT $NGINX_TLS_PORT $FLOOR_PORT $HAPROXY_PORT $HAPROXY_TLS_PORT $CADDY_PORT $CADDY_TLS_PORT $PROXY_TLS_PORT $ADMIN_TLS_PORT"
+EXTRA_PORTS="$NGINX_PORT $NGINX_TLS_PORT $FLOOR_PORT $HYPER_PORT $HYPER_TLS_PORT $HAPROXY_PORT $HAPROXY_TLS_PORT $CADDY_PORT $CADDY_TLS_PORT $PROXY_TLS_PORT $ADMIN_TLS_PORT"
 source bench/common.sh
 need haproxy haproxy
 need caddy caddy
@@ -141,17 +142,19 @@ nginx -c "$PWD/$OUT/nginx-proxy.conf" -g 'daemon off;' & NGINX_PID=$!; pids+=($!
 haproxy -db -f "$OUT/haproxy.cfg" 2>"$OUT/haproxy.log" & HAPROXY_PID=$!; pids+=($!)
 XDG_CONFIG_HOME="$PWD/$OUT/caddy-config" XDG_DATA_HOME="$PWD/$OUT/caddy-data" \
   caddy run --adapter caddyfile --config "$OUT/Caddyfile" 2>"$OUT/caddy.log" & CADDY_PID=$!; pids+=($!)
-cargo build --release --locked --quiet --example floor
+cargo build --release --locked --quiet --example floor --example hyper_floor
 target/release/examples/floor "127.0.0.1:$FLOOR_PORT" "$PLAIN_UP" "$TOKEN_A" & FLOOR_PID=$!; pids+=($!)
+target/release/examples/hyper_floor "127.0.0.1:$HYPER_PORT" "http://$PLAIN_UP" "$TOKEN_A" & HYPER_PID=$!; pids+=($!)
+target/release/examples/hyper_floor "127.0.0.1:$HYPER_TLS_PORT" "https://$TLS_UP" "$TOKEN_A" "$OUT/ca.pem" & HYPER_TLS_PID=$!; pids+=($!)
 start_proxy proxy-tls "$PROXY_TLS_PORT" "$ADMIN_TLS_PORT" "https://$TLS_UP"; PROXY_TLS_PID=$PROXY_PID
 start_proxy   # last: PROXY_PID, ADMIN_PORT and the token swapper are the plaintext instance's
 
 declare -A PORT=([plain,nginx]=$NGINX_PORT [plain,haproxy]=$HAPROXY_PORT [plain,caddy]=$CADDY_PORT
-  [plain,floor]=$FLOOR_PORT [plain,ours]=$PROXY_PORT
+  [plain,floor]=$FLOOR_PORT [plain,hyper]=$HYPER_PORT [plain,ours]=$PROXY_PORT
   [tls,nginx]=$NGINX_TLS_PORT [tls,haproxy]=$HAPROXY_TLS_PORT [tls,caddy]=$CADDY_TLS_PORT
-  [tls,ours]=$PROXY_TLS_PORT)
+  [tls,hyper]=$HYPER_TLS_PORT [tls,ours]=$PROXY_TLS_PORT)
 declare -A PID=([nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [caddy]=$CADDY_PID [floor]=$FLOOR_PID
-  [plain,ours]=$PROXY_PID [tls,ours]=$PROXY_TLS_PID)
+  [plain,hyper]=$HYPER_PID [tls,hyper]=$HYPER_TLS_PID [plain,ours]=$PROXY_PID [tls,ours]=$PROXY_TLS_PID)
 pid_of() { echo "${PID[$1,$2]:-${PID[$2]:-}}"; } # setup target
 url_of() { # setup target
   case "$1,$2" in
@@ -176,7 +179,9 @@ done
 echo "{\"what\": \"params\", \"duration\": $DURATION}" > "$OUT/extra.jsonl"
 
 # Memory first, on fresh processes: idle, with IDLE_CONNS idle keep-alive connections, after.
-for key in plain,ours tls,ours plain,nginx plain,haproxy plain,caddy plain,floor; do
+# The hyper floor is measured in its TLS setup, where every client connection shares its worker's
+# one h2 connection: its figure is then hyper's server connection alone.
+for key in plain,ours tls,ours plain,nginx plain,haproxy plain,caddy plain,floor tls,hyper; do
   setup=${key%,*} target=${key#*,}
   result=$(python3 bench/idle.py "${PORT[$key]}" "$IDLE_CONNS" $(pid_of "$setup" "$target"))
   echo "memory $key: $result" >&2
@@ -202,7 +207,7 @@ load() { # setup target conns round duration
 }
 
 for setup in plain tls; do
-  targets="direct nginx haproxy caddy ours"; [ "$setup" = plain ] && targets+=" floor"
+  targets="direct nginx haproxy caddy hyper ours"; [ "$setup" = plain ] && targets+=" floor"
   for c in 32 256; do
     for round in $(seq "$ROUNDS"); do
       for target in $targets; do load "$setup" "$target" "$c" "$round" "$DURATION"; done

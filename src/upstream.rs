@@ -351,6 +351,19 @@ mod tests {
         Upstream::new(&settings.upstream, 1, metrics.upstream_slots().clone()).unwrap()
     }
 
+    /// hyper keeps a request's future for as long as the request is in flight, so the dials
+    /// (TCP, TLS and h2 handshakes, needed only when no connection is open) are boxed out of
+    /// it. Inline, they made this future 8.5 KB (and the whole request's 19 KB); boxed, 2.7 KB.
+    #[test]
+    fn the_send_future_leaves_the_dials_out() {
+        let upstream = hubspot();
+        let request = Request::new(body::kept(bytes::Bytes::new()));
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let sending = upstream.send(request, || None, || {}, deadline);
+        let size = std::mem::size_of_val(&sending);
+        assert!(size < 4096, "the send future is {size} bytes");
+    }
+
     fn target(uri: &str) -> Result<String, &'static str> {
         hubspot()
             .target(uri.parse().unwrap())

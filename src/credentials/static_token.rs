@@ -56,7 +56,7 @@ pub(crate) fn spawn_watcher(
             account,
             reader: SecretReader::new(source, true),
             current,
-            failing: false,
+            failing: None,
         };
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -78,14 +78,15 @@ struct Watcher {
     account: Arc<Account>,
     reader: SecretReader,
     current: Secret<String>,
-    /// Set while reads fail, so a broken file logs one error, not one a second.
-    failing: bool,
+    /// Why reads fail, while they do: a broken file logs one error per reason, not one a
+    /// second, and a new reason (a missing file that turns into a hung one) is logged too.
+    failing: Option<String>,
 }
 
 impl Watcher {
     async fn check(&mut self) {
         match self.reader.read(READ_TIMEOUT).await {
-            Ok(secret) if secret == self.current => self.failing = false,
+            Ok(secret) if secret == self.current => self.failing = None,
             Ok(secret) => self.swap(secret),
             Err(e) => self.fail(&e.to_string()),
         }
@@ -95,7 +96,7 @@ impl Watcher {
         match self.account.token.store(&secret, None) {
             Ok(generation) => {
                 self.current = secret;
-                self.failing = false;
+                self.failing = None;
                 self.account.metrics.token_reloaded(true);
                 self.account.status.record_success();
                 tracing::info!(account = %self.account.name, generation, "token reloaded");
@@ -105,8 +106,8 @@ impl Watcher {
     }
 
     fn fail(&mut self, reason: &str) {
-        if !self.failing {
-            self.failing = true;
+        if self.failing.as_deref() != Some(reason) {
+            self.failing = Some(reason.to_string());
             self.account.metrics.token_reloaded(false);
             self.account.status.record_failure("reload_failed");
             tracing::error!(

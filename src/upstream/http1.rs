@@ -70,8 +70,9 @@ impl Http1 {
                 },
             }
         }
-        let mut sender = self
-            .dial()
+        // Boxed: the dial holds the TCP and TLS handshakes, a large future that every request's
+        // future would otherwise carry, and copy, though most requests find an idle connection.
+        let mut sender = Box::pin(self.dial())
             .await
             .map_err(|e| Failed::dialling(classify(&*e, true)))?;
         match sender.send_request(request).await {

@@ -71,9 +71,16 @@ impl Multiplexed {
 
     /// The open h2 connection, or the one this call (or a concurrent one) dials.
     pub(super) async fn route(&self) -> Result<Route, ProxyError> {
-        if let Some(route) = self.ready() {
-            return Ok(route);
+        match self.ready() {
+            Some(route) => Ok(route),
+            // Boxed: the dial holds the TCP, TLS and h2 handshakes, kilobytes of future that
+            // every request's future would otherwise carry, and copy, for a rare event.
+            None => Box::pin(self.dial_once()).await,
         }
+    }
+
+    /// Dials, unless a concurrent caller did meanwhile: then its connection, or its failure.
+    async fn dial_once(&self) -> Result<Route, ProxyError> {
         let dials_before = self.dials.load(Ordering::SeqCst);
         let _dialling = self.dialling.lock().await;
         if let Some(route) = self.ready() {

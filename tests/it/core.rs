@@ -619,6 +619,17 @@ async fn a_hung_token_file_blocks_neither_admin_nor_shutdown() {
     // A FIFO nobody writes stands in for a hung network or FUSE secret mount: opening it blocks.
     let token = w.scratch.path("token");
     std::fs::remove_file(&token).unwrap();
+    // The missing file is logged first: the hang that follows is a new reason, and must be
+    // logged too (one line per reason, not one per poll).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !w.proxy.log().contains("entity not found") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no missing-file error logged:\n{}",
+            w.proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let made = std::process::Command::new("mkfifo")
         .arg(&token)
         .status()
@@ -637,7 +648,8 @@ async fn a_hung_token_file_blocks_neither_admin_nor_shutdown() {
         admin_answers(&w, "/metrics", limit).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The old token is still served, and the hang is logged once, not once a second.
+    // The old token is still served, and the hang is logged once, not once a second: two
+    // failures in all, the missing file and the hang.
     for _ in 0..3 {
         let response = w.proxy.get("/crm/v3/objects/contacts").await;
         assert_eq!(response.status(), 200);
@@ -646,7 +658,7 @@ async fn a_hung_token_file_blocks_neither_admin_nor_shutdown() {
     }
     assert_eq!(w.sandbox.requests().last().unwrap().bearer(), Some(TOKEN_A));
     let log = w.proxy.log();
-    assert_eq!(log.matches("token reload failed").count(), 1, "{log}");
+    assert_eq!(log.matches("token reload failed").count(), 2, "{log}");
     w.proxy.signal("TERM");
     let status = w.proxy.wait_exit(Duration::from_secs(2 + 3)).await;
     assert!(status.success(), "{status:?}");
