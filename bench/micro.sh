@@ -12,6 +12,7 @@ rows = [
     ("hapikey", "present_strip", "`?hapikey=` found and stripped from the query"),
     ("headers", "to_upstream_and_bearer", "header rewrite: hop-by-hop, client Host dropped, bearer (7 client headers)"),
     ("headers", "to_upstream_with_connection_list", "same, with a `Connection` list naming a header"),
+    ("headers", "from_upstream_keep_alive", "answer headers: hop-by-hop dropped (`Connection: keep-alive`, 7 headers)"),
     ("route", "default", "account selection: default account"),
     ("route", "named_header", "account selection: `X-Auth-Proxy-Account`"),
     ("route", "hapikey_mapped", "account selection: legacy key hashed and mapped, query rewritten"),

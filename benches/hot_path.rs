@@ -74,6 +74,31 @@ fn header_rewrite(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // What most HTTP/1.1 answers carry: `Connection: keep-alive` and nothing else hop-by-hop.
+    group.bench_function("from_upstream_keep_alive", |b| {
+        b.iter_batched_ref(
+            || {
+                let mut h = HeaderMap::new();
+                for (name, value) in [
+                    ("date", "Tue, 24 Nov 2026 23:00:00 GMT"),
+                    ("content-type", "application/json;charset=utf-8"),
+                    ("content-length", "67"),
+                    ("connection", "keep-alive"),
+                    (
+                        "x-hubspot-correlation-id",
+                        "0f3c9d7e-8b1a-4c52-9e6f-2a7d5b3c1e90",
+                    ),
+                    ("x-hubspot-ratelimit-max", "190"),
+                    ("x-hubspot-ratelimit-remaining", "189"),
+                ] {
+                    h.insert(name, HeaderValue::from_static(value));
+                }
+                h
+            },
+            headers::from_upstream,
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 

@@ -23,28 +23,48 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Removes the hop-by-hop fields, including every field the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of these: one pass comparing names is cheaper than nine
-    // removals that each hash a name. A Connection header is itself in the list.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        return;
-    }
-    if headers.contains_key(CONNECTION) {
-        // Names are collected first because the map cannot be read and changed at once;
-        // most clients send no Connection header, so the common path never allocates.
-        let named: Vec<HeaderValue> = headers.get_all(CONNECTION).iter().cloned().collect();
-        for value in &named {
-            let Ok(list) = value.to_str() else { continue };
-            for name in list.split(',') {
-                let name = name.trim();
-                if !name.is_empty() {
-                    headers.remove(name.to_ascii_lowercase().as_str());
-                }
-            }
+    // Most requests carry none of these, and most HTTP/1.1 answers only `Connection:
+    // keep-alive`: one pass notes which are present, so only those are removed (a removal
+    // hashes its name) and nothing is allocated for them.
+    let mut present = [false; HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[i] = true;
         }
     }
-    for name in &HOP_BY_HOP {
+    if !present.contains(&true) {
+        return;
+    }
+    // `CONNECTION` is the list's first entry.
+    if present[0] {
+        for name in named_by_connection(headers) {
+            headers.remove(name);
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
+}
+
+/// The fields present that a `Connection` header names, beyond the hop-by-hop ones removed
+/// anyway. Empty, and so not allocated, for the usual `keep-alive` or `close`.
+fn named_by_connection(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .filter(|token| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|hop| token.eq_ignore_ascii_case(hop.as_str()))
+        })
+        // Looked up by `&str`, which http matches without case and without allocating.
+        .filter(|token| headers.contains_key(*token))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect()
 }
 
 /// Prepares a client's headers for HubSpot: the client never chooses the host. The client's
@@ -61,7 +81,7 @@ pub fn set_bearer(headers: &mut HeaderMap, bearer: HeaderValue) {
     headers.insert(AUTHORIZATION, bearer);
 }
 
-pub(crate) fn from_upstream(headers: &mut HeaderMap) {
+pub fn from_upstream(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
 }
 
@@ -106,6 +126,24 @@ mod tests {
         let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["accept-encoding", "x-hubspot-thing"]);
+    }
+
+    #[test]
+    fn connection_tokens_name_fields_in_any_case_and_odd_tokens_are_harmless() {
+        let mut h = map(&[
+            ("connection", "close, X-Trace-Hop, bad name, , keep-alive"),
+            ("x-trace-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("content-length", "67"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-length"]);
+
+        let mut h = map(&[("connection", "keep-alive"), ("content-type", "text/plain")]);
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-type"]);
     }
 
     #[test]
