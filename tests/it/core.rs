@@ -621,15 +621,12 @@ async fn a_hung_token_file_blocks_neither_admin_nor_shutdown() {
     std::fs::remove_file(&token).unwrap();
     // The missing file is logged first: the hang that follows is a new reason, and must be
     // logged too (one line per reason, not one per poll).
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !w.proxy.log().contains("entity not found") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no missing-file error logged:\n{}",
-            w.proxy.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(15),
+        "the missing-file error logged",
+        || w.proxy.log().contains("entity not found").then_some(()),
+    )
+    .await;
     let made = std::process::Command::new("mkfifo")
         .arg(&token)
         .status()
