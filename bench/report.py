@@ -67,6 +67,17 @@ def lines_of(path):
         return []
 
 
+def best_peers(med, setup, conns):
+    """The peer with the most req/s and the one with the least CPU per request, or None if no
+    peer ran in this cell."""
+    peers = [t for t in PEERS if med(setup, t, conns, "rps")]
+    if not peers:
+        return None
+    best = max(peers, key=lambda t: med(setup, t, conns, "rps"))
+    cheapest = min(peers, key=lambda t: med(setup, t, conns, "cpu_fwd") or 1e9)
+    return best, cheapest
+
+
 def stack_allows(med):
     """The hyper floor against the best peer: what any proxy built on hyper's server and client
     can reach here, whatever its features cost (bench/NOTES.md §10)."""
@@ -79,11 +90,10 @@ def stack_allows(med):
     for setup in SETUPS:
         for conns in (32, 256):
             hyper, ours = med(setup, "hyper", conns, "rps"), med(setup, "ours", conns, "rps")
-            peers = [t for t in PEERS if med(setup, t, conns, "rps")]
+            peers = best_peers(med, setup, conns)
             if not hyper or not ours or not peers:
                 continue
-            best = max(peers, key=lambda t: med(setup, t, conns, "rps"))
-            cheapest = min(peers, key=lambda t: med(setup, t, conns, "cpu_fwd") or 1e9)
+            best, cheapest = peers
             cpu = {t: med(setup, t, conns, "cpu_fwd") for t in ("hyper", "ours", cheapest)}
             lines.append(
                 f"| {SETUPS[setup]} | {conns} | {hyper / med(setup, best, conns, 'rps'):.2f} ({LABELS[best]}) "
@@ -136,9 +146,7 @@ def report(out):
             if not ours:
                 continue
             ratio = {t: ours / v if (v := med(setup, t, conns, "rps")) else None for t in PEERS + ("floor", "hyper")}
-            peers = [t for t in PEERS if med(setup, t, conns, "rps")]
-            best = max(peers, key=lambda t: med(setup, t, conns, "rps"))
-            cheapest = min(peers, key=lambda t: med(setup, t, conns, "cpu_fwd") or 1e9)
+            best, cheapest = best_peers(med, setup, conns)
             out_lines.append(
                 f"| {SETUPS[setup]} | {conns} | {fmt(ratio['nginx'], '.2f')} | {fmt(ratio['haproxy'], '.2f')} "
                 f"| {fmt(ratio['caddy'], '.2f')} | {fmt(ratio['floor'], '.2f')} | {fmt(ratio['hyper'], '.2f')} "
